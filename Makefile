@@ -1,0 +1,58 @@
+# mlrollouts — developer entry points. Every target installs what it needs into .venv.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: venv test test-unit test-integration test-e2e lint crds demo bench bench-serving bench-router \
+        bench-operator bench-bandits images kind-e2e clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: venv
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+test-e2e: venv
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check operator serving_image tests
+	$(VENV)/bin/ruff format --check operator serving_image tests
+	$(VENV)/bin/mypy -p mlrollouts.api
+	$(VENV)/bin/lint-imports
+
+crds: venv
+	$(VENV)/bin/mlrollouts crds --output-dir crds
+
+clean:
+	rm -rf $(VENV) .mlrollouts .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks print their numbers; they are not part of `make test`.
+bench: bench-serving bench-router bench-operator bench-bandits
+
+bench-serving: venv
+	$(PY) tests/bench/bench_serving.py
+
+bench-router: venv
+	$(PY) tests/bench/bench_router.py
+
+bench-operator: venv
+	$(PY) tests/bench/bench_operator.py
+
+bench-bandits: venv
+	$(PY) tests/bench/bench_bandits.py

@@ -1,0 +1,1 @@
+"""mlrollouts.builders"""

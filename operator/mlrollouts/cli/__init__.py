@@ -1,0 +1,1 @@
+"""The `mlrollouts` (and `kubectl-mlrollouts`) command line."""

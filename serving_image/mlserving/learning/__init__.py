@@ -1,0 +1,1 @@
+"""mlserving.learning"""
