@@ -1,0 +1,249 @@
+"""The route table: which variants serve a model, with which weights, stickiness and shadow.
+
+This model is the contract between the operator (which writes it into a ConfigMap under
+``ROUTES_CONFIGMAP_KEY``) and the router (which reads it from that ConfigMap or from a file).
+Field names are snake_case in Python and camelCase in YAML/JSON, like Kubernetes objects.
+
+Example (YAML)::
+
+    routes:
+      - name: iris
+        model: iris
+        variants:
+          - {name: stable, upstreams: ["http://iris-5f2a1c:8080"], weight: 90}
+          - {name: canary, upstreams: ["http://iris-9b3e7d:8080"], weight: 10}
+        stickiness: {header: x-user-id}
+        shadow: {variant: candidate, percent: 20}
+        timeouts: {connectSeconds: 1, requestSeconds: 10}
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+ROUTES_CONFIGMAP_KEY = "routes.yaml"
+"""The key of the route table inside the router's ConfigMap (``data[ROUTES_CONFIGMAP_KEY]``)."""
+
+# Names end up in metric labels, response ids ("." separated) and URLs: DNS-1123 labels keep them safe.
+_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# Model names follow the server's rules: the path segment of /v2/models/{m}.
+_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_UPSTREAM_RE = re.compile(r"^https?://[^/\s?#]+(/[^\s?#]*)?$")
+
+
+class RouteTableError(ValueError):
+    """A route table that cannot be used; the message names the offending field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, validate_default=True
+    )
+
+
+def _check_name(value: str, what: str) -> str:
+    if not _NAME_RE.match(value):
+        raise ValueError(f"{what} {value!r} must be a DNS-1123 label (lowercase letters, digits, '-', ≤63)")
+    return value
+
+
+class Timeouts(_Model):
+    """Upstream timeouts of a variant (seconds)."""
+
+    connect_seconds: float = Field(default=1.0, gt=0, le=60, description="TCP connect timeout.")
+    request_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="Whole upstream request timeout; exceeded -> 504."
+    )
+
+
+class Variant(_Model):
+    """One arm of a route: a set of equivalent upstream endpoints and its traffic weight."""
+
+    name: str = Field(description="Variant name; appears in x-mlrollouts-variant, ids and metric labels.")
+    upstreams: list[str] = Field(min_length=1, description="Base URLs, e.g. http://iris-5f2a1c:8080.")
+    weight: float = Field(default=0.0, ge=0, description="Relative traffic weight (any positive scale).")
+    model: str | None = Field(
+        default=None, description="Model name on the upstream, when it differs from the route's model."
+    )
+    timeouts: Timeouts | None = Field(default=None, description="Overrides the route's timeouts.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _check_name(value, "variant name")
+
+    @field_validator("upstreams")
+    @classmethod
+    def _upstreams(cls, value: list[str]) -> list[str]:
+        cleaned = []
+        for url in value:
+            if not _UPSTREAM_RE.match(url):
+                raise ValueError(f"upstream {url!r} must be an http(s) base URL without query or fragment")
+            cleaned.append(url.rstrip("/"))
+        if len(set(cleaned)) != len(cleaned):
+            raise ValueError("upstreams must be distinct")
+        return cleaned
+
+    @field_validator("weight")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("weight must be finite")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str | None) -> str | None:
+        if value is not None and not _MODEL_RE.match(value):
+            raise ValueError(f"model {value!r} is not a valid model name")
+        return value
+
+
+class Stickiness(_Model):
+    """Where the sticky key comes from: a request header or a cookie (exactly one)."""
+
+    header: str | None = Field(default=None, description="Request header holding the sticky key.")
+    cookie: str | None = Field(default=None, description="Cookie holding the sticky key.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if (self.header is None) == (self.cookie is None):
+            raise ValueError("stickiness needs exactly one of 'header' or 'cookie'")
+        if self.header is not None and not re.match(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", self.header):
+            raise ValueError(f"stickiness.header {self.header!r} is not a valid header name")
+        return self
+
+
+class Shadow(_Model):
+    """Mirror a percent of the route's requests to a variant; its answers are compared, never returned."""
+
+    variant: str = Field(description="Name of a variant of this route (usually with weight 0).")
+    percent: float = Field(ge=0, le=100, description="Share of requests mirrored, 0..100.")
+    relative_tolerance: float = Field(
+        default=1e-3, ge=0, description="Regression outputs agree when within this relative difference."
+    )
+
+
+class Feedback(_Model):
+    """How long a response id can be credited with feedback."""
+
+    id_ttl_seconds: float = Field(default=7 * 24 * 3600, gt=0, description="Age after which an id expires.")
+
+
+class Route(_Model):
+    """One entry point: requests for ``model`` are split over ``variants``."""
+
+    name: str = Field(description="Route name; the `route` label of mlrouter_* metrics.")
+    model: str = Field(description="Model name clients use in /v2/models/{model}/... and /v1/models/{model}.")
+    variants: list[Variant] = Field(min_length=1)
+    stickiness: Stickiness | None = None
+    shadow: Shadow | None = None
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    feedback: Feedback = Field(default_factory=Feedback)
+    graph: dict[str, Any] | None = Field(
+        default=None, description="Reserved for composite models (a graph of components)."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _check_name(value, "route name")
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        if not _MODEL_RE.match(value):
+            raise ValueError(f"model {value!r} is not a valid model name")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        names = [v.name for v in self.variants]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate variant names: {duplicates}")
+        total = sum(v.weight for v in self.variants)
+        if not total > 0:
+            raise ValueError(f"variant weights must sum to a positive total (got {total})")
+        if self.shadow is not None and self.shadow.variant not in names:
+            raise ValueError(f"shadow.variant {self.shadow.variant!r} is not one of the variants {names}")
+        return self
+
+    def variant(self, name: str) -> Variant | None:
+        for variant in self.variants:
+            if variant.name == name:
+                return variant
+        return None
+
+    def timeouts_for(self, variant: Variant) -> Timeouts:
+        return variant.timeouts or self.timeouts
+
+
+class RouteTable(_Model):
+    """All routes served by one router."""
+
+    routes: list[Route] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Self:
+        for attr in ("name", "model"):
+            values = [getattr(r, attr) for r in self.routes]
+            duplicates = sorted({v for v in values if values.count(v) > 1})
+            if duplicates:
+                raise ValueError(f"duplicate route {attr}s: {duplicates}")
+        return self
+
+    def route_for_model(self, model: str) -> Route | None:
+        for route in self.routes:
+            if route.model == model:
+                return route
+        return None
+
+    # -- serialisation -------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The camelCase document (no defaults omitted, so readers see every effective value)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def to_configmap_data(self) -> dict[str, str]:
+        """The ``data`` of the router's ConfigMap."""
+        return {ROUTES_CONFIGMAP_KEY: self.to_yaml()}
+
+    @classmethod
+    def from_yaml(cls, text: str) -> RouteTable:
+        """Parse YAML (or JSON); raise RouteTableError naming the offending field."""
+        try:
+            document = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise RouteTableError(f"route table is not valid YAML: {exc}") from None
+        if document is None:
+            document = {}
+        if not isinstance(document, dict):
+            raise RouteTableError("route table must be a mapping with a 'routes' list")
+        return cls.from_dict(document)
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> RouteTable:
+        try:
+            return cls.model_validate(document)
+        except ValidationError as exc:
+            raise RouteTableError(format_validation_error(exc)) from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming its location, e.g. ``routes.0.variants.1.weight: ...``."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        location = ".".join(str(p) for p in error["loc"]) or "<root>"
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{location}: {message}")
+    return "invalid route table: " + "; ".join(parts)
