@@ -1,1 +1,44 @@
-"""mlrollouts.builders"""
+"""Pure functions from a ModelDeployment's parameters to the Kubernetes objects that realise it."""
+
+from mlrollouts.builders.common import Object, Owner, revision_name
+from mlrollouts.builders.gateway import ParentRef, http_route
+from mlrollouts.builders.ingress import canary_ingress, canary_ingress_name, stable_ingress
+from mlrollouts.builders.router import (
+    route_table_configmap,
+    route_table_name,
+    router_deployment,
+    router_name,
+    router_role,
+    router_role_binding,
+    router_service,
+    router_service_account,
+)
+from mlrollouts.builders.serving import (
+    ServingRevision,
+    all_revisions_service,
+    serving_deployment,
+    serving_service,
+)
+
+__all__ = [
+    "Object",
+    "Owner",
+    "ParentRef",
+    "ServingRevision",
+    "all_revisions_service",
+    "canary_ingress",
+    "canary_ingress_name",
+    "http_route",
+    "revision_name",
+    "route_table_configmap",
+    "route_table_name",
+    "router_deployment",
+    "router_name",
+    "router_role",
+    "router_role_binding",
+    "router_service",
+    "router_service_account",
+    "serving_deployment",
+    "serving_service",
+    "stable_ingress",
+]

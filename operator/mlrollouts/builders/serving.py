@@ -1,0 +1,157 @@
+"""Per-revision serving objects: Deployment ``<name>-<rev>`` and Service ``<name>-<rev>``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlrollouts.builders.common import (
+    SERVING_PORT,
+    Object,
+    Owner,
+    container_security_context,
+    http_probe,
+    metadata,
+    pod_security_context,
+    revision_name,
+    selector_labels,
+    tmp_volume,
+)
+
+SERVING_COMPONENT = "serving"
+DEFAULT_SERVING_IMAGE = "mlrollouts/serving:0.1.0"
+DEFAULT_RESOURCES: dict[str, Any] = {
+    "requests": {"cpu": "100m", "memory": "256Mi"},
+    "limits": {"memory": "1Gi"},
+}
+
+
+@dataclass(frozen=True)
+class ServingRevision:
+    """Everything that shapes the pods of one revision (the hashed, pod-affecting part of the spec)."""
+
+    owner: Owner
+    revision: str
+    model_name: str
+    model_uri: str
+    model_format: str = "auto"
+    image: str = DEFAULT_SERVING_IMAGE
+    replicas: int = 1
+    resources: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_RESOURCES))
+    env: Mapping[str, str] = field(default_factory=dict)
+    image_pull_policy: str = "IfNotPresent"
+    service_account: str | None = None
+    extra_args: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return revision_name(self.owner.name, self.revision)
+
+
+def serving_args(rev: ServingRevision) -> list[str]:
+    return [
+        "serve",
+        "--model-name",
+        rev.model_name,
+        "--model-uri",
+        rev.model_uri,
+        "--format",
+        rev.model_format,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(SERVING_PORT),
+        *rev.extra_args,
+    ]
+
+
+def serving_deployment(rev: ServingRevision, replicas: int | None = None) -> Object:
+    """The Deployment of one revision; ``replicas`` overrides ``rev.replicas`` (scale down / replica ratio)."""
+    volume, mount = tmp_volume()
+    env = [
+        {"name": "MLSERVING_MODEL", "value": rev.model_name},
+        {"name": "MLSERVING_REVISION", "value": rev.revision},
+        *({"name": k, "value": v} for k, v in sorted(rev.env.items())),
+    ]
+    pod_meta = metadata(
+        rev.owner,
+        rev.name,
+        SERVING_COMPONENT,
+        revision=rev.revision,
+        annotations={
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(SERVING_PORT),
+            "prometheus.io/path": "/metrics",
+        },
+    )
+    pod_meta.pop("name")
+    pod_meta.pop("namespace")
+    pod_meta.pop("ownerReferences", None)
+    pod_spec: Object = {
+        "securityContext": pod_security_context(),
+        "automountServiceAccountToken": False,
+        "containers": [
+            {
+                "name": "server",
+                "image": rev.image,
+                "imagePullPolicy": rev.image_pull_policy,
+                "command": ["mlserving"],
+                "args": serving_args(rev),
+                "env": env,
+                "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
+                "readinessProbe": http_probe("/v2/health/ready", period=2, failure_threshold=3),
+                "livenessProbe": http_probe("/v2/health/live", period=10, failure_threshold=3),
+                "startupProbe": http_probe("/v2/health/live", period=2, failure_threshold=60),
+                "resources": dict(rev.resources),
+                "securityContext": container_security_context(),
+                "volumeMounts": [mount],
+            }
+        ],
+        "volumes": [volume],
+        "terminationGracePeriodSeconds": 30,
+    }
+    if rev.service_account:
+        pod_spec["serviceAccountName"] = rev.service_account
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(rev.owner, rev.name, SERVING_COMPONENT, revision=rev.revision),
+        "spec": {
+            "replicas": rev.replicas if replicas is None else replicas,
+            "revisionHistoryLimit": 2,
+            "selector": {"matchLabels": selector_labels(rev.owner, SERVING_COMPONENT, rev.revision)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {"metadata": pod_meta, "spec": pod_spec},
+        },
+    }
+
+
+def serving_service(owner: Owner, revision: str) -> Object:
+    """The Service of one revision, selecting only that revision's pods."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(
+            owner, revision_name(owner.name, revision), SERVING_COMPONENT, revision=revision
+        ),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(owner, SERVING_COMPONENT, revision),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def all_revisions_service(owner: Owner) -> Object:
+    """Entry point ``<name>`` over the pods of every revision (Service provider: replica-ratio split)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(owner, owner.name, SERVING_COMPONENT),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(owner, SERVING_COMPONENT),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
