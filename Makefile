@@ -38,6 +38,7 @@ lint: venv
 
 crds: venv
 	$(VENV)/bin/mlrollouts crds --output-dir crds
+	$(VENV)/bin/mlrollouts crds --output-dir charts/mlrollouts/crds
 
 clean:
 	rm -rf $(VENV) .mlrollouts .pytest_cache .mypy_cache .ruff_cache
@@ -56,3 +57,10 @@ bench-operator: venv
 
 bench-bandits: venv
 	$(PY) tests/bench/bench_bandits.py
+
+# Container images and the kind end-to-end run (need Docker; they say so and stop where it is absent).
+images:
+	bash hack/images.sh
+
+kind-e2e: venv
+	bash hack/kind-e2e.sh
