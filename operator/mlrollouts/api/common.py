@@ -1,0 +1,363 @@
+"""Building blocks shared by the three resources: base models, durations, quantities, conditions,
+metric checks and the CEL rule helper used to put cross-field rules into the CRDs."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+GROUP = "mlrollouts.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+CATEGORY = "mlrollouts"
+
+# --- CEL rules ------------------------------------------------------------------------------------
+
+
+def cel(
+    rule: str, message: str, *, field_path: str | None = None, reason: str | None = None
+) -> dict[str, str]:
+    """One `x-kubernetes-validations` entry: a CEL rule the API server checks against `self`."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    if reason:
+        entry["reason"] = reason
+    return entry
+
+
+def validations(*rules: dict[str, str]) -> dict[str, Any]:
+    """`json_schema_extra` carrying CEL rules for a model or a field."""
+    return {"x-kubernetes-validations": list(rules)}
+
+
+# --- base models ----------------------------------------------------------------------------------
+
+
+class ApiModel(BaseModel):
+    """A spec object: camelCase on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_enum_values=False,
+    )
+
+
+class StatusModel(BaseModel):
+    """A status object written by the operator: camelCase, unknown fields ignored when read back."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class ObjectMeta(BaseModel):
+    """The part of Kubernetes object metadata the operator reads; everything else is kept."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    name: str | None = None
+    namespace: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    uid: str | None = None
+    generation: int | None = None
+    resource_version: str | None = None
+
+
+# --- scalar types ---------------------------------------------------------------------------------
+
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+Name = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)]
+"""A DNS-1123 label: names of checks, variants, nodes."""
+
+ResourceName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)]
+"""The name of another Kubernetes object in the same namespace."""
+
+_DURATION_RE = re.compile(r"^(?:0|(?:\d+(?:\.\d+)?(?:ms|s|m|h))+)$")
+_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+DURATION_PATTERN = r"^(0|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$"
+
+
+def parse_duration(value: str) -> float:
+    """Seconds in a Kubernetes-style duration such as ``500ms``, ``30s``, ``5m``, ``1h30m``."""
+    if not isinstance(value, str) or not _DURATION_RE.match(value.strip()):
+        raise ValueError(
+            f"invalid duration {value!r}: use a number with a unit ms, s, m or h, e.g. 30s, 5m, 1h30m"
+        )
+    text = value.strip()
+    if text == "0":
+        return 0.0
+    return sum(float(num) * _DURATION_UNITS[unit] for num, unit in _DURATION_PART_RE.findall(text))
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest duration string for a number of seconds (inverse of `parse_duration`)."""
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    millis = round(seconds * 1000)
+    if millis == 0:
+        return "0s"
+    parts: list[str] = []
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        count, millis = divmod(millis, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+def _check_duration(value: str) -> str:
+    parse_duration(value)
+    return value.strip()
+
+
+Duration = Annotated[
+    str,
+    AfterValidator(_check_duration),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "maxLength": 32}),
+]
+"""A duration string; `parse_duration` turns it into seconds."""
+
+_QUANTITY_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+
+
+def _check_quantity(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("a quantity is a number or a string such as 500m, 1, 2Gi")
+    text = str(value).strip()
+    if not _QUANTITY_RE.match(text):
+        raise ValueError(f"invalid quantity {text!r}: use e.g. 500m, 1, 2Gi")
+    return text
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_check_quantity),
+    WithJsonSchema({"x-kubernetes-int-or-string": True}),
+]
+"""A Kubernetes resource quantity, kept as a string (``500m``, ``2Gi``)."""
+
+
+# --- conditions -----------------------------------------------------------------------------------
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(StatusModel):
+    """A condition following the Kubernetes API conventions."""
+
+    type: str
+    status: ConditionStatus
+    reason: str = ""
+    message: str = ""
+    last_transition_time: datetime | None = None
+    observed_generation: int | None = None
+
+
+# --- metrics: Prometheus and checks -----------------------------------------------------------------
+
+
+class PrometheusConfig(ApiModel):
+    """Where the metrics live; unset fields fall back to the operator's defaults."""
+
+    address: str | None = Field(default=None, max_length=2048, description="Prometheus base URL")
+    timeout: Duration = Field(default="10s", description="timeout of one query")
+
+
+class CheckTemplate(StrEnum):
+    ERROR_RATE = "error-rate"
+    LATENCY_P50 = "latency-p50"
+    LATENCY_P95 = "latency-p95"
+    LATENCY_P99 = "latency-p99"
+    REQUEST_RATE = "request-rate"
+    PREDICTION_DRIFT = "prediction-drift"
+    SHADOW_AGREEMENT = "shadow-agreement"
+    REWARD_RATE = "reward-rate"
+
+
+QUERY_VARIABLES: tuple[str, ...] = (
+    "namespace",
+    "name",
+    "model",
+    "revision",
+    "stable_revision",
+    "variant",
+    "interval",
+)
+"""Variables a custom query may use as ``{{ var }}``."""
+
+_QUERY_VAR_RE = re.compile(r"\{\{\s*([^}]*?)\s*\}\}")
+# The same rule as a regular expression CEL can evaluate with `matches` (RE2 syntax): outside of
+# `{{ var }}` a `{` is never followed by another `{`.
+QUERY_TEMPLATE_PATTERN = r"^([^{]|\{[^{]|\{\{\s*(" + "|".join(QUERY_VARIABLES) + r")\s*\}\})*\{?$"
+
+
+def query_variables(query: str) -> list[str]:
+    """The ``{{ var }}`` names used by a query, in order."""
+    return _QUERY_VAR_RE.findall(query)
+
+
+def check_query_variables(query: str) -> None:
+    unknown = [var for var in query_variables(query) if var not in QUERY_VARIABLES]
+    if unknown:
+        raise ValueError(
+            f"query uses unknown variable(s) {', '.join(repr(v) for v in unknown)}; "
+            f"allowed: {', '.join(QUERY_VARIABLES)}"
+        )
+    if not re.match(QUERY_TEMPLATE_PATTERN, query, flags=re.DOTALL):
+        raise ValueError("query has an unbalanced '{{': write variables as {{ name }}")
+
+
+class Check(ApiModel):
+    """One metric check: a built-in template or a custom PromQL query, with thresholds.
+
+    ``min``/``max`` bound the candidate's value; ``maxRatioToStable`` bounds candidate / stable.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "has(self.template) != has(self.query)",
+                "a check needs exactly one of template or query",
+            ),
+            cel(
+                "has(self.min) || has(self.max) || has(self.maxRatioToStable)",
+                "a check needs a threshold: min, max or maxRatioToStable",
+            ),
+            cel(
+                "!has(self.min) || !has(self.max) || self.min < self.max",
+                "min must be below max",
+                field_path=".min",
+            ),
+            cel(
+                "!has(self.query) || self.query.matches('"
+                + QUERY_TEMPLATE_PATTERN.replace("\\", "\\\\")
+                + "')",
+                "query may only use the variables {{ " + " }}, {{ ".join(QUERY_VARIABLES) + " }}",
+                field_path=".query",
+            ),
+        )
+    )
+
+    name: Name
+    template: CheckTemplate | None = None
+    query: str | None = Field(default=None, min_length=1, max_length=4096)
+    min: float | None = None
+    max: float | None = None
+    max_ratio_to_stable: float | None = Field(default=None, gt=0)
+    window: Duration | None = Field(default=None, description="range of the query; default: the interval")
+
+    @model_validator(mode="after")
+    def _rules(self) -> Check:
+        if (self.template is None) == (self.query is None):
+            raise ValueError(f"check {self.name!r}: needs exactly one of template or query")
+        if self.min is None and self.max is None and self.max_ratio_to_stable is None:
+            raise ValueError(f"check {self.name!r}: needs a threshold: min, max or maxRatioToStable")
+        if self.min is not None and self.max is not None and not self.min < self.max:
+            raise ValueError(f"check {self.name!r}: min ({self.min}) must be below max ({self.max})")
+        if self.query is not None:
+            try:
+                check_query_variables(self.query)
+            except ValueError as exc:
+                raise ValueError(f"check {self.name!r}: query: {exc}") from None
+        return self
+
+
+MAX_CHECKS = 32
+
+
+def unique_names_rule(what: str) -> dict[str, str]:
+    return cel("self.all(x, self.exists_one(y, y.name == x.name))", f"{what} names must be unique")
+
+
+def check_unique_names(items: list[Any], what: str) -> None:
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        if item.name in seen:
+            raise ValueError(f"{what}[{index}].name: duplicate name {item.name!r}")
+        seen.add(item.name)
+
+
+Checks = Annotated[
+    list[Check],
+    Field(max_length=MAX_CHECKS, json_schema_extra=validations(unique_names_rule("check"))),
+]
+
+
+# --- traffic ------------------------------------------------------------------------------------
+
+
+class Stickiness(ApiModel):
+    """Keep a user on one variant: by a request header or a cookie."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("!(has(self.header) && has(self.cookie))", "stickiness takes header or cookie, not both")
+        )
+    )
+
+    header: str | None = Field(default=None, min_length=1, max_length=256)
+    cookie: str | None = Field(default=None, min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _one(self) -> Stickiness:
+        if self.header is not None and self.cookie is not None:
+            raise ValueError("stickiness takes header or cookie, not both")
+        return self
+
+
+class RouterConfig(ApiModel):
+    """The mlserving router placed in front of the revisions."""
+
+    replicas: int = Field(default=1, ge=1, le=100)
+    image: str | None = Field(default=None, max_length=1024, description="default: the serving image")
+    stickiness: Stickiness | None = None
+
+
+class ParentRef(ApiModel):
+    """A Gateway API parent (usually a Gateway)."""
+
+    name: ResourceName
+    namespace: str | None = Field(default=None, max_length=63)
+    section_name: str | None = Field(default=None, max_length=253)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    group: str = Field(default="gateway.networking.k8s.io", max_length=253)
+    kind: str = Field(default="Gateway", max_length=63)
+
+
+class GatewayApiConfig(ApiModel):
+    parent_refs: list[ParentRef] = Field(min_length=1, max_length=32)
+    hostnames: list[Annotated[str, Field(max_length=253)]] = Field(default_factory=list, max_length=16)
+
+
+class IngressNginxConfig(ApiModel):
+    host: str | None = Field(default=None, max_length=253)
+    ingress_class_name: str = Field(default="nginx", max_length=253)
+    path: str = Field(default="/", max_length=1024)
+
+
+class TrafficProvider(StrEnum):
+    ROUTER = "Router"
+    GATEWAY_API = "GatewayAPI"
+    INGRESS_NGINX = "IngressNginx"
+    SERVICE = "Service"

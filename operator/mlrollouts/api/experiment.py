@@ -1,0 +1,319 @@
+"""`Experiment`: an A/B/n test or a multi-armed bandit over ModelDeployments."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from mlrollouts.api.common import (
+    ApiModel,
+    Checks,
+    Condition,
+    Duration,
+    GatewayApiConfig,
+    IngressNginxConfig,
+    Name,
+    ObjectMeta,
+    PrometheusConfig,
+    ResourceName,
+    RouterConfig,
+    StatusModel,
+    Stickiness,
+    cel,
+    check_query_variables,
+    check_unique_names,
+    unique_names_rule,
+    validations,
+)
+
+KIND = "Experiment"
+MAX_VARIANTS = 16
+
+
+class Variant(ApiModel):
+    name: Name
+    model_deployment: ResourceName = Field(
+        description="the ModelDeployment whose stable revision serves this arm"
+    )
+    weight: int | None = Field(default=None, ge=0, le=100, description="percent of traffic (policy Fixed)")
+    floor: int | None = Field(
+        default=None, ge=0, le=100, description="minimum percent; default: policy.floor"
+    )
+
+
+class PolicyType(StrEnum):
+    FIXED = "Fixed"
+    EPSILON_GREEDY = "EpsilonGreedy"
+    THOMPSON_SAMPLING = "ThompsonSampling"
+    UCB1 = "UCB1"
+
+
+class Policy(ApiModel):
+    """How the split is computed every `interval`."""
+
+    type: PolicyType = PolicyType.FIXED
+    epsilon: float = Field(default=0.1, ge=0, le=1, description="EpsilonGreedy: share spent exploring")
+    epsilon_decay: float | None = Field(
+        default=None, gt=0, le=1, description="EpsilonGreedy: epsilon *= decay per interval"
+    )
+    floor: int = Field(default=0, ge=0, le=100, description="minimum percent for every variant")
+    max_weight_change: int = Field(
+        default=20, ge=1, le=100, description="largest weight move per interval, in percent"
+    )
+    seed: int | None = Field(default=None, ge=0, description="seed of the Monte-Carlo generator")
+
+
+class RewardSource(StrEnum):
+    FEEDBACK = "Feedback"
+    QUERY = "Query"
+
+
+class RewardDistribution(StrEnum):
+    BERNOULLI = "Bernoulli"
+    GAUSSIAN = "Gaussian"
+
+
+class Reward(ApiModel):
+    """Where rewards come from: router feedback (default) or a PromQL query per variant."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.source != 'Query' || has(self.query)",
+                "reward source Query needs query",
+                field_path=".query",
+            ),
+            cel(
+                "self.source == 'Query' || !has(self.query)",
+                "query is only used with reward source Query",
+                field_path=".query",
+            ),
+        )
+    )
+
+    source: RewardSource = RewardSource.FEEDBACK
+    query: str | None = Field(
+        default=None, min_length=1, max_length=4096, description="PromQL; may use {{ variant }}"
+    )
+    distribution: RewardDistribution = Field(
+        default=RewardDistribution.BERNOULLI,
+        description="Bernoulli for rewards in [0, 1], Gaussian otherwise",
+    )
+    reward_wait: Duration = Field(
+        default="0s", description="requests younger than this are not counted as unrewarded"
+    )
+
+    @model_validator(mode="after")
+    def _query(self) -> Reward:
+        if self.source == RewardSource.QUERY and self.query is None:
+            raise ValueError("query: reward source Query needs query")
+        if self.source != RewardSource.QUERY and self.query is not None:
+            raise ValueError("query: query is only used with reward source Query")
+        if self.query is not None:
+            try:
+                check_query_variables(self.query)
+            except ValueError as exc:
+                raise ValueError(f"query: {exc}") from None
+        return self
+
+
+class DecisionMethod(StrEnum):
+    BAYESIAN = "Bayesian"
+    FREQUENTIST = "Frequentist"
+
+
+class Decision(ApiModel):
+    """When a winner is declared."""
+
+    method: DecisionMethod = DecisionMethod.BAYESIAN
+    probability_to_be_best: float = Field(default=0.95, ge=0.5, le=1)
+    expected_loss_threshold: float = Field(default=0.001, ge=0)
+    alpha: float = Field(default=0.05, gt=0, le=0.5, description="Frequentist: false-positive rate")
+    min_samples_per_variant: int = Field(default=1000, ge=1)
+
+
+class OnConclusion(StrEnum):
+    ROUTE_TO_WINNER = "RouteToWinner"
+    KEEP = "Keep"
+
+
+class ExperimentTrafficProvider(StrEnum):
+    ROUTER = "Router"
+    GATEWAY_API = "GatewayAPI"
+    INGRESS_NGINX = "IngressNginx"
+
+
+class ExperimentTraffic(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.provider != 'GatewayAPI' || has(self.gatewayAPI)",
+                "provider GatewayAPI needs gatewayAPI.parentRefs",
+                field_path=".gatewayAPI",
+            )
+        )
+    )
+
+    provider: ExperimentTrafficProvider = ExperimentTrafficProvider.ROUTER
+    stickiness: Stickiness | None = None
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    gateway_api: GatewayApiConfig | None = Field(default=None, alias="gatewayAPI")
+    ingress_nginx: IngressNginxConfig | None = None
+
+    @model_validator(mode="after")
+    def _provider_config(self) -> ExperimentTraffic:
+        if self.provider == ExperimentTrafficProvider.GATEWAY_API and self.gateway_api is None:
+            raise ValueError("gatewayAPI: provider GatewayAPI needs gatewayAPI.parentRefs")
+        return self
+
+
+_FLOOR = "(has(v.floor) ? v.floor : self.policy.floor)"
+
+
+class ExperimentSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.policy.type != 'Fixed' || self.variants.all(v, has(v.weight))",
+                "policy Fixed needs a weight on every variant",
+                field_path=".variants",
+            ),
+            cel(
+                "self.policy.type != 'Fixed' || !self.variants.all(v, has(v.weight)) "
+                "|| self.variants.map(v, v.weight).sum() == 100",
+                "variant weights must sum to 100 for policy Fixed",
+                field_path=".variants",
+            ),
+            cel(
+                f"self.variants.map(v, {_FLOOR}).sum() < 100",
+                "variant floors must sum to less than 100",
+                field_path=".variants",
+            ),
+            cel(
+                "self.traffic.provider != 'IngressNginx' || size(self.variants) <= 2",
+                "provider IngressNginx supports two variants only",
+                field_path=".traffic.provider",
+            ),
+            cel(
+                "self.traffic.provider == 'Router' || self.policy.type == 'Fixed'",
+                "adaptive policies need traffic provider Router",
+                field_path=".traffic.provider",
+            ),
+        )
+    )
+
+    variants: list[Variant] = Field(
+        min_length=2, max_length=MAX_VARIANTS, json_schema_extra=validations(unique_names_rule("variant"))
+    )
+    policy: Policy = Field(default_factory=Policy)
+    interval: Duration = Field(default="1m", description="how often weights and decisions are recomputed")
+    reward: Reward = Field(default_factory=Reward)
+    guardrails: Checks = Field(default_factory=list)
+    decision: Decision = Field(default_factory=Decision)
+    max_duration: Duration | None = Field(default=None, description="stop without a winner after this long")
+    on_conclusion: OnConclusion = OnConclusion.KEEP
+    traffic: ExperimentTraffic = Field(default_factory=ExperimentTraffic)
+    prometheus: PrometheusConfig | None = None
+
+    def floor_of(self, variant: Variant) -> int:
+        """The floor weight that applies to a variant."""
+        return variant.floor if variant.floor is not None else self.policy.floor
+
+    @model_validator(mode="after")
+    def _rules(self) -> ExperimentSpec:
+        check_unique_names(self.variants, "variants")
+        check_unique_names(self.guardrails, "guardrails")
+        if self.policy.type == PolicyType.FIXED:
+            missing = [i for i, v in enumerate(self.variants) if v.weight is None]
+            if missing:
+                raise ValueError(
+                    f"variants[{missing[0]}].weight: policy Fixed needs a weight on every variant"
+                )
+            total = sum(v.weight or 0 for v in self.variants)
+            if total != 100:
+                raise ValueError(
+                    f"variants[*].weight: variant weights must sum to 100 for policy Fixed (got {total})"
+                )
+        floors = sum(self.floor_of(v) for v in self.variants)
+        if floors >= 100:
+            raise ValueError(f"variants[*].floor: variant floors must sum to less than 100 (got {floors})")
+        if self.traffic.provider == ExperimentTrafficProvider.INGRESS_NGINX and len(self.variants) > 2:
+            raise ValueError(
+                f"traffic.provider: provider IngressNginx supports two variants only (got {len(self.variants)})"
+            )
+        if self.traffic.provider != ExperimentTrafficProvider.ROUTER and self.policy.type != PolicyType.FIXED:
+            raise ValueError(
+                f"traffic.provider: policy {self.policy.type.value} needs traffic provider Router"
+            )
+        return self
+
+
+# --- status ---------------------------------------------------------------------------------------
+
+
+class ExperimentPhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    CONCLUDED = "Concluded"
+    STOPPED = "Stopped"
+    DEGRADED = "Degraded"
+
+
+class Interval(StatusModel):
+    low: float
+    high: float
+
+
+class GuardrailState(StrEnum):
+    OK = "Ok"
+    BREACHED = "Breached"
+    UNKNOWN = "Unknown"
+
+
+class VariantStatus(StatusModel):
+    name: str
+    requests: float = 0
+    reward_count: float = 0
+    reward_sum: float = 0
+    mean: float | None = None
+    interval: Interval | None = Field(default=None, description="credible or confidence interval of the mean")
+    probability_to_be_best: float | None = None
+    expected_loss: float | None = None
+    weight: int = 0
+    guardrail: GuardrailState = GuardrailState.UNKNOWN
+    guardrail_message: str | None = None
+
+
+class Winner(StatusModel):
+    variant: str | None = Field(default=None, description="unset when the experiment ended without a winner")
+    reason: str
+    evidence: dict[str, float] = Field(default_factory=dict)
+    decided_at: datetime | None = None
+
+
+class ExperimentStatus(StatusModel):
+    phase: ExperimentPhase = ExperimentPhase.PENDING
+    observed_generation: int | None = None
+    variants: list[VariantStatus] = Field(default_factory=list)
+    winner: Winner | None = None
+    started_at: datetime | None = None
+    last_update_at: datetime | None = None
+    concluded_at: datetime | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    message: str | None = None
+
+
+class Experiment(BaseModel):
+    """Traffic split over model variants, fixed or adaptive, with a statistically sound winner."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    api_version: Literal["mlrollouts.io/v1alpha1"] = "mlrollouts.io/v1alpha1"
+    kind: Literal["Experiment"] = "Experiment"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: ExperimentSpec
+    status: ExperimentStatus | None = None

@@ -1,0 +1,486 @@
+"""`ModelDeployment`: one served model, rolled out revision by revision."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from mlrollouts.api.common import (
+    ApiModel,
+    Checks,
+    Condition,
+    Duration,
+    GatewayApiConfig,
+    IngressNginxConfig,
+    Name,
+    ObjectMeta,
+    PrometheusConfig,
+    Quantity,
+    RouterConfig,
+    StatusModel,
+    TrafficProvider,
+    cel,
+    check_unique_names,
+    validations,
+)
+
+KIND = "ModelDeployment"
+MAX_STEPS = 32
+
+
+# --- spec: model and serving ----------------------------------------------------------------------
+
+
+class ModelFormat(StrEnum):
+    AUTO = "auto"
+    ONNX = "onnx"
+    SKLEARN = "sklearn"
+
+
+class ModelSource(ApiModel):
+    """The model artefact a revision serves."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.allowUnsafePickle) || !self.allowUnsafePickle || self.format != 'onnx'",
+                "allowUnsafePickle applies only to sklearn models",
+                field_path=".allowUnsafePickle",
+            )
+        )
+    )
+
+    name: Name | None = Field(default=None, description="served model name; default: the resource name")
+    uri: str = Field(min_length=1, max_length=2048, description="file://, http(s):// or s3:// location")
+    format: ModelFormat = ModelFormat.AUTO
+    version: str | None = Field(default=None, max_length=128)
+    sha256: str | None = Field(default=None, pattern=r"^[a-f0-9]{64}$", description="expected checksum")
+    allow_unsafe_pickle: bool = Field(
+        default=False, description="allow joblib/pickle files; they can run arbitrary code when loaded"
+    )
+
+    @model_validator(mode="after")
+    def _pickle(self) -> ModelSource:
+        if self.allow_unsafe_pickle and self.format == ModelFormat.ONNX:
+            raise ValueError("allowUnsafePickle applies only to sklearn models")
+        return self
+
+
+class ResourceRequirements(ApiModel):
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+
+
+class EnvVar(ApiModel):
+    name: str = Field(min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    value: str = ""
+
+
+class Batching(ApiModel):
+    """Server-side dynamic batching."""
+
+    max_batch_size: int = Field(default=32, ge=1, le=4096)
+    max_wait: Duration = Field(default="5ms", description="longest a request waits for a batch to fill")
+
+
+class Serving(ApiModel):
+    """How each revision runs."""
+
+    image: str | None = Field(
+        default=None, max_length=1024, description="default: the operator's serving image"
+    )
+    replicas: int = Field(default=1, ge=0, le=1000)
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    env: list[EnvVar] = Field(default_factory=list, max_length=128)
+    args: list[str] = Field(default_factory=list, max_length=128)
+    port: int = Field(default=8080, ge=1, le=65535)
+    batching: Batching | None = None
+
+
+# --- spec: traffic --------------------------------------------------------------------------------
+
+
+class Traffic(ApiModel):
+    """How traffic reaches the revisions."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.provider != 'GatewayAPI' || has(self.gatewayAPI)",
+                "provider GatewayAPI needs gatewayAPI.parentRefs",
+                field_path=".gatewayAPI",
+            )
+        )
+    )
+
+    provider: TrafficProvider = TrafficProvider.ROUTER
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    gateway_api: GatewayApiConfig | None = Field(default=None, alias="gatewayAPI")
+    ingress_nginx: IngressNginxConfig | None = None
+
+    @model_validator(mode="after")
+    def _provider_config(self) -> Traffic:
+        if self.provider == TrafficProvider.GATEWAY_API and self.gateway_api is None:
+            raise ValueError("gatewayAPI: provider GatewayAPI needs gatewayAPI.parentRefs")
+        return self
+
+
+# --- spec: rollout ----------------------------------------------------------------------------------
+
+
+class Strategy(StrEnum):
+    CANARY = "Canary"
+    BLUE_GREEN = "BlueGreen"
+    IMMEDIATE = "Immediate"
+
+
+class ShadowStep(ApiModel):
+    """Mirror a share of live traffic to the candidate; its answers are compared, never returned."""
+
+    percent: int = Field(ge=1, le=100)
+    duration: Duration
+
+
+class ApprovalStep(ApiModel):
+    """Wait for `mlrollouts promote`."""
+
+    message: str | None = Field(default=None, max_length=1024)
+
+
+class RolloutStep(ApiModel):
+    """One step: exactly one of `shadow`, `weight` (with an optional `duration`) or `approval`."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "(has(self.shadow) ? 1 : 0) + (has(self.weight) ? 1 : 0) + (has(self.approval) ? 1 : 0) == 1",
+                "a step needs exactly one of shadow, weight or approval",
+            ),
+            cel(
+                "!has(self.duration) || has(self.weight)",
+                "duration belongs to a weight step (a shadow step has its own duration)",
+                field_path=".duration",
+            ),
+        )
+    )
+
+    shadow: ShadowStep | None = None
+    weight: int | None = Field(default=None, ge=0, le=100, description="percent of traffic to the candidate")
+    duration: Duration | None = Field(default=None, description="how long to hold this weight")
+    approval: ApprovalStep | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> RolloutStep:
+        kinds = [
+            k
+            for k, v in (("shadow", self.shadow), ("weight", self.weight), ("approval", self.approval))
+            if v is not None
+        ]
+        if len(kinds) != 1:
+            found = ", ".join(kinds) if kinds else "none"
+            raise ValueError(f"a step needs exactly one of shadow, weight or approval (found: {found})")
+        if self.duration is not None and self.weight is None:
+            raise ValueError("duration belongs to a weight step (a shadow step has its own duration)")
+        return self
+
+
+class FailureMode(StrEnum):
+    CONSECUTIVE = "Consecutive"
+    TOTAL = "Total"
+
+
+class OnInconclusive(StrEnum):
+    HOLD = "Hold"
+    ROLLBACK = "Rollback"
+
+
+class Analysis(ApiModel):
+    """Metric checks run every `interval` while a candidate gets traffic."""
+
+    interval: Duration = "1m"
+    failure_limit: int = Field(default=2, ge=1, le=1000, description="failed analysis runs that roll back")
+    failure_mode: FailureMode = Field(
+        default=FailureMode.CONSECUTIVE,
+        description="count failures in a row (Consecutive) or in total (Total)",
+    )
+    inconclusive_limit: int = Field(default=3, ge=1, le=1000)
+    on_inconclusive: OnInconclusive = OnInconclusive.HOLD
+    min_samples: int = Field(default=50, ge=0, description="candidate requests in the window for a verdict")
+    prometheus: PrometheusConfig | None = None
+    checks: Checks = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _names(self) -> Analysis:
+        check_unique_names(self.checks, "checks")
+        return self
+
+
+STEP_WEIGHT_RULES = (
+    cel(
+        "self.filter(s, has(s.weight)).map(s, s.weight).isSorted()",
+        "step weights must increase from step to step",
+    ),
+    cel(
+        "self.filter(s, has(s.weight)).all(a, self.filter(s, has(s.weight)).exists_one(b, b.weight == a.weight))",
+        "step weights must be strictly increasing (no weight twice)",
+    ),
+)
+
+
+class Rollout(ApiModel):
+    """How a new revision replaces the stable one."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.strategy != 'Immediate' || !has(self.steps) || size(self.steps) == 0",
+                "strategy Immediate takes no steps",
+                field_path=".steps",
+            ),
+            cel(
+                "self.strategy != 'BlueGreen' || !has(self.steps) || self.steps.all(s, !has(s.weight))",
+                "strategy BlueGreen takes only shadow and approval steps",
+                field_path=".steps",
+            ),
+        )
+    )
+
+    strategy: Strategy = Strategy.CANARY
+    steps: list[RolloutStep] = Field(
+        default_factory=list, max_length=MAX_STEPS, json_schema_extra=validations(*STEP_WEIGHT_RULES)
+    )
+    analysis: Analysis | None = None
+    progress_deadline: Duration = Field(default="10m", description="longest a step may wait for readiness")
+    scale_down_delay: Duration = Field(default="30s", description="keep the old revision up this long")
+    revision_history_limit: int = Field(default=5, ge=0, le=100)
+    paused: bool = False
+
+    @model_validator(mode="after")
+    def _steps(self) -> Rollout:
+        previous: int | None = None
+        for index, step in enumerate(self.steps):
+            if step.weight is None:
+                continue
+            if previous is not None and step.weight <= previous:
+                raise ValueError(
+                    f"steps[{index}].weight: step weights must be strictly increasing "
+                    f"({step.weight} after {previous})"
+                )
+            previous = step.weight
+        if self.strategy == Strategy.IMMEDIATE and self.steps:
+            raise ValueError("steps: strategy Immediate takes no steps")
+        if self.strategy == Strategy.BLUE_GREEN:
+            for index, step in enumerate(self.steps):
+                if step.weight is not None:
+                    raise ValueError(
+                        f"steps[{index}].weight: strategy BlueGreen takes only shadow and approval steps"
+                    )
+        return self
+
+
+# --- spec: online learning ----------------------------------------------------------------------
+
+
+class LearningFeedback(ApiModel):
+    """How labelled feedback reaches the learner."""
+
+    max_delay: Duration = Field(
+        default="1h", description="feedback older than this is not joined to its request"
+    )
+    label_field: str = Field(default="label", max_length=256)
+    batch_size: int = Field(default=32, ge=1, le=100000, description="samples per partial_fit call")
+
+
+class LearningGuard(ApiModel):
+    """A prequential quality metric that rolls serving back to the last good snapshot."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("has(self.min) || has(self.max)", "a guard needs min or max"),
+            cel(
+                "!has(self.min) || !has(self.max) || self.min < self.max",
+                "min must be below max",
+                field_path=".min",
+            ),
+        )
+    )
+
+    metric: Literal["accuracy", "logLoss", "mae", "rmse"] = "accuracy"
+    min: float | None = None
+    max: float | None = None
+    window: int = Field(default=500, ge=1, description="labelled samples the metric is computed over")
+    min_samples: int = Field(default=100, ge=0)
+
+    @model_validator(mode="after")
+    def _threshold(self) -> LearningGuard:
+        if self.min is None and self.max is None:
+            raise ValueError("guard needs min or max")
+        if self.min is not None and self.max is not None and not self.min < self.max:
+            raise ValueError(f"guard: min ({self.min}) must be below max ({self.max})")
+        return self
+
+
+class LearningStorage(ApiModel):
+    uri: str = Field(
+        min_length=1, max_length=2048, description="where snapshots and the data log are written"
+    )
+
+
+class Learning(ApiModel):
+    """Online learning from production feedback."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!self.enabled || has(self.storage)",
+                "learning needs storage.uri when enabled",
+                field_path=".storage",
+            )
+        )
+    )
+
+    enabled: bool = False
+    algorithm: str = Field(
+        default="SGDClassifier", max_length=128, description="an estimator with partial_fit"
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="estimator parameters")
+    feedback: LearningFeedback = Field(default_factory=LearningFeedback)
+    snapshot_every: int = Field(default=1000, ge=1, description="learned samples between published snapshots")
+    guard: LearningGuard | None = None
+    storage: LearningStorage | None = None
+    pinned_snapshot: int | None = Field(default=None, ge=0, description="serve this snapshot and stop moving")
+
+    @model_validator(mode="after")
+    def _storage(self) -> Learning:
+        if self.enabled and self.storage is None:
+            raise ValueError("storage: learning needs storage.uri when enabled")
+        return self
+
+
+class ModelDeploymentSpec(ApiModel):
+    model: ModelSource
+    serving: Serving = Field(default_factory=Serving)
+    traffic: Traffic = Field(default_factory=Traffic)
+    rollout: Rollout = Field(default_factory=Rollout)
+    learning: Learning | None = None
+
+
+# --- status ---------------------------------------------------------------------------------------
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    HEALTHY = "Healthy"
+    DEGRADED = "Degraded"
+
+
+class Verdict(StrEnum):
+    PASS = "Pass"
+    FAIL = "Fail"
+    INCONCLUSIVE = "Inconclusive"
+    ERROR = "Error"
+
+
+class RevisionWeight(StatusModel):
+    revision: str
+    desired: int = Field(ge=0, le=100, description="percent of traffic the operator asked for")
+    verified: int | None = Field(default=None, description="percent the traffic provider confirmed")
+    shadow: int | None = Field(default=None, description="percent of traffic mirrored to this revision")
+
+
+class AnalysisRun(StatusModel):
+    time: datetime
+    check: str
+    verdict: Verdict
+    revision: str | None = None
+    step: int | None = None
+    value: float | None = None
+    stable_value: float | None = None
+    samples: float | None = None
+    message: str | None = None
+
+
+class AnalysisStatus(StatusModel):
+    runs: list[AnalysisRun] = Field(default_factory=list, description="the most recent check results")
+    consecutive_failures: int = 0
+    total_failures: int = 0
+    inconclusive_count: int = 0
+    last_run_at: datetime | None = None
+
+
+class RevisionOutcome(StrEnum):
+    SERVING = "Serving"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    SUPERSEDED = "Superseded"
+
+
+class RevisionRecord(StatusModel):
+    revision: str
+    model_uri: str | None = None
+    model_version: str | None = None
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+    outcome: RevisionOutcome | None = None
+    message: str | None = None
+
+
+class SnapshotRecord(StatusModel):
+    version: int
+    parent: int | None = None
+    created_at: datetime | None = None
+    samples: int | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    data_range: str | None = Field(default=None, description="production-data log range it learned from")
+
+
+class LearningStatus(StatusModel):
+    latest_snapshot: int | None = None
+    serving_snapshot: int | None = None
+    last_good_snapshot: int | None = None
+    pinned: int | None = None
+    snapshots: list[SnapshotRecord] = Field(default_factory=list)
+    message: str | None = None
+
+
+class ModelDeploymentStatus(StatusModel):
+    phase: Phase = Phase.PENDING
+    observed_generation: int | None = None
+    stable_revision: str | None = None
+    candidate_revision: str | None = None
+    failed_revision: str | None = Field(default=None, description="last revision rolled back")
+    current_step: int | None = Field(default=None, description="index into spec.rollout.steps")
+    step_started_at: datetime | None = None
+    rollout_started_at: datetime | None = None
+    weights: list[RevisionWeight] = Field(default_factory=list)
+    weights_summary: str | None = Field(
+        default=None, description="e.g. 'a1b2c3:90 d4e5f6:10' for kubectl get"
+    )
+    analysis: AnalysisStatus = Field(default_factory=AnalysisStatus)
+    revisions: list[RevisionRecord] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list)
+    message: str | None = None
+    learning: LearningStatus | None = None
+
+
+class ModelDeployment(BaseModel):
+    """A served model and the way its new versions are rolled out."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    api_version: Literal["mlrollouts.io/v1alpha1"] = "mlrollouts.io/v1alpha1"
+    kind: Literal["ModelDeployment"] = "ModelDeployment"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus | None = None
+
+    @property
+    def served_model_name(self) -> str:
+        """`spec.model.name`, or the resource name."""
+        return self.spec.model.name or self.metadata.name or ""
