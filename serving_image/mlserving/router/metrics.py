@@ -1,0 +1,75 @@
+"""The router's Prometheus metrics (names are a contract with the operator's analysis templates)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+
+class RouterMetrics:
+    """One registry per router; label children are cached because label lookup is on the hot path."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "mlrouter_requests", "Requests answered, by route, serving variant and status code.",
+            ["route", "variant", "code"], registry=r,
+        )  # fmt: skip
+        self.duration = Histogram(
+            "mlrouter_request_duration_seconds", "Time from request received to response sent.",
+            ["route", "variant"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.shadow_agreement = Counter(
+            "mlrouter_shadow_agreement", "Shadow predictions compared with the primary's.",
+            ["route", "variant", "agree"], registry=r,
+        )  # fmt: skip
+        self.shadow_requests = Counter(
+            "mlrouter_shadow_requests", "Mirrored requests, by outcome (ok, error, dropped).",
+            ["route", "variant", "outcome"], registry=r,
+        )  # fmt: skip
+        self.feedback = Counter(
+            "mlrouter_feedback", "Feedback credited to a variant.", ["route", "variant"], registry=r
+        )
+        # A gauge, not a counter: rewards may be negative, and the exposed name must stay mlrouter_reward_sum.
+        self.reward = Gauge(
+            "mlrouter_reward_sum", "Sum of rewards credited to a variant.", ["route", "variant"], registry=r
+        )
+        self.table_reloads = Counter(
+            "mlrouter_table_reloads",
+            "Route table loads, by result (applied, rejected).",
+            ["result"],
+            registry=r,
+        )
+        self.upstream_retries = Counter(
+            "mlrouter_upstream_retries",
+            "Retries after a connection failure.",
+            ["route", "variant"],
+            registry=r,
+        )
+        self._cache: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._cache.get(key)
+        if child is None:
+            child = self._cache[key] = metric.labels(*labels)
+        return child
+
+    def observe_request(self, route: str, variant: str, code: int, seconds: float) -> None:
+        self._child(self.requests, route, variant, str(code)).inc()
+        self._child(self.duration, route, variant).observe(seconds)
+
+    def count(self, metric: Any, *labels: str, amount: float = 1.0) -> None:
+        self._child(metric, *labels).inc(amount)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
