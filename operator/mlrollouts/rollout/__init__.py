@@ -1,1 +1,54 @@
-"""mlrollouts.rollout"""
+"""The canary / blue-green / immediate rollout state machine (pure: time is an argument)."""
+
+from mlrollouts.rollout.machine import analysis_due, current_step, decide, next_analysis_at
+from mlrollouts.rollout.model import (
+    Action,
+    AnalysisPolicy,
+    AnalysisRecord,
+    AnalysisRun,
+    CheckOutcome,
+    Condition,
+    Decision,
+    Event,
+    FailureMode,
+    Observation,
+    OnInconclusive,
+    Phase,
+    RevisionHealth,
+    RevisionRecord,
+    RolloutSpec,
+    RolloutState,
+    Step,
+    StepKind,
+    Strategy,
+    Verdict,
+)
+from mlrollouts.rollout.revision import revision_hash
+
+__all__ = [
+    "Action",
+    "AnalysisPolicy",
+    "AnalysisRecord",
+    "AnalysisRun",
+    "CheckOutcome",
+    "Condition",
+    "Decision",
+    "Event",
+    "FailureMode",
+    "Observation",
+    "OnInconclusive",
+    "Phase",
+    "RevisionHealth",
+    "RevisionRecord",
+    "RolloutSpec",
+    "RolloutState",
+    "Step",
+    "StepKind",
+    "Strategy",
+    "Verdict",
+    "analysis_due",
+    "current_step",
+    "decide",
+    "next_analysis_at",
+    "revision_hash",
+]

@@ -1,0 +1,222 @@
+"""The state machine's inputs and outputs: plain, immutable values independent of the CRD shape.
+
+The controller converts the resource (``mlrollouts.api``) into a :class:`RolloutSpec` and a
+:class:`RolloutState`, gathers an :class:`Observation`, calls :func:`mlrollouts.rollout.decide`, and
+writes the returned state back into the resource status. Times are timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class Phase(enum.StrEnum):
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    HEALTHY = "Healthy"
+    DEGRADED = "Degraded"
+
+
+class Strategy(enum.StrEnum):
+    CANARY = "Canary"
+    BLUE_GREEN = "BlueGreen"
+    IMMEDIATE = "Immediate"
+
+
+class StepKind(enum.StrEnum):
+    SHADOW = "shadow"
+    WEIGHT = "weight"
+    APPROVAL = "approval"
+
+
+class Verdict(enum.StrEnum):
+    PASS = "Pass"
+    FAIL = "Fail"
+    INCONCLUSIVE = "Inconclusive"
+    ERROR = "Error"
+
+
+class FailureMode(enum.StrEnum):
+    CONSECUTIVE = "Consecutive"
+    TOTAL = "Total"
+
+
+class OnInconclusive(enum.StrEnum):
+    HOLD = "Hold"
+    ROLLBACK = "Rollback"
+
+
+class Action(enum.StrEnum):
+    PROMOTE = "promote"
+    ABORT = "abort"
+    RETRY = "retry"
+    RESUME = "resume"
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: StepKind
+    percent: int = 0
+    """Candidate weight (``weight``) or mirrored share (``shadow``), 0..100."""
+    duration: float | None = None
+    """Seconds the step lasts once its weights are verified; ``None`` = until the first passing analysis."""
+
+
+@dataclass(frozen=True)
+class AnalysisPolicy:
+    interval: float = 60.0
+    failure_limit: int = 2
+    failure_mode: FailureMode = FailureMode.CONSECUTIVE
+    inconclusive_limit: int = 3
+    on_inconclusive: OnInconclusive = OnInconclusive.HOLD
+    enabled: bool = True
+    """False when the resource declares no checks: steps then advance on time alone."""
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    target_revision: str
+    replicas: int = 1
+    generation: int = 1
+    strategy: Strategy = Strategy.CANARY
+    steps: tuple[Step, ...] = ()
+    analysis: AnalysisPolicy = field(default_factory=AnalysisPolicy)
+    progress_deadline: float = 600.0
+    scale_down_delay: float = 30.0
+    revision_history_limit: int = 2
+    paused: bool = False
+    history_size: int = 10
+
+    def effective_steps(self) -> tuple[Step, ...]:
+        """Blue/green never splits user traffic: only its shadow and approval steps are kept."""
+        if self.strategy is Strategy.IMMEDIATE:
+            return ()
+        if self.strategy is Strategy.BLUE_GREEN:
+            return tuple(s for s in self.steps if s.kind is not StepKind.WEIGHT)
+        return self.steps
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    name: str
+    verdict: Verdict
+    value: float | None = None
+    stable_value: float | None = None
+    samples: float | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class AnalysisRun:
+    """The checks evaluated at ``at`` for the current step."""
+
+    at: datetime
+    checks: tuple[CheckOutcome, ...]
+
+    @property
+    def verdict(self) -> Verdict:
+        """Fail beats Error beats Inconclusive beats Pass; no checks at all is Inconclusive."""
+        verdicts = {c.verdict for c in self.checks}
+        for v in (Verdict.FAIL, Verdict.ERROR, Verdict.INCONCLUSIVE):
+            if v in verdicts:
+                return v
+        return Verdict.PASS if verdicts else Verdict.INCONCLUSIVE
+
+
+@dataclass(frozen=True)
+class RevisionHealth:
+    ready_replicas: int = 0
+    desired_replicas: int = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.ready_replicas >= max(self.desired_replicas, 1)
+
+
+@dataclass(frozen=True)
+class Observation:
+    revisions: dict[str, RevisionHealth] = field(default_factory=dict)
+    verified_weights: dict[str, int] | None = None
+    """What the traffic provider reads back and trusts; ``None`` while it cannot confirm anything."""
+    analysis: AnalysisRun | None = None
+    action: Action | None = None
+
+
+@dataclass(frozen=True)
+class AnalysisRecord:
+    at: datetime
+    step: int
+    verdict: Verdict
+    checks: tuple[CheckOutcome, ...]
+
+
+@dataclass(frozen=True)
+class RevisionRecord:
+    revision: str
+    replicas: int
+    created_at: datetime
+    scale_down_at: datetime | None = None
+    """When set, the revision is retired: scaled to 0 at that time and kept for history."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str
+    reason: str
+    message: str
+    last_transition_time: datetime
+    observed_generation: int
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """Everything needed to resume: persisted in the resource status after every decision."""
+
+    phase: Phase = Phase.PENDING
+    message: str = ""
+    observed_generation: int = 0
+    stable: str | None = None
+    candidate: str | None = None
+    failed_revision: str | None = None
+    step_index: int = 0
+    step_started_at: datetime | None = None
+    rollout_started_at: datetime | None = None
+    weights_changed_at: datetime | None = None
+    desired_weights: dict[str, int] = field(default_factory=dict)
+    verified_weights: dict[str, int] = field(default_factory=dict)
+    shadow: tuple[str, int] | None = None
+    paused_at: datetime | None = None
+    pause_reason: str | None = None
+    rolling_back: bool = False
+    promoting: bool = False
+    last_analysis_at: datetime | None = None
+    failures: int = 0
+    consecutive_failures: int = 0
+    inconclusive: int = 0
+    history: tuple[AnalysisRecord, ...] = ()
+    revisions: tuple[RevisionRecord, ...] = ()
+    conditions: tuple[Condition, ...] = ()
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: RolloutState
+    weights: dict[str, int]
+    shadow: tuple[str, int] | None
+    replicas: dict[str, int]
+    """Replicas per revision to apply; the target revision is (re)built, the others only scaled."""
+    delete: tuple[str, ...]
+    events: tuple[Event, ...]
+    requeue_after: float | None
+    clear_action: bool = False
