@@ -1,0 +1,137 @@
+"""Reward reader for experiments: per variant, feedback count, reward sum and request count.
+
+By default the numbers come from the router's metrics (``mlrouter_feedback_total``,
+``mlrouter_reward_sum``, ``mlrouter_requests_total``, selected by ``route`` and grouped by
+``variant``), as ``increase(...)`` over a window or since a start time. Custom PromQL per variant
+(rendered with ``{{ variant }}`` and the other template variables) can replace the reward sum and
+the feedback count. ``increase`` extrapolates to the window edges, so counts may be fractional.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from mlrollouts.analysis.provider import MetricProvider
+from mlrollouts.analysis.templates import TemplateError, format_duration, render
+from mlrollouts.analysis.verdicts import NoValues, QueryError
+
+
+@dataclass(frozen=True)
+class VariantRewards:
+    variant: str
+    requests: float
+    feedback: float
+    reward_sum: float
+
+    @property
+    def mean(self) -> float | None:
+        """Mean reward per feedback, or ``None`` before any feedback."""
+        return self.reward_sum / self.feedback if self.feedback > 0 else None
+
+
+def _window(window: str | float | None, since: float | None, now: float | None) -> str:
+    if (window is None) == (since is None):
+        raise ValueError("give exactly one of window or since")
+    if since is not None:
+        if now is None:
+            raise ValueError("since needs now (the evaluation time, Unix seconds)")
+        # Whole seconds, rounded up so the range covers the start.
+        return format_duration(max(1, math.ceil(now - since)))
+    assert window is not None
+    return format_duration(window)
+
+
+async def _by_variant(
+    provider: MetricProvider, query: str, at: float | None
+) -> dict[str, float] | QueryError:
+    samples = await provider.query_vector(query, at)
+    if isinstance(samples, QueryError):
+        return samples
+    out: dict[str, float] = {}
+    for sample in samples:
+        if math.isfinite(sample.value):
+            variant = sample.labels.get("variant", "")
+            out[variant] = out.get(variant, 0.0) + sample.value
+    return out
+
+
+async def _per_variant_custom(
+    provider: MetricProvider,
+    template: str,
+    variants: Sequence[str],
+    variables: Mapping[str, str | None],
+    at: float | None,
+) -> dict[str, float] | QueryError:
+    queries = [render(template, {**variables, "variant": v}) for v in variants]
+    outcomes = await asyncio.gather(*(provider.query(q, at) for q in queries))
+    out: dict[str, float] = {}
+    for variant, outcome in zip(variants, outcomes, strict=True):
+        if isinstance(outcome, QueryError):
+            return QueryError(f"variant {variant!r}: {outcome.reason}")
+        # No values yet (no feedback) counts as 0 for a cumulative reward.
+        out[variant] = 0.0 if isinstance(outcome, NoValues) else outcome
+    return out
+
+
+async def read_rewards(
+    provider: MetricProvider,
+    *,
+    route: str,
+    variants: Sequence[str],
+    window: str | float | None = None,
+    since: float | None = None,
+    now: float | None = None,
+    reward_query: str | None = None,
+    feedback_query: str | None = None,
+    variables: Mapping[str, str | None] | None = None,
+) -> dict[str, VariantRewards] | QueryError:
+    """Rewards per variant over ``window`` (a duration) or ``since`` a Unix time up to ``now``.
+
+    ``reward_query``/``feedback_query`` are custom per-variant templates (``{{ variant }}``,
+    ``{{ interval }}`` and the others in ``variables``); a template error or a failed query gives a
+    :class:`QueryError` naming it. Variants without any data read as zeros.
+    """
+    try:
+        rng = _window(window, since, now)
+    except ValueError as exc:
+        return QueryError(str(exc))
+    base: dict[str, str | None] = {"name": route, **(variables or {}), "interval": rng}
+    at = now
+    escaped_route = route.replace("\\", "\\\\").replace('"', '\\"')
+    selector = f'route="{escaped_route}"'
+
+    def router_query(metric: str) -> str:
+        return f"sum by (variant) (increase({metric}{{{selector}}}[{rng}]))"
+
+    reward_task = (
+        _per_variant_custom(provider, reward_query, variants, base, at)
+        if reward_query
+        else _by_variant(provider, router_query("mlrouter_reward_sum"), at)
+    )
+    feedback_task = (
+        _per_variant_custom(provider, feedback_query, variants, base, at)
+        if feedback_query
+        else _by_variant(provider, router_query("mlrouter_feedback_total"), at)
+    )
+    try:
+        rewards, feedback, requests = await asyncio.gather(
+            reward_task, feedback_task, _by_variant(provider, router_query("mlrouter_requests_total"), at)
+        )
+    except TemplateError as exc:
+        return QueryError(f"reward query: {exc}")
+    for what, outcome in (("reward", rewards), ("feedback", feedback), ("requests", requests)):
+        if isinstance(outcome, QueryError):
+            return QueryError(f"{what}: {outcome.reason}")
+    assert isinstance(rewards, dict) and isinstance(feedback, dict) and isinstance(requests, dict)
+    return {
+        v: VariantRewards(
+            variant=v,
+            requests=requests.get(v, 0.0),
+            feedback=feedback.get(v, 0.0),
+            reward_sum=rewards.get(v, 0.0),
+        )
+        for v in variants
+    }
