@@ -1,0 +1,72 @@
+"""Real processes for router tests: small OIP upstreams (upstream.py) and `mlserving route` itself."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from router_testing import SIGNING_KEY, Router, Upstream
+
+from support import PYTHON, Proc, free_port, wait_http, wait_until
+
+UPSTREAM_SCRIPT = Path(__file__).with_name("upstream.py")
+
+
+@pytest.fixture
+def procs(tmp_path) -> Iterator[contextlib.ExitStack]:
+    with contextlib.ExitStack() as stack:
+        yield stack
+
+
+@pytest.fixture
+def start_upstream(procs, tmp_path):
+    def start(name: str, *extra: str, mode: str = "ok") -> Upstream:
+        port = free_port()
+        argv = [PYTHON, str(UPSTREAM_SCRIPT), "--port", str(port), "--name", name, "--mode", mode, *extra]
+        proc = Proc(argv, tmp_path / f"upstream-{name}-{port}.log")
+        procs.callback(proc.stop)
+        url = f"http://127.0.0.1:{port}"
+        if mode == "ok":
+            wait_http(f"{url}/v2/health/ready")
+        else:
+            wait_until(lambda: _port_open(port), message=f"{name} listening")
+        return Upstream(name, url, proc)
+
+    return start
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def start_router(procs, tmp_path):
+    counter = iter(range(100))
+
+    def start(table: dict | str, signing_key: str | None = SIGNING_KEY, *extra: str) -> Router:
+        index = next(counter)
+        table_path = tmp_path / f"routes-{index}.yaml"
+        port = free_port()
+        router = Router(f"http://127.0.0.1:{port}", table_path, None)  # type: ignore[arg-type]
+        router.write_table(table)
+        env = {k: v for k, v in os.environ.items() if k != "MLROUTER_SIGNING_KEY"}
+        if signing_key is not None:
+            env["MLROUTER_SIGNING_KEY"] = signing_key
+        argv = [PYTHON, "-m", "mlserving.cli", "route", "--config", str(table_path), "--port", str(port),
+                "--host", "127.0.0.1", *extra]  # fmt: skip
+        proc = Proc(argv, tmp_path / f"router-{index}.log", env=env)
+        procs.callback(proc.stop)
+        router.proc = proc
+        try:
+            wait_http(f"{router.url}/v2/health/live")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{proc.output()[-3000:]}") from None
+        return router
+
+    return start
