@@ -124,19 +124,19 @@ class FixedPolicy:
 class EpsilonGreedyPolicy:
     """Send ``1 - epsilon`` of the traffic to the best mean so far and spread ``epsilon`` evenly.
 
-    With ``decay_requests`` set, epsilon shrinks as data accumulate:
-    ``epsilon * d / (d + n)`` after ``n`` observed requests (halved once ``n == d``).
+    With ``decay`` set, epsilon is multiplied by it once per elapsed interval:
+    ``epsilon * decay ** intervals_elapsed``.
     """
 
     epsilon: float = 0.1
-    decay_requests: int | None = None
+    decay: float | None = None
 
     def __post_init__(self) -> None:
         _check_finite("policy.epsilon", self.epsilon)
         if not 0 <= self.epsilon <= 1:
             raise ValueError(f"policy.epsilon: must be in [0, 1], got {self.epsilon}")
-        if self.decay_requests is not None and self.decay_requests <= 0:
-            raise ValueError(f"policy.decayRequests: must be > 0, got {self.decay_requests}")
+        if self.decay is not None and not (math.isfinite(self.decay) and 0 < self.decay <= 1):
+            raise ValueError(f"policy.epsilonDecay: must be in (0, 1], got {self.decay}")
 
 
 @dataclass(frozen=True)
@@ -173,9 +173,9 @@ class BayesianRule:
 
     def __post_init__(self) -> None:
         _check_finite("decision.probabilityToBeBest", self.probability_to_be_best)
-        if not 0 < self.probability_to_be_best < 1:
+        if not 0 < self.probability_to_be_best <= 1:
             raise ValueError(
-                f"decision.probabilityToBeBest: must be in (0, 1), got {self.probability_to_be_best}"
+                f"decision.probabilityToBeBest: must be in (0, 1], got {self.probability_to_be_best}"
             )
         _check_non_negative("decision.expectedLoss", self.expected_loss)
         if self.min_samples_per_variant < 0:
@@ -219,8 +219,9 @@ DecisionRule = BayesianRule | FrequentistRule
 class ExperimentSettings:
     """Everything an evaluation needs besides the data.
 
-    ``floor`` is the minimum weight of every healthy variant (keeps exploring); ``max_step`` the
-    largest change of any variant's weight in one evaluation (1 means no limit). Weights are
+    ``floor`` is the minimum weight of every healthy variant (keeps exploring), overridden per
+    variant by ``variant_floors``; ``max_step`` the largest change of any variant's weight in one
+    evaluation (1 means no limit). Weights are
     fractions summing to 1. ``posterior_draws`` Monte Carlo draws estimate the probabilities to be
     best and expected losses; ``credible_level`` is the level of the per-variant intervals.
     """
@@ -230,6 +231,7 @@ class ExperimentSettings:
     prior: Prior | None = None
     decision: DecisionRule | None = field(default_factory=BayesianRule)
     floor: float = 0.0
+    variant_floors: Mapping[str, float] = field(default_factory=dict)
     max_step: float = 1.0
     posterior_draws: int = 20_000
     credible_level: float = 0.95
@@ -238,6 +240,10 @@ class ExperimentSettings:
         _check_finite("floor", self.floor)
         if not 0 <= self.floor < 1:
             raise ValueError(f"floor: must be in [0, 1), got {self.floor}")
+        for name, value in self.variant_floors.items():
+            _check_finite(f"variants[{name!r}].floor", value)
+            if not 0 <= value < 1:
+                raise ValueError(f"variants[{name!r}].floor: must be in [0, 1), got {value}")
         _check_finite("maxStep", self.max_step)
         if not 0 < self.max_step <= 1:
             raise ValueError(f"maxStep: must be in (0, 1], got {self.max_step}")
@@ -252,6 +258,9 @@ class ExperimentSettings:
                     f"prior: a {self.reward_model.value} reward model needs a {expected.__name__}, "
                     f"got {type(self.prior).__name__}"
                 )
+
+    def floor_of(self, name: str) -> float:
+        return self.variant_floors.get(name, self.floor)
 
     @property
     def effective_prior(self) -> Prior:

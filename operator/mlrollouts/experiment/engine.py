@@ -80,6 +80,21 @@ class Decision:
     expected_loss: float | None = None
     comparisons: tuple[Comparison, ...] = ()
 
+    @property
+    def evidence(self) -> dict[str, float]:
+        """The numbers behind the decision, flat, for the status (``Winner.evidence``)."""
+        numbers: dict[str, float] = {}
+        if self.probability_to_be_best is not None:
+            numbers["probabilityToBeBest"] = self.probability_to_be_best
+        if self.expected_loss is not None:
+            numbers["expectedLoss"] = self.expected_loss
+        for c in self.comparisons:
+            numbers[f"pValue.{c.other}"] = c.p_value
+            numbers[f"difference.{c.other}"] = c.difference
+            numbers[f"differenceLow.{c.other}"] = c.low
+            numbers[f"differenceHigh.{c.other}"] = c.high
+        return numbers
+
 
 @dataclass(frozen=True)
 class VariantStatus:
@@ -132,14 +147,19 @@ def evaluate(
     settings: ExperimentSettings,
     seed: int | Sequence[int],
     *,
+    intervals_elapsed: int = 0,
     max_duration_reached: bool = False,
 ) -> Evaluation:
     """Compute the next split, the per-variant status and the decision.
 
-    ``current_weights`` are the weights now applied (names missing from it count as 0, unknown
-    names are ignored). ``max_duration_reached`` turns "no winner yet" into a final decision.
+    ``current_weights`` are the weights now applied, in any unit (they are normalised; names
+    missing from it count as 0, unknown names are ignored). ``intervals_elapsed`` counts the
+    intervals since the experiment started (for epsilon decay). ``max_duration_reached`` turns
+    "no winner yet" into a final decision.
     """
     _validate(observations, current_weights)
+    if intervals_elapsed < 0:
+        raise ValueError(f"intervalsElapsed: must be >= 0, got {intervals_elapsed}")
     rng = np.random.default_rng(list(seed) if not isinstance(seed, int) else seed)
     names = [o.name for o in observations]
     model = settings.reward_model
@@ -171,8 +191,10 @@ def evaluate(
             [summaries[i] for i in healthy_index],
             probability[healthy_index],
             model,
+            intervals_elapsed,
         )
-        weights = next_weights(target, current, healthy, settings.floor, settings.max_step)
+        floors = np.array([settings.floor_of(n) for n in names])
+        weights = next_weights(target, current, healthy, floors, settings.max_step)
     current_total = current.sum()
     normalised_current = current / current_total if current_total > 0 else current
     changed = bool(np.abs(weights - normalised_current).max() > WEIGHT_TOLERANCE)

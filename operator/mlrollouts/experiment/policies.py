@@ -33,13 +33,14 @@ def fixed_target(policy: FixedPolicy, names: list[str]) -> FloatArray:
     return raw / raw.sum() if raw.sum() > 0 else np.full(len(names), 1.0 / len(names))
 
 
-def epsilon_greedy_target(policy: EpsilonGreedyPolicy, summaries: list[SampleSummary]) -> FloatArray:
+def epsilon_greedy_target(
+    policy: EpsilonGreedyPolicy, summaries: list[SampleSummary], intervals_elapsed: int
+) -> FloatArray:
     """``1 - eps`` to the best observed mean (ties and untried variants share it), ``eps`` evenly."""
     k = len(summaries)
-    observed = sum(s.n for s in summaries)
     epsilon = policy.epsilon
-    if policy.decay_requests is not None:
-        epsilon *= policy.decay_requests / (policy.decay_requests + observed)
+    if policy.decay is not None:
+        epsilon *= policy.decay**intervals_elapsed
     means = np.array([s.mean if s.n > 0 else math.inf for s in summaries])
     best = means == means.max()
     return (1 - epsilon) * _split_among(best) + epsilon / k
@@ -66,13 +67,14 @@ def target_split(
     summaries: list[SampleSummary],
     probability_to_be_best: FloatArray,
     reward_model: RewardModel,
+    intervals_elapsed: int = 0,
 ) -> FloatArray:
     """Target split over the given (healthy) variants; sums to 1."""
     match policy:
         case FixedPolicy():
             return fixed_target(policy, names)
         case EpsilonGreedyPolicy():
-            return epsilon_greedy_target(policy, summaries)
+            return epsilon_greedy_target(policy, summaries, intervals_elapsed)
         case ThompsonSamplingPolicy():
             # Probability matching: each variant gets the posterior probability that it is best.
             return np.asarray(probability_to_be_best, dtype=np.float64)

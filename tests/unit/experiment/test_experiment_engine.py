@@ -101,6 +101,10 @@ def test_bayesian_rule_declares_the_clear_winner_with_its_evidence():
     assert decision.reason is DecisionReason.WINNER_FOUND
     assert decision.probability_to_be_best >= 0.95 and decision.expected_loss <= 0.001
     assert "'c'" in decision.message and "probability" in decision.message
+    assert decision.evidence == {
+        "probabilityToBeBest": decision.probability_to_be_best,
+        "expectedLoss": decision.expected_loss,
+    }
 
 
 def test_bayesian_rule_needs_both_thresholds():
@@ -129,6 +133,12 @@ def test_frequentist_rule_declares_a_winner_that_beats_every_other_variant():
         assert comparison.p_value <= 0.05
         assert 0 < comparison.low < comparison.difference < comparison.high
     assert all(v.interval_kind == "ConfidenceSequence" for v in result.variants)
+    assert decision.evidence["pValue.a"] == decision.comparisons[0].p_value
+    assert set(decision.evidence) == {
+        f"{kind}.{other}"
+        for kind in ("pValue", "difference", "differenceLow", "differenceHigh")
+        for other in "ab"
+    }
 
 
 def test_frequentist_rule_does_not_conclude_when_one_rival_is_not_beaten():
@@ -175,9 +185,15 @@ def test_weights_changed_flags_only_real_changes():
         (lambda: VariantObservation(""), r"variants\[\]\.name"),
         (lambda: EpsilonGreedyPolicy(epsilon=1.5), r"policy\.epsilon"),
         (lambda: FixedPolicy(weights={"a": -1}), r"policy\.weights\['a'\]"),
-        (lambda: BayesianRule(probability_to_be_best=1.0), r"decision\.probabilityToBeBest"),
+        (lambda: BayesianRule(probability_to_be_best=1.5), r"decision\.probabilityToBeBest"),
         (lambda: FrequentistRule(alpha=0), r"decision\.alpha"),
         (lambda: ExperimentSettings(floor=1.0), r"floor"),
+        (lambda: ExperimentSettings(variant_floors={"b": -0.1}), r"variants\['b'\]\.floor"),
+        (lambda: EpsilonGreedyPolicy(decay=0.0), r"policy\.epsilonDecay"),
+        (
+            lambda: evaluate([bernoulli("a", 1, 0)], {}, ExperimentSettings(), seed=0, intervals_elapsed=-1),
+            r"intervalsElapsed",
+        ),
         (lambda: ExperimentSettings(max_step=0), r"maxStep"),
         (lambda: ExperimentSettings(prior=NormalInverseGammaPrior()), r"prior: a Bernoulli reward model"),
         (lambda: BetaPrior(alpha=0), r"prior\.alpha"),
