@@ -73,7 +73,7 @@ class CheckSpec:
 
         return cls(
             name=str(get("name") or ""),
-            template=get("template"),
+            template=str(get("template")) if get("template") is not None else None,
             query=get("query"),
             min=get("min"),
             max=get("max"),

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+import urllib3
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from prometheus_api_client.prometheus_connect import PrometheusConnect
 from urllib3.util.retry import Retry
@@ -139,6 +140,8 @@ class PrometheusProvider(MetricProvider):
         except (TimeoutError, requests.Timeout):
             return QueryError(f"Prometheus at {self.address} did not answer within {self.timeout:g}s")
         except requests.ConnectionError as exc:
+            if _is_timeout(exc):
+                return QueryError(f"Prometheus at {self.address} did not answer within {self.timeout:g}s")
             return QueryError(f"cannot reach Prometheus at {self.address}: {_root_cause(exc)}")
         except PrometheusApiClientException as exc:
             return QueryError(f"Prometheus rejected the query: {_api_error_reason(exc)}")
@@ -153,6 +156,23 @@ class PrometheusProvider(MetricProvider):
             client, self._client = self._client, None
         if client is not None:
             client.close()
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """Whether a (wrapped) connection error is really a timeout; urllib3 nests it in ``.reason``."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop()
+        if id(item) in seen or not isinstance(item, BaseException):
+            continue
+        seen.add(id(item))
+        if isinstance(item, urllib3.exceptions.NewConnectionError):
+            return False  # a subclass of the timeout errors in urllib3, but a refused connection
+        if isinstance(item, TimeoutError | urllib3.exceptions.TimeoutError):
+            return True
+        todo.extend([item.__cause__, item.__context__, getattr(item, "reason", None), *item.args])
+    return False
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -25,8 +25,9 @@ TEMPLATE_VARIABLES: tuple[str, ...] = (
 """Variables a custom ``query`` may use, written ``{{ name }}``."""
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-_DURATION = re.compile(r"^(?:\d+(?:ms|y|w|d|h|m|s))+$")
-_DURATION_PART = re.compile(r"(\d+)(ms|y|w|d|h|m|s)")
+_PROM_DURATION = re.compile(r"^(?:\d+(?:ms|y|w|d|h|m|s))+$")
+_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|y|w|d|h|m|s))+$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|y|w|d|h|m|s)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
@@ -87,15 +88,16 @@ def parse_duration(value: str | float | int) -> float:
         raise ValueError(
             f"invalid duration {value!r}: expected a Prometheus duration such as 30s, 5m or 1m30s"
         )
-    seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
+    seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
     if seconds <= 0:
         raise ValueError(f"invalid duration {value!r}: must be longer than zero")
     return float(seconds)
 
 
 def format_duration(value: str | float | int) -> str:
-    """A Prometheus range for ``value``: strings are checked and kept, seconds become ``<n>s``."""
-    if isinstance(value, str):
+    """A Prometheus range for ``value``: Prometheus durations are kept, others (seconds, ``1.5m``)
+    become whole seconds or milliseconds."""
+    if isinstance(value, str) and _PROM_DURATION.match(value.strip()):
         parse_duration(value)
         return value.strip()
     seconds = parse_duration(value)

@@ -99,7 +99,7 @@ def test_parse_duration(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("bad", ["", "30", "5 m", "1.5m", "-1s", "0s", 0, -3, "abc"])
+@pytest.mark.parametrize("bad", ["", "30", "5 m", "1,5m", "-1s", "0s", 0, -3, "abc"])
 def test_parse_duration_rejects(bad):
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(bad)
@@ -109,3 +109,5 @@ def test_format_duration():
     assert format_duration(30) == "30s"
     assert format_duration(2.5) == "2500ms"
     assert format_duration(" 1m ") == "1m"
+    assert format_duration("1.5m") == "90s"
+    assert format_duration("0.25s") == "250ms"
