@@ -1,1 +1,144 @@
-"""mlserving.storage"""
+"""Model sources: ``file://`` (or a plain path), ``http(s)://`` and ``s3://``.
+
+``fetch_model`` returns a local path. Remote files are streamed to a download directory with a size
+limit; an optional sha256 is checked for every source. Errors are ``FetchError`` with a message that
+names the URI and what went wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+__all__ = ["FetchError", "fetch_model", "file_sha256"]
+
+_CHUNK = 1024 * 1024
+
+
+class FetchError(RuntimeError):
+    """A model could not be fetched; the message says which URI and why."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_sha256(uri: str, path: Path, expected: str | None) -> None:
+    if not expected or path.is_dir():
+        return
+    actual = file_sha256(path)
+    if actual != expected.lower():
+        raise FetchError(f"{uri}: sha256 mismatch (expected {expected}, got {actual})")
+
+
+def fetch_model(
+    uri: str,
+    *,
+    download_dir: str | os.PathLike[str] | None = None,
+    sha256: str | None = None,
+    max_bytes: int = 2 * 1024**3,
+    timeout: float = 60.0,
+    s3_endpoint_url: str | None = None,
+) -> Path:
+    """Make the model at ``uri`` available locally and return its path (file or directory)."""
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.lower()
+    if scheme in ("", "file"):
+        path = Path(unquote(parsed.path) if scheme == "file" else uri)
+        if parsed.netloc and scheme == "file":
+            raise FetchError(
+                f"{uri}: file URIs must look like file:///absolute/path (host {parsed.netloc!r})"
+            )
+        if not path.exists():
+            raise FetchError(f"{uri}: no such file or directory")
+        if path.is_file() and path.stat().st_size > max_bytes:
+            raise FetchError(f"{uri}: {path.stat().st_size} bytes is more than the limit of {max_bytes}")
+        _check_sha256(uri, path, sha256)
+        return path
+    dest_root = Path(download_dir) if download_dir else Path(tempfile.mkdtemp(prefix="mlserving-model-"))
+    dest_root.mkdir(parents=True, exist_ok=True)
+    name = Path(unquote(parsed.path)).name or "model"
+    if scheme in ("http", "https"):
+        path = _fetch_http(uri, dest_root / name, max_bytes=max_bytes, timeout=timeout)
+    elif scheme == "s3":
+        path = _fetch_s3(uri, dest_root, max_bytes=max_bytes, endpoint_url=s3_endpoint_url)
+    else:
+        raise FetchError(f"{uri}: unsupported scheme {scheme!r} (use file://, http(s):// or s3://)")
+    _check_sha256(uri, path, sha256)
+    return path
+
+
+def _fetch_http(uri: str, dest: Path, *, max_bytes: int, timeout: float) -> Path:
+    import httpx
+
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        with httpx.stream("GET", uri, timeout=timeout, follow_redirects=True) as resp:
+            if resp.status_code != 200:
+                raise FetchError(f"{uri}: HTTP {resp.status_code}")
+            declared = resp.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise FetchError(
+                    f"{uri}: Content-Length {declared} is more than the limit of {max_bytes} bytes"
+                )
+            size = 0
+            with open(tmp, "wb") as out:
+                for chunk in resp.iter_bytes(_CHUNK):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise FetchError(f"{uri}: download exceeds the limit of {max_bytes} bytes")
+                    out.write(chunk)
+        tmp.replace(dest)
+        return dest
+    except httpx.HTTPError as exc:
+        raise FetchError(f"{uri}: {type(exc).__name__}: {exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fetch_s3(uri: str, dest_root: Path, *, max_bytes: int, endpoint_url: str | None) -> Path:
+    import fsspec
+
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    options: dict[str, object] = {}
+    if endpoint:
+        options["client_kwargs"] = {"endpoint_url": endpoint}
+    try:
+        fs, path = fsspec.core.url_to_fs(uri, **options)
+        if fs.isdir(path):
+            files = [f for f in fs.find(path) if not f.endswith("/")]
+            total = sum(int(fs.info(f).get("size") or 0) for f in files)
+            if total > max_bytes:
+                raise FetchError(f"{uri}: {total} bytes is more than the limit of {max_bytes}")
+            target = dest_root / (Path(path.rstrip("/")).name or "model")
+            for f in files:
+                rel = os.path.relpath(f, path)
+                if rel.startswith(".."):
+                    continue
+                (target / rel).parent.mkdir(parents=True, exist_ok=True)
+                fs.get(f, str(target / rel))
+            return target
+        info = fs.info(path)
+        size = int(info.get("size") or 0)
+        if size > max_bytes:
+            raise FetchError(f"{uri}: {size} bytes is more than the limit of {max_bytes}")
+        target = dest_root / Path(path).name
+        tmp = target.with_name(target.name + ".part")
+        with fs.open(path, "rb") as src, open(tmp, "wb") as out:
+            shutil.copyfileobj(src, out, _CHUNK)
+        tmp.replace(target)
+        return target
+    except FetchError:
+        raise
+    except FileNotFoundError:
+        raise FetchError(f"{uri}: no such object") from None
+    except Exception as exc:
+        raise FetchError(f"{uri}: {type(exc).__name__}: {exc}") from None

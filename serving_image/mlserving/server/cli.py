@@ -1,0 +1,130 @@
+"""``mlserving serve``: run the model server (flags override ``MLSERVING_*`` environment variables)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
+    ("--model-name", "model_name", {"help": "model name in URLs (env MLSERVING_MODEL_NAME)"}),
+    ("--model-uri", "model_uri", {"help": "file://, path, http(s):// or s3:// (env MLSERVING_MODEL_URI)"}),
+    ("--format", "format", {"choices": ["auto", "onnx", "sklearn"], "help": "model format (default auto)"}),
+    ("--model-version", "model_version", {"help": "version reported in responses (default 1)"}),
+    ("--host", "host", {"help": "listen address (default 0.0.0.0)"}),
+    ("--port", "port", {"type": int, "help": "listen port (default 8080)"}),
+    ("--revision", "revision", {"help": "revision label of the metrics (env MLSERVING_REVISION)"}),
+    ("--model-sha256", "model_sha256", {"help": "expected sha256 of the model file"}),
+    ("--max-model-bytes", "max_model_bytes", {"type": int, "help": "largest model download"}),
+    ("--download-dir", "download_dir", {"help": "where remote models are downloaded"}),
+    ("--s3-endpoint-url", "s3_endpoint_url", {"help": "S3 endpoint URL (MinIO, moto, ...)"}),
+    (
+        "--compile",
+        "compile",
+        {"choices": ["auto", "onnx", "native"], "help": "scikit-learn to ONNX compilation"},
+    ),
+    (
+        "--compile-tolerance",
+        "compile_tolerance",
+        {"type": float, "help": "max difference on the probe batch"},
+    ),
+    ("--compile-cache-dir", "compile_cache_dir", {"help": "cache compiled models here"}),
+    (
+        "--intra-op-threads",
+        "intra_op_threads",
+        {"type": int, "help": "onnxruntime intra-op threads (default 1)"},
+    ),
+    (
+        "--inter-op-threads",
+        "inter_op_threads",
+        {"type": int, "help": "onnxruntime inter-op threads (default 1)"},
+    ),
+    ("--max-batch-size", "max_batch_size", {"type": int, "help": "adaptive batching: max rows (1: off)"}),
+    (
+        "--max-batch-wait-ms",
+        "max_batch_wait_ms",
+        {"type": float, "help": "adaptive batching: max wait (default 0)"},
+    ),
+    ("--max-body-bytes", "max_body_bytes", {"type": int, "help": "larger request bodies get 413"}),
+    (
+        "--max-tensor-elements",
+        "max_tensor_elements",
+        {"type": int, "help": "largest tensor a request may declare"},
+    ),
+    ("--id-cache-size", "id_cache_size", {"type": int, "help": "recent response ids kept for feedback"}),
+    ("--shutdown-timeout", "shutdown_timeout_seconds", {"type": float, "help": "drain deadline on SIGTERM"}),
+    ("--log-level", "log_level", {"help": "log level (default INFO)"}),
+]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve one model over the Open Inference Protocol (V2) and KServe V1",
+        description="Serve one scikit-learn or ONNX model. Every flag can also be set as MLSERVING_<NAME>.",
+        argument_default=argparse.SUPPRESS,
+    )
+    for flag, dest, kwargs in _FLAGS:
+        parser.add_argument(flag, dest=dest, **kwargs)
+    parser.add_argument(
+        "--allow-unsafe-pickle",
+        dest="allow_unsafe_pickle",
+        action="store_true",
+        help="load joblib/pickle files (they can run arbitrary code when loaded)",
+    )
+    parser.add_argument(
+        "--allow-nan", dest="allow_nan", action="store_true", help="accept NaN/Inf in floating-point inputs"
+    )
+    parser.add_argument(
+        "--trust-type",
+        dest="trust_type",
+        action="append",
+        help="trust this type when loading skops files (repeatable), e.g. sklearn.tree._tree.Tree",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from mlserving.settings import ServerSettings
+
+    overrides = {k: v for k, v in vars(args).items() if k not in ("handler", "command", "trust_type")}
+    if getattr(args, "trust_type", None):
+        overrides["trusted_types"] = ",".join(args.trust_type)
+    try:
+        settings = ServerSettings(**overrides)
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"])
+            flag = "--" + field.replace("_", "-")
+            print(f"mlserving serve: {flag} (MLSERVING_{field.upper()}): {error['msg']}", file=sys.stderr)
+        return 2
+    serve(settings)
+    return 0
+
+
+def serve(settings: Any) -> None:
+    import uvicorn
+
+    from mlserving.server import logs
+    from mlserving.server.app import InferenceServer
+
+    logs.configure(settings.log_level)
+    app = InferenceServer(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+        timeout_keep_alive=75,
+        backlog=2048,
+    )
+    uvicorn.Server(config).run()

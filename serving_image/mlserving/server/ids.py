@@ -1,0 +1,63 @@
+"""Response ids and the feedback they enable.
+
+Every response carries an ``id``: the request's own id when it has one (echoed, as the protocol
+asks), otherwise a generated one. Feedback is accepted for an id this server produced:
+
+- ids seen in recent responses (echoed or generated) are remembered in a bounded LRU cache, together
+  with the prediction, so labelled feedback can be scored; a router that puts its own response id in
+  the request's ``id`` field therefore gets feedback accepted when it forwards the client's body;
+- with ``MLSERVING_ID_KEY`` set, generated ids are ``<nonce>.<hmac>`` and any replica sharing the
+  key accepts them statelessly, even after they left the cache.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import random
+import secrets
+from collections import OrderedDict
+from typing import Any
+
+_SIG_BYTES = 12
+
+
+class ResponseIds:
+    def __init__(self, key: str | None, cache_size: int) -> None:
+        self._mac = hmac.new(key.encode(), digestmod=hashlib.sha256) if key else None
+        self._random = random.Random(secrets.randbits(128))
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._cache_size = cache_size
+
+    def new(self) -> str:
+        nonce = f"{self._random.getrandbits(96):024x}"
+        if self._mac is None:
+            return nonce
+        return f"{nonce}.{self._sign(nonce)}"
+
+    def _sign(self, body: str) -> str:
+        assert self._mac is not None
+        mac = self._mac.copy()
+        mac.update(body.encode())
+        return base64.urlsafe_b64encode(mac.digest()[:_SIG_BYTES]).decode().rstrip("=")
+
+    def remember(self, response_id: str, prediction: Any) -> None:
+        cache = self._cache
+        cache[response_id] = prediction
+        if len(cache) > self._cache_size:
+            cache.popitem(last=False)
+
+    def lookup(self, response_id: str) -> tuple[bool, Any]:
+        """(known, prediction or None)."""
+        if response_id in self._cache:
+            return True, self._cache[response_id]
+        if self._mac is not None:
+            body, _, sig = response_id.rpartition(".")
+            if body and sig and hmac.compare_digest(self._sign(body), sig):
+                return True, None
+        return False, None
+
+    @property
+    def cache_size(self) -> int:
+        return self._cache_size

@@ -1,0 +1,96 @@
+"""Configuration of the model server: command-line flags and ``MLSERVING_*`` environment variables.
+
+Every field can be set through the environment (``MLSERVING_<FIELD>``, e.g. ``MLSERVING_MODEL_URI``);
+flags given to ``mlserving serve`` win over the environment. ``MLSERVING_MODEL`` and
+``MLSERVING_REVISION`` are the ``model`` and ``revision`` labels of every metric, so that Prometheus
+queries do not depend on scrape relabelling.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MLSERVING_", extra="ignore", protected_namespaces=())
+
+    model_name: str = Field(min_length=1, description="Name of the model in URLs (/v2/models/<name>).")
+    model_uri: str = Field(min_length=1, description="file://, plain path, http(s):// or s3:// URI.")
+    format: Literal["auto", "onnx", "sklearn"] = "auto"
+    model_version: str = Field(default="1", min_length=1, description="Version reported in responses.")
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+    # Metric labels (from the pod's environment).
+    model: str = Field(default="", description="`model` label of the metrics; defaults to model_name.")
+    revision: str = Field(default="", description="`revision` label of the metrics.")
+
+    # Model fetching.
+    model_sha256: str | None = Field(default=None, description="Expected sha256 of the fetched model file.")
+    max_model_bytes: int = Field(default=2 * 1024**3, gt=0, description="Largest model file to download.")
+    download_dir: str | None = Field(default=None, description="Where remote models are downloaded.")
+    s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint (e.g. MinIO); else AWS.")
+    fetch_timeout_seconds: float = Field(default=60.0, gt=0)
+
+    # scikit-learn loading and compilation.
+    allow_unsafe_pickle: bool = Field(
+        default=False, description="Load joblib/pickle files (they can run arbitrary code when loaded)."
+    )
+    trusted_types: str = Field(
+        default="",
+        description="Comma-separated extra types trusted when loading skops files, e.g. sklearn.tree._tree.Tree.",
+    )
+    compile: Literal["auto", "onnx", "native"] = Field(
+        default="auto",
+        description="auto: compile scikit-learn models to ONNX when outputs match, else serve natively.",
+    )
+    compile_tolerance: float = Field(default=1e-4, gt=0, description="Max abs difference on the probe batch.")
+    compile_cache_dir: str | None = Field(
+        default=None, description="Cache of compiled models keyed by the model file's sha256."
+    )
+
+    # Execution.
+    intra_op_threads: int = Field(default=1, ge=0, description="onnxruntime intra-op threads (0: all cores).")
+    inter_op_threads: int = Field(default=1, ge=0, description="onnxruntime inter-op threads.")
+    max_batch_size: int = Field(
+        default=64, ge=1, description="Adaptive batching: largest merged batch (1: off)."
+    )
+    max_batch_wait_ms: float = Field(
+        default=0.0, ge=0, description="Extra wait to fill a batch; 0 merges only requests already queued."
+    )
+
+    # Limits and protocol.
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="Larger bodies get 413.")
+    max_tensor_elements: int = Field(
+        default=4_000_000, gt=0, description="Largest tensor a request may declare."
+    )
+    allow_nan: bool = Field(default=False, description="Accept NaN/Inf in floating-point inputs.")
+    id_key: str | None = Field(
+        default=None, description="HMAC key signing generated response ids (shared by replicas)."
+    )
+    id_cache_size: int = Field(
+        default=100_000, ge=1, description="Recent response ids remembered for feedback."
+    )
+    shutdown_timeout_seconds: float = Field(default=20.0, ge=0, description="Drain deadline on SIGTERM.")
+    log_level: str = "INFO"
+
+    @field_validator("model_sha256")
+    @classmethod
+    def _sha256_hex(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        value = value.strip().lower()
+        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+            raise ValueError("model_sha256 must be 64 hexadecimal characters")
+        return value
+
+    @property
+    def metric_model(self) -> str:
+        return self.model or self.model_name
+
+    @property
+    def trusted_type_list(self) -> list[str]:
+        return [t.strip() for t in self.trusted_types.split(",") if t.strip()]
