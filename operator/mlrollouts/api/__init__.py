@@ -6,6 +6,7 @@ back with ``to_json(model)`` (camelCase, unset optional fields left out).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -126,14 +127,27 @@ def to_json(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+_RELATIVE_PATH = re.compile(
+    r"^([A-Za-z_]\w*(?:\[[\d*]+\])?(?:\.[A-Za-z_]\w*(?:\[[\d*]+\])?)*): (.*)$", re.DOTALL
+)
+
+
 def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem, each starting with the field path (``spec.rollout.steps[1].weight``)."""
+    """One line per problem, each starting with the field path (``spec.rollout.steps[1].weight``).
+
+    Cross-field rules report at the object that holds the fields and start their message with the
+    path below it; that part is joined to the location.
+    """
     lines = []
     for error in exc.errors():
         path = ""
         for part in error["loc"]:
             path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
         message = error["msg"].removeprefix("Value error, ")
+        relative = _RELATIVE_PATH.match(message)
+        if relative:
+            path = f"{path}.{relative.group(1)}" if path else relative.group(1)
+            message = relative.group(2)
         lines.append(f"{path or '<root>'}: {message}")
     return "\n".join(lines)
 

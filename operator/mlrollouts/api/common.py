@@ -27,16 +27,13 @@ CATEGORY = "mlrollouts"
 # --- CEL rules ------------------------------------------------------------------------------------
 
 
-def cel(
-    rule: str, message: str, *, field_path: str | None = None, reason: str | None = None
-) -> dict[str, str]:
-    """One `x-kubernetes-validations` entry: a CEL rule the API server checks against `self`."""
-    entry = {"rule": rule, "message": message}
-    if field_path:
-        entry["fieldPath"] = field_path
-    if reason:
-        entry["reason"] = reason
-    return entry
+def cel(rule: str, message: str, *, field: str | None = None) -> dict[str, str]:
+    """One `x-kubernetes-validations` entry: a CEL rule the API server checks against `self`.
+
+    `field` (relative to `self`) is named at the start of the message rather than given as
+    `fieldPath`, which API servers before 1.28 reject.
+    """
+    return {"rule": rule, "message": f"{field}: {message}" if field else message}
 
 
 def validations(*rules: dict[str, str]) -> dict[str, Any]:
@@ -247,14 +244,14 @@ class Check(ApiModel):
             cel(
                 "!has(self.min) || !has(self.max) || self.min < self.max",
                 "min must be below max",
-                field_path=".min",
+                field="min",
             ),
             cel(
                 "!has(self.query) || self.query.matches('"
                 + QUERY_TEMPLATE_PATTERN.replace("\\", "\\\\")
                 + "')",
                 "query may only use the variables {{ " + " }}, {{ ".join(QUERY_VARIABLES) + " }}",
-                field_path=".query",
+                field="query",
             ),
         )
     )
@@ -270,16 +267,16 @@ class Check(ApiModel):
     @model_validator(mode="after")
     def _rules(self) -> Check:
         if (self.template is None) == (self.query is None):
-            raise ValueError(f"check {self.name!r}: needs exactly one of template or query")
+            raise ValueError(f"needs exactly one of template or query (check {self.name!r})")
         if self.min is None and self.max is None and self.max_ratio_to_stable is None:
-            raise ValueError(f"check {self.name!r}: needs a threshold: min, max or maxRatioToStable")
+            raise ValueError(f"needs a threshold: min, max or maxRatioToStable (check {self.name!r})")
         if self.min is not None and self.max is not None and not self.min < self.max:
-            raise ValueError(f"check {self.name!r}: min ({self.min}) must be below max ({self.max})")
+            raise ValueError(f"min: min ({self.min}) must be below max ({self.max}) (check {self.name!r})")
         if self.query is not None:
             try:
                 check_query_variables(self.query)
             except ValueError as exc:
-                raise ValueError(f"check {self.name!r}: query: {exc}") from None
+                raise ValueError(f"query: {exc} (check {self.name!r})") from None
         return self
 
 

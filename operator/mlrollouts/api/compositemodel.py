@@ -52,7 +52,7 @@ class Combiner(ApiModel):
             cel(
                 "!(self.type == 'weightedMean' || self.type == 'linear') || has(self.weights)",
                 "combiners weightedMean and linear need weights",
-                field_path=".weights",
+                field="weights",
             ),
         )
     )
@@ -101,28 +101,28 @@ class GraphNode(ApiModel):
             cel(
                 "self.type != 'Model' || has(self.modelDeployment)",
                 "a Model node needs modelDeployment",
-                field_path=".modelDeployment",
+                field="modelDeployment",
             ),
             cel(
                 "self.type == 'Model' || !has(self.modelDeployment)",
                 "only a Model node takes modelDeployment",
-                field_path=".modelDeployment",
+                field="modelDeployment",
             ),
             cel(
                 "!(self.type == 'Sequence' || self.type == 'Ensemble') || (has(self.children) && size(self.children) > 0)",
                 "Sequence and Ensemble nodes need children",
-                field_path=".children",
+                field="children",
             ),
             cel(
                 "self.type != 'Switch' || (has(self.cases) && size(self.cases) > 0)",
                 "a Switch node needs cases",
-                field_path=".cases",
+                field="cases",
             ),
             cel(
                 "self.type != 'Ensemble' || !has(self.combiner) || !has(self.combiner.weights) "
                 "|| size(self.combiner.weights) == size(self.children)",
                 "combiner.weights needs one weight per child",
-                field_path=".combiner.weights",
+                field="combiner.weights",
             ),
         )
     )
@@ -137,15 +137,15 @@ class GraphNode(ApiModel):
 
     @model_validator(mode="after")
     def _shape(self) -> GraphNode:
-        where = f"node {self.name!r}"
+        where = f"(node {self.name!r})"
         if self.type == NodeType.MODEL and self.model_deployment is None:
-            raise ValueError(f"{where}: modelDeployment: a Model node needs modelDeployment")
+            raise ValueError(f"modelDeployment: a Model node needs modelDeployment {where}")
         if self.type != NodeType.MODEL and self.model_deployment is not None:
-            raise ValueError(f"{where}: modelDeployment: only a Model node takes modelDeployment")
+            raise ValueError(f"modelDeployment: only a Model node takes modelDeployment {where}")
         if self.type in (NodeType.SEQUENCE, NodeType.ENSEMBLE) and not self.children:
-            raise ValueError(f"{where}: children: Sequence and Ensemble nodes need children")
+            raise ValueError(f"children: Sequence and Ensemble nodes need children {where}")
         if self.type == NodeType.SWITCH and not self.cases:
-            raise ValueError(f"{where}: cases: a Switch node needs cases")
+            raise ValueError(f"cases: a Switch node needs cases {where}")
         if (
             self.type == NodeType.ENSEMBLE
             and self.combiner is not None
@@ -153,8 +153,8 @@ class GraphNode(ApiModel):
             and len(self.combiner.weights) != len(self.children)
         ):
             raise ValueError(
-                f"{where}: combiner.weights: needs one weight per child "
-                f"({len(self.combiner.weights)} weights, {len(self.children)} children)"
+                f"combiner.weights: needs one weight per child "
+                f"({len(self.combiner.weights)} weights, {len(self.children)} children) {where}"
             )
         return self
 
@@ -180,26 +180,26 @@ class CompositeModelSpec(ApiModel):
             cel(
                 _NODE_EXISTS.format(ref="self.root"),
                 "root must name a node",
-                field_path=".root",
+                field="root",
             ),
             cel(
                 "self.nodes.all(n, !has(n.children) || n.children.all(c, "
                 + _NODE_EXISTS.format(ref="c")
                 + "))",
                 "children must name nodes",
-                field_path=".nodes",
+                field="nodes",
             ),
             cel(
                 "self.nodes.all(n, !has(n.cases) || n.cases.all(c, "
                 + _NODE_EXISTS.format(ref="c.node")
                 + "))",
                 "cases must name nodes",
-                field_path=".nodes",
+                field="nodes",
             ),
             cel(
                 "self.nodes.all(n, !has(n.default) || " + _NODE_EXISTS.format(ref="n.default") + ")",
                 "default must name a node",
-                field_path=".nodes",
+                field="nodes",
             ),
         )
     )

@@ -85,12 +85,12 @@ class Reward(ApiModel):
             cel(
                 "self.source != 'Query' || has(self.query)",
                 "reward source Query needs query",
-                field_path=".query",
+                field="query",
             ),
             cel(
                 "self.source == 'Query' || !has(self.query)",
                 "query is only used with reward source Query",
-                field_path=".query",
+                field="query",
             ),
         )
     )
@@ -153,7 +153,7 @@ class ExperimentTraffic(ApiModel):
             cel(
                 "self.provider != 'GatewayAPI' || has(self.gatewayAPI)",
                 "provider GatewayAPI needs gatewayAPI.parentRefs",
-                field_path=".gatewayAPI",
+                field="gatewayAPI",
             )
         )
     )
@@ -180,28 +180,29 @@ class ExperimentSpec(ApiModel):
             cel(
                 "self.policy.type != 'Fixed' || self.variants.all(v, has(v.weight))",
                 "policy Fixed needs a weight on every variant",
-                field_path=".variants",
+                field="variants",
             ),
             cel(
-                "self.policy.type != 'Fixed' || !self.variants.all(v, has(v.weight)) "
-                "|| self.variants.map(v, v.weight).sum() == 100",
+                # a conditional, so the sum is only taken when every variant has a weight
+                "self.policy.type == 'Fixed' && self.variants.all(v, has(v.weight)) "
+                "? self.variants.map(v, v.weight).sum() == 100 : true",
                 "variant weights must sum to 100 for policy Fixed",
-                field_path=".variants",
+                field="variants",
             ),
             cel(
                 f"self.variants.map(v, {_FLOOR}).sum() < 100",
                 "variant floors must sum to less than 100",
-                field_path=".variants",
+                field="variants",
             ),
             cel(
                 "self.traffic.provider != 'IngressNginx' || size(self.variants) <= 2",
                 "provider IngressNginx supports two variants only",
-                field_path=".traffic.provider",
+                field="traffic.provider",
             ),
             cel(
                 "self.traffic.provider == 'Router' || self.policy.type == 'Fixed'",
                 "adaptive policies need traffic provider Router",
-                field_path=".traffic.provider",
+                field="traffic.provider",
             ),
         )
     )

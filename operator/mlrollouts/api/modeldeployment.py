@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -49,7 +49,7 @@ class ModelSource(ApiModel):
             cel(
                 "!has(self.allowUnsafePickle) || !self.allowUnsafePickle || self.format != 'onnx'",
                 "allowUnsafePickle applies only to sklearn models",
-                field_path=".allowUnsafePickle",
+                field="allowUnsafePickle",
             )
         )
     )
@@ -58,7 +58,12 @@ class ModelSource(ApiModel):
     uri: str = Field(min_length=1, max_length=2048, description="file://, http(s):// or s3:// location")
     format: ModelFormat = ModelFormat.AUTO
     version: str | None = Field(default=None, max_length=128)
-    sha256: str | None = Field(default=None, pattern=r"^[a-f0-9]{64}$", description="expected checksum")
+    sha256: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[a-f0-9]{64}$",
+        description="expected SHA-256 of the model file",
+    )
     allow_unsafe_pickle: bool = Field(
         default=False, description="allow joblib/pickle files; they can run arbitrary code when loaded"
     )
@@ -66,7 +71,7 @@ class ModelSource(ApiModel):
     @model_validator(mode="after")
     def _pickle(self) -> ModelSource:
         if self.allow_unsafe_pickle and self.format == ModelFormat.ONNX:
-            raise ValueError("allowUnsafePickle applies only to sklearn models")
+            raise ValueError("allowUnsafePickle: applies only to sklearn models")
         return self
 
 
@@ -77,7 +82,7 @@ class ResourceRequirements(ApiModel):
 
 class EnvVar(ApiModel):
     name: str = Field(min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-    value: str = ""
+    value: str = Field(default="", max_length=32768)
 
 
 class Batching(ApiModel):
@@ -96,7 +101,7 @@ class Serving(ApiModel):
     replicas: int = Field(default=1, ge=0, le=1000)
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
     env: list[EnvVar] = Field(default_factory=list, max_length=128)
-    args: list[str] = Field(default_factory=list, max_length=128)
+    args: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list, max_length=128)
     port: int = Field(default=8080, ge=1, le=65535)
     batching: Batching | None = None
 
@@ -112,7 +117,7 @@ class Traffic(ApiModel):
             cel(
                 "self.provider != 'GatewayAPI' || has(self.gatewayAPI)",
                 "provider GatewayAPI needs gatewayAPI.parentRefs",
-                field_path=".gatewayAPI",
+                field="gatewayAPI",
             )
         )
     )
@@ -163,7 +168,7 @@ class RolloutStep(ApiModel):
             cel(
                 "!has(self.duration) || has(self.weight)",
                 "duration belongs to a weight step (a shadow step has its own duration)",
-                field_path=".duration",
+                field="duration",
             ),
         )
     )
@@ -239,12 +244,12 @@ class Rollout(ApiModel):
             cel(
                 "self.strategy != 'Immediate' || !has(self.steps) || size(self.steps) == 0",
                 "strategy Immediate takes no steps",
-                field_path=".steps",
+                field="steps",
             ),
             cel(
                 "self.strategy != 'BlueGreen' || !has(self.steps) || self.steps.all(s, !has(s.weight))",
                 "strategy BlueGreen takes only shadow and approval steps",
-                field_path=".steps",
+                field="steps",
             ),
         )
     )
@@ -304,7 +309,7 @@ class LearningGuard(ApiModel):
             cel(
                 "!has(self.min) || !has(self.max) || self.min < self.max",
                 "min must be below max",
-                field_path=".min",
+                field="min",
             ),
         )
     )
@@ -318,9 +323,9 @@ class LearningGuard(ApiModel):
     @model_validator(mode="after")
     def _threshold(self) -> LearningGuard:
         if self.min is None and self.max is None:
-            raise ValueError("guard needs min or max")
+            raise ValueError("a guard needs min or max")
         if self.min is not None and self.max is not None and not self.min < self.max:
-            raise ValueError(f"guard: min ({self.min}) must be below max ({self.max})")
+            raise ValueError(f"min: min ({self.min}) must be below max ({self.max})")
         return self
 
 
@@ -338,7 +343,7 @@ class Learning(ApiModel):
             cel(
                 "!self.enabled || has(self.storage)",
                 "learning needs storage.uri when enabled",
-                field_path=".storage",
+                field="storage",
             )
         )
     )

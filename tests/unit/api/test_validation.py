@@ -1,0 +1,54 @@
+"""The models reject every invalid sample with a message that names the field."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+import manifests
+from mlrollouts.api import format_validation_error, parse_resource
+
+INVALID = manifests.invalid() + manifests.operator_only()
+
+
+def test_there_are_enough_invalid_samples():
+    assert len(manifests.invalid()) >= 15
+    for sample in INVALID:
+        assert sample.expect, f"{sample.id}: missing '# expect:' comment"
+        assert sample.server, f"{sample.id}: missing '# server:' comment"
+
+
+@pytest.mark.parametrize("sample", INVALID, ids=lambda s: s.id)
+def test_invalid_sample_is_rejected_naming_the_field(sample):
+    with pytest.raises(ValidationError) as exc:
+        parse_resource(sample.document)
+    message = format_validation_error(exc.value)
+    assert sample.expect in message, f"expected {sample.expect!r} in:\n{message}"
+
+
+@pytest.mark.parametrize("sample", manifests.valid(), ids=lambda s: s.id)
+def test_valid_sample_is_accepted(sample):
+    resource = parse_resource(sample.document)
+    assert resource.metadata.name == sample.document["metadata"]["name"]
+
+
+def test_errors_report_every_problem_with_its_path():
+    doc = manifests.load(manifests.MANIFESTS / "valid/modeldeployment-minimal.yaml").document
+    doc["spec"]["serving"] = {"replicas": -1, "port": 70000}
+    with pytest.raises(ValidationError) as exc:
+        parse_resource(doc)
+    lines = format_validation_error(exc.value).splitlines()
+    assert any(line.startswith("spec.serving.replicas:") for line in lines)
+    assert any(line.startswith("spec.serving.port:") for line in lines)
+
+
+def test_unknown_query_variable_is_named():
+    doc = manifests.load(manifests.MANIFESTS / "valid/modeldeployment-minimal.yaml").document
+    doc["spec"]["rollout"] = {
+        "analysis": {"checks": [{"name": "c", "query": "up{job='{{ name }}',x='{{ nmae }}'}", "max": 1}]}
+    }
+    with pytest.raises(ValidationError) as exc:
+        parse_resource(doc)
+    assert "'nmae'" in format_validation_error(exc.value)
+    doc["spec"]["rollout"]["analysis"]["checks"][0]["query"] = "up{job='{{name}}'} / {{ stable_revision }}"
+    assert parse_resource(doc)
