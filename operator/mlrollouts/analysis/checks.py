@@ -82,7 +82,7 @@ class CheckSpec:
         )
 
     def validate(self, where: str = "check") -> None:
-        """Raise :class:`CheckSpecError` naming the field (``<where>.template`` ...) when the spec cannot run."""
+        """Raise :class:`CheckSpecError` naming the field (``<where>.template``...) if it cannot run."""
         label = f"{where} {self.name!r}" if self.name else where
         if not self.name:
             raise CheckSpecError(f"{where}.name: a check needs a name")

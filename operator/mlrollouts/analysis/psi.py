@@ -36,7 +36,7 @@ def population_stability_index(
 
 
 def histograms_by_output(samples: Iterable[tuple[Mapping[str, str], float]]) -> dict[str, dict[str, float]]:
-    """Group ``(labels, count)`` samples of ``mlserving_predictions_total`` into ``output -> bucket -> count``."""
+    """Group ``(labels, count)`` samples of ``mlserving_predictions_total`` as ``output -> bucket -> n``."""
     grouped: dict[str, dict[str, float]] = {}
     for labels, count in samples:
         if not math.isfinite(count):

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from mlrollouts.analysis.provider import MetricProvider
-from mlrollouts.analysis.templates import TemplateError, format_duration, render
+from mlrollouts.analysis.templates import TemplateError, format_duration, parse_duration, render
 from mlrollouts.analysis.verdicts import NoValues, QueryError
 
 
@@ -42,6 +42,24 @@ def _window(window: str | float | None, since: float | None, now: float | None) 
         return format_duration(max(1, math.ceil(now - since)))
     assert window is not None
     return format_duration(window)
+
+
+def _route_selector(route: str) -> str:
+    return 'route="' + route.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _requests_query(route: str, rng: str, wait: float, since: float | None, now: float | None) -> str:
+    selector = _route_selector(route)
+    if wait <= 0:
+        return f"sum by (variant) (increase(mlrouter_requests_total{{{selector}}}[{rng}]))"
+    if since is not None and now is not None:
+        span = now - wait - since
+        if span < 1:
+            # Every request is younger than reward_wait: none counts yet (0 for each variant).
+            return f"sum by (variant) (mlrouter_requests_total{{{selector}}}) * 0"
+        rng = format_duration(math.ceil(span))
+    offset = format_duration(wait)
+    return f"sum by (variant) (increase(mlrouter_requests_total{{{selector}}}[{rng}] offset {offset}))"
 
 
 async def _by_variant(
@@ -87,6 +105,7 @@ async def read_rewards(
     reward_query: str | None = None,
     feedback_query: str | None = None,
     variables: Mapping[str, str | None] | None = None,
+    reward_wait: str | float | None = None,
 ) -> dict[str, VariantRewards] | QueryError:
     """Rewards per variant over ``window`` (a duration) or ``since`` a Unix time up to ``now``.
 
@@ -96,12 +115,13 @@ async def read_rewards(
     """
     try:
         rng = _window(window, since, now)
+        wait = parse_duration(reward_wait) if reward_wait not in (None, "0", 0) else 0.0
+        requests_query = _requests_query(route, rng, wait, since, now)
     except ValueError as exc:
         return QueryError(str(exc))
     base: dict[str, str | None] = {"name": route, **(variables or {}), "interval": rng}
     at = now
-    escaped_route = route.replace("\\", "\\\\").replace('"', '\\"')
-    selector = f'route="{escaped_route}"'
+    selector = _route_selector(route)
 
     def router_query(metric: str) -> str:
         return f"sum by (variant) (increase({metric}{{{selector}}}[{rng}]))"
@@ -118,7 +138,7 @@ async def read_rewards(
     )
     try:
         rewards, feedback, requests = await asyncio.gather(
-            reward_task, feedback_task, _by_variant(provider, router_query("mlrouter_requests_total"), at)
+            reward_task, feedback_task, _by_variant(provider, requests_query, at)
         )
     except TemplateError as exc:
         return QueryError(f"reward query: {exc}")

@@ -45,7 +45,8 @@ def template_variables(template: str) -> list[str]:
         name = match.group(1)
         if name not in TEMPLATE_VARIABLES:
             raise TemplateError(
-                f"unknown template variable {name!r} in query; known variables: {', '.join(TEMPLATE_VARIABLES)}"
+                f"unknown template variable {name!r} in query; "
+                f"known variables: {', '.join(TEMPLATE_VARIABLES)}"
             )
         if name not in names:
             names.append(name)
@@ -146,7 +147,8 @@ BUILTIN_TEMPLATES: dict[str, Template] = {
         ),
         Template(
             "prediction-drift",
-            f"sum by (output, bucket) (increase(mlserving_predictions_total{{{_SERVER}}}[{{{{ interval }}}}]))",
+            "sum by (output, bucket) "
+            f"(increase(mlserving_predictions_total{{{_SERVER}}}[{{{{ interval }}}}]))",
             "population stability index of the candidate's prediction distribution against stable's",
             distribution=True,
         ),
