@@ -88,7 +88,7 @@ ResourceName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SU
 
 _DURATION_RE = re.compile(r"^(?:0|(?:\d+(?:\.\d+)?(?:ms|s|m|h))+)$")
 _DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 DURATION_PATTERN = r"^(0|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$"
 
 
@@ -101,7 +101,11 @@ def parse_duration(value: str) -> float:
     text = value.strip()
     if text == "0":
         return 0.0
-    return sum(float(num) * _DURATION_UNITS[unit] for num, unit in _DURATION_PART_RE.findall(text))
+    total = 0.0
+    for number, unit in _DURATION_PART_RE.findall(text):
+        # milliseconds divide, so that "87ms" is exactly 87 / 1000
+        total += float(number) / 1000 if unit == "ms" else float(number) * _DURATION_UNITS[unit]
+    return total
 
 
 def format_duration(seconds: float) -> str:

@@ -120,7 +120,7 @@ class GraphNode(ApiModel):
             ),
             cel(
                 "self.type != 'Ensemble' || !has(self.combiner) || !has(self.combiner.weights) "
-                "|| size(self.combiner.weights) == size(self.children)",
+                "|| (has(self.children) && size(self.combiner.weights) == size(self.children))",
                 "combiner.weights needs one weight per child",
                 field="combiner.weights",
             ),
