@@ -18,8 +18,9 @@ import math
 import re
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import requests
 import urllib3
@@ -30,6 +31,7 @@ from urllib3.util.retry import Retry
 from mlrollouts.analysis.verdicts import NoValues, Outcome, QueryError, finite_or_no_values
 
 DEFAULT_TIMEOUT = 5.0
+MAX_CONCURRENT_QUERIES = 10
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,9 @@ def _api_error_reason(exc: PrometheusApiClientException) -> str:
 class PrometheusProvider(MetricProvider):
     """Prometheus over its HTTP API (through ``prometheus-api-client``).
 
-    The client is synchronous, so each query runs in a worker thread; ``timeout`` bounds both the HTTP
-    request and Prometheus' own evaluation (sent as the ``timeout`` parameter). No retries: the next
+    The client is synchronous, so each query runs in a worker thread (at most
+    ``MAX_CONCURRENT_QUERIES`` at once per provider); ``timeout`` bounds both the HTTP request and
+    Prometheus' own evaluation (sent as the ``timeout`` parameter). No retries: the next
     analysis run is the retry, and a failed query is reported as an ``Error`` verdict.
     """
 
@@ -107,6 +110,7 @@ class PrometheusProvider(MetricProvider):
     timeout: float = DEFAULT_TIMEOUT
     headers: Mapping[str, str] | None = None
     _client: PrometheusConnect | None = field(default=None, init=False, repr=False)
+    _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -119,11 +123,13 @@ class PrometheusProvider(MetricProvider):
     def _connection(self) -> PrometheusConnect:
         with self._lock:
             if self._client is None:
+                # The client's annotations say int seconds and a required dict; requests takes
+                # float seconds and None, which is what is passed on.
                 self._client = PrometheusConnect(
                     url=self.address,
-                    headers=dict(self.headers) if self.headers else None,
+                    headers=cast(dict[str, str], dict(self.headers) if self.headers else None),
                     retry=Retry(total=0, raise_on_status=False),
-                    timeout=self.timeout,
+                    timeout=cast(int, self.timeout),
                 )
             return self._client
 
@@ -131,12 +137,39 @@ class PrometheusProvider(MetricProvider):
         params: dict[str, str] = {"timeout": f"{self.timeout:g}s"}
         if at is not None:
             params["time"] = f"{at:.3f}"
-        return self._connection().custom_query(promql, params=params, timeout=self.timeout)
+        return self._connection().custom_query(promql, params=params, timeout=cast(int, self.timeout))
+
+    async def _in_thread(self, promql: str, at: float | None) -> Any:
+        """Run the synchronous client in a worker thread; the timeout starts when the worker does.
+
+        Waiting for a free worker is not the server's fault: a burst of checks queues up instead of
+        timing out. The worker itself is bounded by the HTTP timeout; ``wait_for`` is a backstop.
+        """
+        loop = asyncio.get_running_loop()
+        started = asyncio.Event()
+
+        def job() -> Any:
+            loop.call_soon_threadsafe(started.set)
+            return self._query_sync(promql, at)
+
+        future = loop.run_in_executor(self._executor(), job)
+        waiter = asyncio.ensure_future(started.wait())
+        await asyncio.wait({waiter, future}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        return await asyncio.wait_for(future, self.timeout + 1.0)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                # As many workers as the HTTP connection pool keeps connections (urllib3's default 10).
+                self._pool = ThreadPoolExecutor(
+                    max_workers=MAX_CONCURRENT_QUERIES, thread_name_prefix="prometheus"
+                )
+            return self._pool
 
     async def query_vector(self, promql: str, at: float | None = None) -> list[Sample] | QueryError:
         try:
-            # The thread is bounded by the HTTP timeout; wait_for also bounds a wait for a free worker.
-            raw = await asyncio.wait_for(asyncio.to_thread(self._query_sync, promql, at), self.timeout + 1.0)
+            raw = await self._in_thread(promql, at)
         except (TimeoutError, requests.Timeout):
             return QueryError(f"Prometheus at {self.address} did not answer within {self.timeout:g}s")
         except requests.ConnectionError as exc:
@@ -154,6 +187,9 @@ class PrometheusProvider(MetricProvider):
     async def close(self) -> None:
         with self._lock:
             client, self._client = self._client, None
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
         if client is not None:
             client.close()
 
