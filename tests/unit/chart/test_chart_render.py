@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import helm_python
@@ -152,8 +156,8 @@ def test_single_replica_runs_standalone() -> None:
     rendered = render()
     assert rendered.deployment["spec"]["replicas"] == 1
     assert rendered.deployment["spec"]["strategy"]["type"] == "Recreate"
-    assert "--standalone" in rendered.container["args"]
-    assert not any(a.startswith("--peering") for a in rendered.container["args"])
+    assert not any(a.startswith(("--peering", "--priority")) for a in rendered.container["args"])
+    assert "command" not in rendered.container  # the image's entry point: mlrollouts
     assert rendered.of_kind("PodDisruptionBudget") == []
     assert [o for o in rendered.objects if o["apiVersion"].startswith("kopf.dev")] == []
     rules = rendered.one("ClusterRole")["rules"]
@@ -165,7 +169,6 @@ def test_ha_pair_uses_peering_and_a_disruption_budget() -> None:
     deployment = rendered.deployment
     assert deployment["spec"]["replicas"] == 2
     assert f"--peering={FULLNAME}" in rendered.container["args"]
-    assert "--standalone" not in rendered.container["args"]
     peering = rendered.one("ClusterKopfPeering")
     assert peering["metadata"]["name"] == FULLNAME
     pdb = rendered.one("PodDisruptionBudget")
@@ -205,7 +208,7 @@ def test_namespaced_mode_has_no_cluster_permissions() -> None:
         ], ns
     args = rendered.container["args"]
     assert "--namespace=team-a" in args and "--namespace=team-b" in args
-    assert "--all-namespaces" not in args
+    assert not any(a.startswith("--namespace") for a in render().container["args"])  # default: all
     settings = rendered.one("ConfigMap", f"{FULLNAME}-settings")["data"]
     assert settings["MLROLLOUTS_WATCH_NAMESPACES"] == "team-a,team-b"
 
@@ -471,3 +474,17 @@ def test_notes_tell_how_to_check_and_use_the_release() -> None:
     assert "team-a,team-b" in notes
     assert "kubectl mlrollouts status" in notes
     assert "{{" not in notes
+
+
+def test_ha_replicas_draw_distinct_peering_priorities(tmp_path: Path) -> None:
+    """kopf pauses peers of equal priority; the HA wrapper must hand `operator run` a valid priority."""
+    container = render(VALUE_SETS["ha"]).container
+    argv = [*container["command"], "operator", "run", "--tick=0"]
+    argv[0] = sys.executable
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    # argparse accepted --priority=<int>; the operator then refused only the deliberately bad tick
+    assert "--tick: must be a positive" in result.stderr, result.stderr
+    assert "unrecognized arguments" not in result.stderr and "invalid int" not in result.stderr
+    code = container["command"][2]
+    assert "--priority=" in code and "random" in code
