@@ -1,0 +1,925 @@
+"""The process kubelet: plays kubelet, ReplicaSet controller and endpoints controller on one machine.
+
+For every Deployment it keeps ``spec.replicas`` local processes of the pod template's containers,
+maps each container port to a free loopback port, runs the readiness and liveness probes over HTTP,
+restarts crashed processes with back-off, and writes back what a cluster would: Pod objects,
+Deployment status, Endpoints and EndpointSlices of every Service (so clients and the router resolve
+Services to the ready processes), and a Prometheus file-service-discovery target list with the pod
+labels attached.
+
+Containers of the mlrollouts images run the installed console scripts of this environment:
+``mlrollouts/serving`` runs ``mlserving`` and ``mlrollouts/operator`` runs ``mlrollouts``. Other
+images run their ``command`` from ``PATH``.
+
+It is level-triggered: every ``poll_interval`` it lists the objects and converges, so a kubelet
+restarted at any moment picks up where it was (processes it started are children of its own process
+group and end with it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mlrollouts.local.kube import (
+    CONFIGMAPS,
+    DEPLOYMENTS,
+    ENDPOINT_SLICES,
+    ENDPOINTS,
+    PODS,
+    SECRETS,
+    SERVICES,
+    KubeClient,
+    KubeError,
+    Obj,
+)
+
+log = logging.getLogger("mlrollouts.kubelet")
+
+LOCAL_PORTS_ANNOTATION = "mlrollouts.io/local-ports"
+MANAGED_BY = "mlrollouts-local-kubelet"
+# Console scripts that the mlrollouts images run by default (no ``command`` in the container).
+IMAGE_ENTRYPOINTS = {
+    "mlrollouts/serving": ["mlserving"],
+    "mlrollouts/operator": ["mlrollouts"],
+}
+# Console scripts run through this interpreter, so the playground needs nothing on PATH.
+SCRIPT_MODULES = {
+    "mlserving": "mlserving.cli",
+    "mlrollouts": "mlrollouts.cli.main",
+    "kubectl-mlrollouts": "mlrollouts.cli.main",
+}
+MAX_BACKOFF = 30.0
+LOCAL_MAX_GRACE = 10.0  # termination grace is capped: a playground should stop quickly
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def allocate_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def template_hash(template: Obj) -> str:
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def image_repository(image: str) -> str:
+    """``docker.io/mlrollouts/serving:0.1@sha256:..`` -> ``mlrollouts/serving``."""
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        name = name[: len(name) - len(last)] + last.split(":", 1)[0]
+    parts = name.split("/")
+    if len(parts) > 2 or (len(parts) == 2 and ("." in parts[0] or ":" in parts[0])):
+        parts = parts[1:] if ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost") else parts
+    return "/".join(parts[-2:])
+
+
+def selector_matches(selector: dict[str, str] | None, labels: dict[str, str]) -> bool:
+    if not selector:
+        return False
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def label_selector_matches(selector: Obj | None, labels: dict[str, str]) -> bool:
+    """A Deployment's ``spec.selector`` (matchLabels and matchExpressions)."""
+    if not selector:
+        return False
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        present = key in labels
+        if (op == "In" and labels.get(key) not in values) or (
+            op == "NotIn" and present and labels[key] in values
+        ):
+            return False
+        if (op == "Exists" and not present) or (op == "DoesNotExist" and present):
+            return False
+    return True
+
+
+def prometheus_label_name(key: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_]", "_", key)
+
+
+@dataclass
+class Probe:
+    path: str
+    port: int  # the local port
+    period: float
+    failure_threshold: int
+    initial_delay: float
+    timeout: float
+
+
+@dataclass
+class ContainerProcess:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    ports: dict[int, int]  # containerPort -> local port
+    readiness: Probe | None
+    liveness: Probe | None
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    ready: bool = False
+    next_start: float = 0.0
+    last_exit: int | None = None
+    liveness_failures: int = 0
+    readiness_failures: int = 0
+    next_probe: float = 0.0
+    last_error: str = ""
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+
+@dataclass
+class PodProcess:
+    namespace: str
+    name: str
+    deployment: str
+    deployment_uid: str
+    hash: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    containers: list[ContainerProcess]
+    workdir: Path
+    grace: float
+    created: str = field(default_factory=now_iso)
+    terminating_since: float | None = None
+    published: str = ""  # last Pod status we wrote, to skip no-op patches
+    failure: str = ""  # why the pod cannot run at all (bad command, missing secret)
+    named_ports: dict[str, int] = field(default_factory=dict)  # port name -> containerPort
+
+    @property
+    def ready(self) -> bool:
+        return not self.failure and self.terminating_since is None and all(c.ready for c in self.containers)
+
+    def port_map(self) -> dict[int, int]:
+        ports: dict[int, int] = {}
+        for container in self.containers:
+            ports.update(container.ports)
+        return ports
+
+
+class ProcessKubelet:
+    """Runs Deployments of one API server as local processes (see the module docstring)."""
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        workdir: Path,
+        *,
+        kubeconfig: str | None = None,
+        prometheus_sd_file: Path | None = None,
+        namespace: str | None = None,
+        poll_interval: float = 0.3,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.kube = kube
+        self.workdir = workdir
+        self.kubeconfig = kubeconfig
+        self.sd_file = prometheus_sd_file
+        self.namespace = namespace
+        self.poll_interval = poll_interval
+        self.extra_env = extra_env or {}
+        self.pods: dict[tuple[str, str], PodProcess] = {}
+        self._published_deployments: dict[tuple[str, str], str] = {}
+        self._published_endpoints: dict[tuple[str, str], str] = {}
+        self._published_sd = ""
+        self._stop = threading.Event()
+        self._counter = 0
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> None:
+        log.info("process kubelet started", extra={"server": self.kube.server})
+        while not self._stop.is_set():
+            try:
+                self.sync_once()
+            except (KubeError, OSError, ValueError) as exc:  # the API may be restarting: try again
+                log.warning("sync failed: %s", exc)
+            self._stop.wait(self.poll_interval)
+        self.shutdown()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def sync_once(self) -> None:
+        deployments = self.kube.list(DEPLOYMENTS, self.namespace)
+        self._reconcile_deployments(deployments)
+        self._supervise()
+        self._publish_pods()
+        self._publish_deployments(deployments)
+        self._publish_endpoints()
+        self._publish_prometheus_targets()
+
+    def shutdown(self) -> None:
+        """Stop every process (SIGTERM, then SIGKILL after the grace period)."""
+        for pod in self.pods.values():
+            if pod.terminating_since is None:
+                pod.terminating_since = time.monotonic()
+            for container in pod.containers:
+                self._signal(container, signal.SIGTERM)
+        deadline = time.monotonic() + min(
+            LOCAL_MAX_GRACE, max((p.grace for p in self.pods.values()), default=0)
+        )
+        for pod in self.pods.values():
+            for container in pod.containers:
+                if container.popen is None:
+                    continue
+                try:
+                    container.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    self._signal(container, signal.SIGKILL)
+                    container.popen.wait(timeout=5)
+
+    # ------------------------------------------------------------ deployments
+    def _reconcile_deployments(self, deployments: list[Obj]) -> None:
+        wanted_keys: set[tuple[str, str]] = set()
+        for deployment in deployments:
+            meta = deployment["metadata"]
+            if meta.get("deletionTimestamp"):
+                continue
+            namespace, name = meta.get("namespace", "default"), meta["name"]
+            wanted_keys.add((namespace, name))
+            spec = deployment.get("spec") or {}
+            replicas = int(spec.get("replicas", 1))
+            template = spec.get("template") or {}
+            current_hash = template_hash(template)
+            mine = [
+                p
+                for p in self.pods.values()
+                if (p.namespace, p.deployment) == (namespace, name) and p.terminating_since is None
+            ]
+            current = [p for p in mine if p.hash == current_hash]
+            old = [p for p in mine if p.hash != current_hash]
+            for _ in range(replicas - len(current)):
+                pod = self._new_pod(deployment, template, current_hash)
+                self.pods[(pod.namespace, pod.name)] = pod
+                current.append(pod)
+            if len(current) > replicas:
+                # scale down the newest first, the way a ReplicaSet prefers not-ready and young pods
+                surplus = sorted(current, key=lambda p: (p.ready, p.created))[: len(current) - replicas]
+                for pod in surplus:
+                    self._terminate(pod)
+            # surge roll-out: old pods go once the new template is fully ready
+            ready_current = sum(1 for p in current if p.ready)
+            if old and (ready_current >= replicas or replicas == 0):
+                for pod in old:
+                    self._terminate(pod)
+        for pod in list(self.pods.values()):
+            if (pod.namespace, pod.deployment) not in wanted_keys and pod.terminating_since is None:
+                self._terminate(pod)
+
+    def _new_pod(self, deployment: Obj, template: Obj, tmpl_hash: str) -> PodProcess:
+        meta = deployment["metadata"]
+        namespace, name = meta.get("namespace", "default"), meta["name"]
+        self._counter += 1
+        suffix = hashlib.sha1(f"{name}{time.time_ns()}{self._counter}".encode()).hexdigest()[:5]
+        pod_name = f"{name}-{tmpl_hash[:8]}-{suffix}"
+        tmeta = template.get("metadata") or {}
+        labels = dict(tmeta.get("labels") or {})
+        labels["pod-template-hash"] = tmpl_hash[:10]
+        pod_spec = template.get("spec") or {}
+        workdir = self.workdir / "pods" / namespace / pod_name
+        workdir.mkdir(parents=True, exist_ok=True)
+        grace = float(pod_spec.get("terminationGracePeriodSeconds", 30))
+        pod = PodProcess(
+            namespace=namespace,
+            name=pod_name,
+            deployment=name,
+            deployment_uid=meta.get("uid", ""),
+            hash=tmpl_hash,
+            labels=labels,
+            annotations=dict(tmeta.get("annotations") or {}),
+            containers=[],
+            workdir=workdir,
+            grace=min(grace, LOCAL_MAX_GRACE),
+        )
+        try:
+            for container in pod_spec.get("containers") or []:
+                pod.containers.append(self._container_process(pod, container))
+        except (LookupError, ValueError) as exc:
+            pod.failure = str(exc)
+            log.error("pod %s/%s cannot start: %s", namespace, pod_name, exc)
+        log.info("pod %s/%s scheduled", namespace, pod_name)
+        return pod
+
+    def _container_process(self, pod: PodProcess, container: Obj) -> ContainerProcess:
+        ports: dict[int, int] = {}
+        named: dict[str, int] = {}
+        for port in container.get("ports") or []:
+            local = allocate_port()
+            ports[int(port["containerPort"])] = local
+            if port.get("name"):
+                named[port["name"]] = int(port["containerPort"])
+        pod.named_ports.update(named)
+        argv = self._argv(container, ports)
+        env = self._env(pod, container, ports)
+
+        def probe(spec: Obj | None) -> Probe | None:
+            if not spec or "httpGet" not in spec:
+                return None
+            http = spec["httpGet"]
+            port = http.get("port")
+            container_port = named[port] if isinstance(port, str) and port in named else int(port)
+            local = ports.get(container_port)
+            if local is None:  # probing a port the container does not declare: it listens there as is
+                local = container_port
+            period = float(spec.get("periodSeconds", 10))
+            return Probe(
+                path=http.get("path", "/"),
+                port=local,
+                period=max(0.5, min(period, 2.0)),  # probed faster than in a cluster, same semantics
+                failure_threshold=int(spec.get("failureThreshold", 3)),
+                initial_delay=float(spec.get("initialDelaySeconds", 0)),
+                timeout=float(spec.get("timeoutSeconds", 1)),
+            )
+
+        return ContainerProcess(
+            name=container["name"],
+            argv=argv,
+            env=env,
+            ports=ports,
+            readiness=probe(container.get("readinessProbe")),
+            liveness=probe(container.get("livenessProbe")),
+            log_path=pod.workdir / f"{container['name']}.log",
+        )
+
+    def _argv(self, container: Obj, ports: dict[int, int]) -> list[str]:
+        command = list(container.get("command") or [])
+        args = [str(a) for a in container.get("args") or []]
+        if not command:
+            entry = IMAGE_ENTRYPOINTS.get(image_repository(container.get("image", "")))
+            if entry is None:
+                raise ValueError(
+                    f"container {container['name']!r}: image {container.get('image')!r} has no command and no "
+                    "known entry point; set spec.containers[].command"
+                )
+            command = list(entry)
+        argv = command + args
+        module = SCRIPT_MODULES.get(os.path.basename(argv[0]))
+        if module:
+            argv = [sys.executable, "-m", module, *argv[1:]]
+        elif not os.path.isabs(argv[0]):
+            from shutil import which
+
+            found = which(argv[0])
+            if not found:
+                raise LookupError(f"container {container['name']!r}: command {argv[0]!r} not found on PATH")
+            argv[0] = found
+        return self._rewrite_ports(argv, ports)
+
+    @staticmethod
+    def _rewrite_ports(argv: list[str], ports: dict[int, int]) -> list[str]:
+        """Point ``--port N`` / ``--port=N`` (and ``--*-port``) at the local port mapped for N."""
+        out: list[str] = []
+        i = 0
+        while i < len(argv):
+            token = argv[i]
+            if re.fullmatch(r"--([\w-]+-)?port", token) and i + 1 < len(argv) and argv[i + 1].isdigit():
+                out += [token, str(ports.get(int(argv[i + 1]), int(argv[i + 1])))]
+                i += 2
+                continue
+            match = re.fullmatch(r"(--(?:[\w-]+-)?port)=(\d+)", token)
+            if match:
+                out.append(f"{match.group(1)}={ports.get(int(match.group(2)), int(match.group(2)))}")
+            elif token in ("--host=0.0.0.0", "--host=::"):
+                out.append("--host=127.0.0.1")
+            elif token in ("0.0.0.0", "::") and out and out[-1] == "--host":
+                out.append("127.0.0.1")
+            else:
+                out.append(token)
+            i += 1
+        return out
+
+    def _env(self, pod: PodProcess, container: Obj, ports: dict[int, int]) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k in ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV")
+        }
+        env.update(self.extra_env)
+        env["TMPDIR"] = str(pod.workdir)
+        env["POD_NAME"] = pod.name
+        env["POD_NAMESPACE"] = pod.namespace
+        if self.kubeconfig:
+            env["KUBECONFIG"] = self.kubeconfig
+        for item in container.get("env") or []:
+            name = item["name"]
+            if "value" in item:
+                value = str(item["value"])
+            elif "valueFrom" in item:
+                value = self._value_from(pod, item["valueFrom"], name)
+            else:
+                value = ""
+            if name.endswith("PORT") and value.isdigit() and int(value) in ports:
+                value = str(ports[int(value)])
+            env[name] = value
+        return env
+
+    def _value_from(self, pod: PodProcess, source: Obj, name: str) -> str:
+        if "fieldRef" in source:
+            path = source["fieldRef"]["fieldPath"]
+            fields = {
+                "metadata.name": pod.name,
+                "metadata.namespace": pod.namespace,
+                "status.podIP": "127.0.0.1",
+            }
+            if path in fields:
+                return fields[path]
+            match = re.fullmatch(r"metadata\.labels\['(.+)'\]", path)
+            if match:
+                return pod.labels.get(match.group(1), "")
+            raise ValueError(f"env {name}: fieldRef {path!r} is not supported by the local kubelet")
+        for kind, ref in (("secretKeyRef", SECRETS), ("configMapKeyRef", CONFIGMAPS)):
+            if kind in source:
+                key_ref = source[kind]
+                obj = self.kube.get(ref, pod.namespace, key_ref["name"])
+                data = (obj or {}).get("data") or {}
+                if key_ref["key"] not in data:
+                    if key_ref.get("optional"):
+                        return ""
+                    raise LookupError(f"env {name}: {kind} {key_ref['name']}/{key_ref['key']} not found")
+                value = data[key_ref["key"]]
+                if kind == "secretKeyRef":
+                    import base64
+
+                    return base64.b64decode(value).decode()
+                return str(value)
+        raise ValueError(f"env {name}: unsupported valueFrom {sorted(source)}")
+
+    # ------------------------------------------------------------- processes
+    def _terminate(self, pod: PodProcess) -> None:
+        if pod.terminating_since is not None:
+            return
+        log.info("pod %s/%s terminating", pod.namespace, pod.name)
+        pod.terminating_since = time.monotonic()
+        for container in pod.containers:
+            container.ready = False
+            self._signal(container, signal.SIGTERM)
+
+    @staticmethod
+    def _signal(container: ContainerProcess, sig: int) -> None:
+        if container.running():
+            assert container.popen is not None
+            with contextlib.suppress(ProcessLookupError):
+                container.popen.send_signal(sig)
+
+    def _start(self, pod: PodProcess, container: ContainerProcess) -> None:
+        with open(container.log_path, "ab") as logfile:
+            container.popen = subprocess.Popen(
+                container.argv,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                env=container.env,
+                cwd=pod.workdir,
+                stdin=subprocess.DEVNULL,
+            )
+        container.started_at = time.monotonic()
+        container.next_probe = container.started_at + (
+            container.readiness.initial_delay if container.readiness else 0
+        )
+        container.ready = container.readiness is None
+        container.liveness_failures = 0
+        container.readiness_failures = 0
+
+    def _supervise(self) -> None:
+        now = time.monotonic()
+        for key, pod in list(self.pods.items()):
+            if pod.terminating_since is not None:
+                done = True
+                for container in pod.containers:
+                    if container.running():
+                        if now - pod.terminating_since > pod.grace:
+                            self._signal(container, signal.SIGKILL)
+                        done = False
+                if done:
+                    self._delete_pod_object(pod)
+                    del self.pods[key]
+                continue
+            if pod.failure:
+                continue
+            for container in pod.containers:
+                if container.popen is None:
+                    if now >= container.next_start:
+                        self._start(pod, container)
+                    continue
+                code = container.popen.poll()
+                if code is not None:
+                    container.ready = False
+                    container.last_exit = code
+                    container.restarts += 1
+                    backoff = min(MAX_BACKOFF, 2.0 ** min(container.restarts - 1, 5))
+                    container.next_start = now + backoff
+                    container.popen = None
+                    log.warning(
+                        "container %s of %s/%s exited with %s; restart in %.0fs",
+                        container.name,
+                        pod.namespace,
+                        pod.name,
+                        code,
+                        backoff,
+                    )
+                    continue
+                if now >= container.next_probe:
+                    self._probe(pod, container, now)
+
+    def _probe(self, pod: PodProcess, container: ContainerProcess, now: float) -> None:
+        def check(probe: Probe) -> bool:
+            try:
+                url = f"http://127.0.0.1:{probe.port}{probe.path}"
+                with urllib.request.urlopen(url, timeout=probe.timeout) as resp:
+                    return 200 <= resp.status < 400
+            except (urllib.error.URLError, OSError, ValueError):
+                return False
+
+        period = (
+            min(p.period for p in (container.readiness, container.liveness) if p)
+            if (container.readiness or container.liveness)
+            else 1.0
+        )
+        container.next_probe = now + period
+        if container.readiness:
+            ok = check(container.readiness)
+            container.readiness_failures = 0 if ok else container.readiness_failures + 1
+            if ok:
+                container.ready = True
+            elif container.readiness_failures >= container.readiness.failure_threshold:
+                container.ready = False
+        if container.liveness and now - container.started_at >= container.liveness.initial_delay:
+            if check(container.liveness):
+                container.liveness_failures = 0
+            else:
+                container.liveness_failures += 1
+                if container.liveness_failures >= container.liveness.failure_threshold:
+                    log.warning(
+                        "container %s of %s/%s failed its liveness probe; restarting",
+                        container.name,
+                        pod.namespace,
+                        pod.name,
+                    )
+                    self._signal(container, signal.SIGKILL)
+
+    # --------------------------------------------------------------- publish
+    def _pod_object(self, pod: PodProcess) -> Obj:
+        ready = pod.ready
+        statuses = []
+        for c in pod.containers:
+            state: Obj
+            if c.running():
+                state = {"running": {"startedAt": now_iso()}}
+            elif c.last_exit is not None:
+                state = {"waiting": {"reason": "CrashLoopBackOff", "message": f"exit code {c.last_exit}"}}
+            else:
+                state = {"waiting": {"reason": "ContainerCreating"}}
+            statuses.append(
+                {
+                    "name": c.name,
+                    "ready": c.ready,
+                    "restartCount": c.restarts,
+                    "image": "",
+                    "imageID": "",
+                    "started": c.running(),
+                    "state": state,
+                }
+            )
+        phase = (
+            "Failed"
+            if pod.failure
+            else ("Running" if any(c.running() for c in pod.containers) else "Pending")
+        )
+        annotations = dict(pod.annotations)
+        annotations[LOCAL_PORTS_ANNOTATION] = json.dumps({str(k): v for k, v in pod.port_map().items()})
+        conditions = [
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "Ready", "status": "True" if ready else "False"},
+            {"type": "ContainersReady", "status": "True" if ready else "False"},
+        ]
+        if pod.failure:
+            conditions[1]["message"] = pod.failure
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": pod.name,
+                "namespace": pod.namespace,
+                "labels": pod.labels,
+                "annotations": annotations,
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "Deployment",
+                        "name": pod.deployment,
+                        "uid": pod.deployment_uid,
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ]
+                if pod.deployment_uid
+                else [],
+            },
+            "spec": {
+                "nodeName": "local",
+                "containers": [{"name": c.name, "image": "local"} for c in pod.containers],
+            },
+            "status": {
+                "phase": phase,
+                "podIP": "127.0.0.1",
+                "hostIP": "127.0.0.1",
+                "conditions": conditions,
+                "containerStatuses": statuses,
+                "message": pod.failure or None,
+            },
+        }
+
+    def _publish_pods(self) -> None:
+        for pod in self.pods.values():
+            if pod.terminating_since is not None:
+                continue
+            body = self._pod_object(pod)
+            fingerprint = json.dumps(
+                {k: body[k] for k in ("status",)} | {"ann": body["metadata"]["annotations"]},
+                sort_keys=True,
+                default=str,
+            )
+            fingerprint = re.sub(r'"startedAt": "[^"]+"', "", fingerprint)
+            if fingerprint == pod.published:
+                continue
+            try:
+                if not pod.published:
+                    status = body.pop("status")
+                    try:
+                        self.kube.create(PODS, pod.namespace, body)
+                    except KubeError as exc:
+                        if exc.status != 409:
+                            raise
+                        self.kube.merge_patch(PODS, pod.namespace, pod.name, {"metadata": body["metadata"]})
+                    body["status"] = status
+                else:
+                    self.kube.merge_patch(
+                        PODS,
+                        pod.namespace,
+                        pod.name,
+                        {"metadata": {"annotations": body["metadata"]["annotations"]}},
+                    )
+                self.kube.merge_patch(
+                    PODS, pod.namespace, pod.name, {"status": body["status"]}, subresource="status"
+                )
+                pod.published = fingerprint
+            except KubeError as exc:
+                log.warning("could not publish pod %s/%s: %s", pod.namespace, pod.name, exc)
+
+    def _delete_pod_object(self, pod: PodProcess) -> None:
+        with contextlib.suppress(KubeError):
+            self.kube.delete(PODS, pod.namespace, pod.name)
+
+    def _publish_deployments(self, deployments: list[Obj]) -> None:
+        for deployment in deployments:
+            meta = deployment["metadata"]
+            namespace, name = meta.get("namespace", "default"), meta["name"]
+            if meta.get("deletionTimestamp"):
+                continue
+            spec = deployment.get("spec") or {}
+            replicas = int(spec.get("replicas", 1))
+            current_hash = template_hash(spec.get("template") or {})
+            pods = [p for p in self.pods.values() if (p.namespace, p.deployment) == (namespace, name)]
+            live = [p for p in pods if p.terminating_since is None]
+            updated = [p for p in live if p.hash == current_hash]
+            ready = [p for p in live if p.ready]
+            available = len(ready)
+            complete = len(updated) == replicas and all(p.ready for p in updated) and len(live) == replicas
+            status = {
+                "observedGeneration": meta.get("generation", 1),
+                "replicas": len(live),
+                "updatedReplicas": len(updated),
+                "readyReplicas": len(ready),
+                "availableReplicas": available,
+                "unavailableReplicas": max(0, replicas - available),
+                "conditions": [
+                    {
+                        "type": "Available",
+                        "status": "True" if available >= replicas else "False",
+                        "reason": "MinimumReplicasAvailable"
+                        if available >= replicas
+                        else "MinimumReplicasUnavailable",
+                    },
+                    {
+                        "type": "Progressing",
+                        "status": "True",
+                        "reason": "NewReplicaSetAvailable" if complete else "ReplicaSetUpdated",
+                    },
+                ],
+            }
+            fingerprint = json.dumps(status, sort_keys=True)
+            key = (namespace, name)
+            if self._published_deployments.get(key) == fingerprint:
+                continue
+            stamped = json.loads(fingerprint)
+            for condition in stamped["conditions"]:
+                condition["lastUpdateTime"] = condition["lastTransitionTime"] = now_iso()
+            try:
+                self.kube.merge_patch(DEPLOYMENTS, namespace, name, {"status": stamped}, subresource="status")
+                self._published_deployments[key] = fingerprint
+            except KubeError as exc:
+                log.warning("could not publish deployment status %s/%s: %s", namespace, name, exc)
+
+    def _publish_endpoints(self) -> None:
+        services = self.kube.list(SERVICES, self.namespace)
+        for service in services:
+            meta = service["metadata"]
+            namespace, name = meta.get("namespace", "default"), meta["name"]
+            spec = service.get("spec") or {}
+            selector = spec.get("selector")
+            if not selector:
+                continue  # Services without a selector keep hand-written Endpoints
+            subsets = []
+            slice_endpoints = []
+            slice_ports: list[Obj] = []
+            for pod in sorted(self.pods.values(), key=lambda p: p.name):
+                if pod.namespace != namespace or pod.terminating_since is not None or pod.failure:
+                    continue
+                if not selector_matches(selector, pod.labels):
+                    continue
+                ports = []
+                for svc_port in spec.get("ports") or []:
+                    target = svc_port.get("targetPort", svc_port["port"])
+                    container_port = self._resolve_target(pod, target)
+                    local = pod.port_map().get(container_port) if container_port else None
+                    if local is None:
+                        continue
+                    port = {"port": local, "protocol": svc_port.get("protocol", "TCP")}
+                    if svc_port.get("name"):
+                        port["name"] = svc_port["name"]
+                    ports.append(port)
+                if not ports:
+                    continue
+                address = {
+                    "ip": "127.0.0.1",
+                    "targetRef": {"kind": "Pod", "name": pod.name, "namespace": namespace},
+                }
+                key = "addresses" if pod.ready else "notReadyAddresses"
+                subsets.append({key: [address], "ports": ports})
+                slice_endpoints.append((pod, ports))
+                slice_ports = ports
+            endpoints = {
+                "apiVersion": "v1",
+                "kind": "Endpoints",
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "labels": {"app.kubernetes.io/managed-by": MANAGED_BY},
+                },
+                "subsets": subsets,
+            }
+            fingerprint = json.dumps(subsets, sort_keys=True)
+            if self._published_endpoints.get((namespace, name)) == fingerprint:
+                continue
+            try:
+                existing = self.kube.get(ENDPOINTS, namespace, name)
+                if existing is None:
+                    self.kube.create(ENDPOINTS, namespace, endpoints)
+                else:
+                    endpoints["metadata"]["resourceVersion"] = existing["metadata"].get("resourceVersion")
+                    self.kube.replace(ENDPOINTS, namespace, name, endpoints)
+                self._publish_endpoint_slices(namespace, name, slice_endpoints, slice_ports)
+                self._published_endpoints[(namespace, name)] = fingerprint
+            except KubeError as exc:
+                log.warning("could not publish endpoints %s/%s: %s", namespace, name, exc)
+
+    def _publish_endpoint_slices(
+        self, namespace: str, service: str, endpoints: list[tuple[PodProcess, list[Obj]]], ports: list[Obj]
+    ) -> None:
+        """One EndpointSlice per endpoint: each local process listens on its own port."""
+        wanted = {}
+        for pod, pod_ports in endpoints:
+            slice_name = f"{service}-{pod.name.rsplit('-', 1)[-1]}"[:63]
+            wanted[slice_name] = {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "addressType": "IPv4",
+                "metadata": {
+                    "name": slice_name,
+                    "namespace": namespace,
+                    "labels": {
+                        "kubernetes.io/service-name": service,
+                        "endpointslice.kubernetes.io/managed-by": MANAGED_BY,
+                    },
+                },
+                "endpoints": [
+                    {
+                        "addresses": ["127.0.0.1"],
+                        "conditions": {"ready": pod.ready},
+                        "targetRef": {"kind": "Pod", "name": pod.name, "namespace": namespace},
+                    }
+                ],
+                "ports": pod_ports,
+            }
+        del ports
+        try:
+            existing = self.kube.list(
+                ENDPOINT_SLICES, namespace, label_selector=f"kubernetes.io/service-name={service}"
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                return  # an API server without discovery.k8s.io: Endpoints alone will do
+            raise
+        for item in existing:
+            if item["metadata"]["name"] not in wanted:
+                self.kube.delete(ENDPOINT_SLICES, namespace, item["metadata"]["name"])
+        for body in wanted.values():
+            self.kube.upsert(ENDPOINT_SLICES, namespace, body)
+
+    @staticmethod
+    def _resolve_target(pod: PodProcess, target: Any) -> int | None:
+        if isinstance(target, int) or (isinstance(target, str) and target.isdigit()):
+            return int(target)
+        return pod.named_ports.get(str(target))
+
+    def _publish_prometheus_targets(self) -> None:
+        if self.sd_file is None:
+            return
+        groups = []
+        for pod in sorted(self.pods.values(), key=lambda p: p.name):
+            if not pod.ready:
+                continue
+            ports = pod.port_map()
+            if not ports:
+                continue
+            if pod.annotations.get("prometheus.io/scrape") == "false":
+                continue
+            wanted = pod.annotations.get("prometheus.io/port")
+            container_port = int(wanted) if wanted and wanted.isdigit() else next(iter(ports))
+            local = ports.get(container_port)
+            if local is None:
+                continue
+            labels = {prometheus_label_name(k): v for k, v in pod.labels.items()}
+            labels.update({"namespace": pod.namespace, "pod": pod.name})
+            path = pod.annotations.get("prometheus.io/path")
+            if path:
+                labels["__metrics_path__"] = path
+            groups.append({"targets": [f"127.0.0.1:{local}"], "labels": labels})
+        payload = json.dumps(groups, indent=1, sort_keys=True)
+        if payload == self._published_sd:
+            return
+        tmp = self.sd_file.with_suffix(".tmp")
+        tmp.write_text(payload)
+        tmp.replace(self.sd_file)
+        self._published_sd = payload
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="mlrollouts-kubelet", description="Run Deployments as local processes."
+    )
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--workdir", required=True, type=Path)
+    parser.add_argument("--prometheus-sd-file", type=Path)
+    parser.add_argument("--namespace")
+    parser.add_argument("--poll-interval", type=float, default=0.3)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    kube = KubeClient(args.kubeconfig)
+    kubelet = ProcessKubelet(
+        kube,
+        args.workdir,
+        kubeconfig=str(Path(args.kubeconfig).resolve()),
+        prometheus_sd_file=args.prometheus_sd_file,
+        namespace=args.namespace,
+        poll_interval=args.poll_interval,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: kubelet.stop())
+    signal.signal(signal.SIGINT, lambda *_: kubelet.stop())
+    kubelet.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
