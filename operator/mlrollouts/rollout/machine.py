@@ -45,7 +45,7 @@ from mlrollouts.rollout.model import (
     Verdict,
 )
 
-WAIT_REQUEUE = 2.0
+WAIT_REQUEUE = 1.0
 """Seconds between ticks while waiting for readiness or for the traffic provider to confirm weights."""
 
 APPROVAL = "AwaitingApproval"
@@ -531,7 +531,7 @@ class _Tick:
         self.follow_pause()
         self.apply_action(self.obs.action)
         self.advance()
-        self.update(verified_weights=dict(self.obs.verified_weights or {}))
+        self.update(verified_weights=dict(self.obs.effective_weights or self.obs.verified_weights or {}))
         replicas = self.replicas()
         self.prune_history()
         for revision in self.delete:

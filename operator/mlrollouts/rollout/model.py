@@ -141,6 +141,8 @@ class Observation:
     revisions: dict[str, RevisionHealth] = field(default_factory=dict)
     verified_weights: dict[str, int] | None = None
     """What the traffic provider reads back and trusts; ``None`` while it cannot confirm anything."""
+    effective_weights: dict[str, int] | None = None
+    """Weights actually realised when they differ from the confirmed ones (replica ratio); for status."""
     analysis: AnalysisRun | None = None
     action: Action | None = None
 

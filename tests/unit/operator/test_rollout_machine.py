@@ -404,7 +404,7 @@ def test_unconfirmed_weights_neither_start_a_step_nor_scale_down():
     sim.provider_confirms = False
     sim.tick()
     sim.tick(20)
-    assert sim.state.step_started_at is None and sim.decision.requeue_after == 2
+    assert sim.state.step_started_at is None and sim.decision.requeue_after == 1
     d = sim.tick(action=Action.ABORT)
     d = sim.tick(5)
     assert d.replicas["r2"] == 2  # never scaled down while its weight cannot be confirmed as 0

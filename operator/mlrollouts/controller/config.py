@@ -1,0 +1,15 @@
+"""Operator-wide settings (from ``mlrollouts operator run`` flags and environment)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    serving_image: str = "mlrollouts/serving:0.1.0"
+    prometheus_url: str | None = None
+    upstream_template: str = "http://{service}.{namespace}.svc:80"
+    history_size: int = 10
+    tick: float = 1.0
+    """Seconds between timer checks of in-flight rollouts (the work itself runs only when due)."""

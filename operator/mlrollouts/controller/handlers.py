@@ -1,0 +1,140 @@
+"""kopf handlers: they only wire events to :func:`mlrollouts.controller.reconcile.reconcile`.
+
+- create / update / resume: reconcile at once (an annotation change is an update too);
+- a timer per resource drives in-flight rollouts: it reconciles when the last decision asked to be
+  requeued and that time has come, or when the rollout is in flight and nothing is scheduled;
+- nothing sleeps in a handler; failures become ``kopf.TemporaryError`` with a delay.
+
+Passes over one resource are serialised by a per-resource lock (timers run beside change handlers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import kopf
+
+from mlrollouts.controller import metrics
+from mlrollouts.controller.config import OperatorConfig
+from mlrollouts.controller.kube import Kube, KubeError
+from mlrollouts.controller.reconcile import reconcile
+
+GROUP = "mlrollouts.io"
+VERSION = "v1alpha1"
+PLURAL = "modeldeployments"
+IN_FLIGHT = {"Pending", "Progressing", "Paused"}
+
+log = logging.getLogger("mlrollouts.controller")
+
+
+def settings(peering: str | None, priority: int = 0) -> kopf.OperatorSettings:
+    """kopf settings: our own prefix for finalizers and progress, peering, watch timeouts."""
+    settings = kopf.OperatorSettings()
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    if peering:
+        settings.peering.name = peering
+        settings.peering.mandatory = False
+        settings.peering.priority = priority
+        settings.peering.clusterwide = False
+    else:
+        settings.peering.standalone = True
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.watching.reconnect_backoff = 1.0
+    settings.posting.level = logging.WARNING  # our own events only, not every handler success
+    settings.execution.max_workers = 20
+    settings.batching.worker_limit = 300
+    settings.batching.idle_timeout = 30.0
+    return settings
+
+
+def _lock(memo: kopf.Memo) -> asyncio.Lock:
+    lock = getattr(memo, "lock", None)
+    if lock is None:
+        lock = memo.lock = asyncio.Lock()
+    return lock
+
+
+async def _pass(body: kopf.Body, memo: kopf.Memo, logger: Any) -> None:
+    kube: Kube = memo.kube
+    config: OperatorConfig = memo.config
+    async with _lock(memo):
+        started = time.perf_counter()
+        try:
+            cache = memo.get("applied")
+            if cache is None:
+                cache = memo.applied = {}
+            outcome = await reconcile(dict(body), kube, config, applied_cache=cache)
+        except KubeError as exc:
+            metrics.RECONCILE_ERRORS.labels("api").inc()
+            if exc.status == 409:
+                raise kopf.TemporaryError(f"conflict: {exc}", delay=1) from exc
+            raise kopf.TemporaryError(str(exc), delay=5) from exc
+        except Exception:
+            metrics.RECONCILE_ERRORS.labels("internal").inc()
+            raise
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        for event in outcome.events:
+            log.info("%s/%s %s: %s", body.metadata.namespace, body.metadata.name, event.reason, event.message)
+            if event.type == "Warning":
+                kopf.event(body, type="Warning", reason=event.reason, message=event.message)
+            else:
+                kopf.event(body, type="Normal", reason=event.reason, message=event.message)
+        memo.next_at = time.monotonic() + outcome.requeue_after if outcome.requeue_after is not None else None
+
+
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Credentials from the in-cluster service account or the kubeconfig (via the kubernetes client)."""
+    return kopf.login_via_client(**kwargs)
+
+
+async def startup(memo: kopf.Memo, **_: Any) -> None:
+    memo.kube = Kube.from_environment()
+
+
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    kube = memo.get("kube")
+    if kube is not None:
+        await kube.close()
+
+
+async def changed(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    await _pass(body, memo, logger)
+
+
+async def drive(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    next_at = memo.get("next_at")
+    phase = (body.get("status") or {}).get("phase")
+    if next_at is not None:
+        if time.monotonic() < next_at:
+            return
+    elif phase not in IN_FLIGHT:
+        return
+    await _pass(body, memo, logger)
+
+
+async def deleted(name: str, namespace: str, **_: Any) -> None:
+    # children carry owner references: the garbage collector removes them
+    metrics.forget(namespace, name)
+
+
+def registry(tick: float = 1.0) -> kopf.OperatorRegistry:
+    """A fresh registry with every handler of the operator; ``tick`` is the timer interval."""
+    reg = kopf.OperatorRegistry()
+    kopf.on.login(registry=reg)(login)
+    kopf.on.startup(registry=reg)(startup)
+    kopf.on.cleanup(registry=reg)(cleanup)
+    for decorator in (kopf.on.resume, kopf.on.create, kopf.on.update):
+        decorator(GROUP, VERSION, PLURAL, registry=reg, backoff=2)(changed)
+    kopf.timer(GROUP, VERSION, PLURAL, interval=tick, sharp=False, backoff=2, registry=reg)(drive)
+    kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, registry=reg)(deleted)
+    return reg

@@ -1,0 +1,152 @@
+"""A small async JSON client for the objects the operator owns (server-side apply, merge patch, list).
+
+kopf watches the ModelDeployments; this client reads and writes their children. Connection settings
+come from the in-cluster service account or the kubeconfig, through the ``kubernetes`` config loader.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+Obj = dict[str, Any]
+FIELD_MANAGER = "mlrollouts-operator"
+
+PLURALS = {
+    "Deployment": "deployments",
+    "Service": "services",
+    "ConfigMap": "configmaps",
+    "ServiceAccount": "serviceaccounts",
+    "Role": "roles",
+    "RoleBinding": "rolebindings",
+    "Ingress": "ingresses",
+    "HTTPRoute": "httproutes",
+    "ModelDeployment": "modeldeployments",
+    "Event": "events",
+}
+
+
+class KubeError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+def resource_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    path = f"{base}/namespaces/{quote(namespace)}/{PLURALS[kind]}"
+    return f"{path}/{quote(name)}" if name else path
+
+
+class Kube:
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    @classmethod
+    def from_environment(cls, timeout: float = 10.0) -> Kube:
+        configuration = k8s_client.Configuration()
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        except k8s_config.ConfigException:
+            k8s_config.load_kube_config(client_configuration=configuration)
+        headers = {"Accept": "application/json"}
+        token = configuration.api_key.get("authorization") or configuration.api_key.get("BearerToken")
+        if token:
+            headers["Authorization"] = token if token.startswith("Bearer ") else f"Bearer {token}"
+        verify: Any = configuration.verify_ssl
+        if verify and configuration.ssl_ca_cert:
+            verify = configuration.ssl_ca_cert
+        cert = (configuration.cert_file, configuration.key_file) if configuration.cert_file else None
+        limits = httpx.Limits(max_connections=20, max_keepalive_connections=20)
+        http = httpx.AsyncClient(
+            base_url=configuration.host.rstrip("/"),
+            headers=headers,
+            verify=verify,
+            cert=cert,
+            timeout=timeout,
+            limits=limits,
+        )
+        return cls(http)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def _call(self, method: str, path: str, **kw: Any) -> Obj | None:
+        response = await self.http.request(method, path, **kw)
+        if response.status_code == 404 and method in ("GET", "DELETE"):
+            return None
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("message", response.text)
+            except ValueError:
+                message = response.text
+            raise KubeError(response.status_code, f"{method} {path}: {message}")
+        return response.json() if response.content else {}
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
+        return await self._call("GET", resource_path(api_version, kind, namespace, name))
+
+    async def list(self, api_version: str, kind: str, namespace: str, selector: dict[str, str]) -> list[Obj]:
+        params = {"labelSelector": ",".join(f"{k}={v}" for k, v in selector.items())}
+        body = await self._call("GET", resource_path(api_version, kind, namespace), params=params)
+        return list((body or {}).get("items") or [])
+
+    async def apply(self, obj: Obj) -> Obj:
+        """Server-side apply as the operator's field manager (forced: the operator owns these fields)."""
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        result = await self._call(
+            "PATCH",
+            path,
+            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+            content=json.dumps(obj).encode(),
+            headers={"Content-Type": "application/apply-patch+yaml"},
+        )
+        return result or {}
+
+    async def merge_patch(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        patch: Obj,
+        subresource: str | None = None,
+    ) -> Obj:
+        path = resource_path(api_version, kind, namespace, name)
+        if subresource:
+            path += f"/{subresource}"
+        result = await self._call(
+            "PATCH",
+            path,
+            content=json.dumps(patch).encode(),
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        return result or {}
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        await self._call(
+            "DELETE",
+            resource_path(api_version, kind, namespace, name),
+            params={"propagationPolicy": "Background"},
+        )
+
+
+def merge_patch_for(old: Any, new: Any) -> Any:
+    """The RFC 7386 merge patch that turns ``old`` into ``new`` (removed keys become ``null``)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif old[key] != value:
+            patch[key] = merge_patch_for(old[key], value)
+    return patch

@@ -1,0 +1,351 @@
+"""One reconcile pass of a ModelDeployment: observe -> decide (pure) -> apply.
+
+Observe reads the revision Deployments, the traffic provider's objects and, when an analysis run is
+due, Prometheus. Decide is :func:`mlrollouts.rollout.decide`. Apply server-side-applies the children
+(with owner references), scales the others, writes the status with one merge patch, emits events and
+removes a handled action annotation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from mlrollouts.analysis import AnalysisContext, run_checks
+from mlrollouts.api import ModelDeployment, format_validation_error
+from mlrollouts.builders import (
+    Object,
+    Owner,
+    ServingRevision,
+    revision_name,
+    serving_deployment,
+    serving_service,
+)
+from mlrollouts.builders.common import COMPONENT_LABEL, OWNER_LABEL, REVISION_LABEL
+from mlrollouts.controller import metrics
+from mlrollouts.controller.config import OperatorConfig
+from mlrollouts.controller.kube import Kube, KubeError, merge_patch_for
+from mlrollouts.rollout import (
+    Action,
+    AnalysisRun,
+    CheckOutcome,
+    Decision,
+    Event,
+    Observation,
+    RevisionHealth,
+    Verdict,
+    analysis_due,
+    decide,
+)
+from mlrollouts.rollout.resource import (
+    ACTION_ANNOTATION,
+    requested_action,
+    rollout_spec,
+    rollout_state,
+    status_from_state,
+    target_revision,
+)
+from mlrollouts.traffic import (
+    ObjectRef,
+    Readback,
+    TrafficContext,
+    UnsupportedTraffic,
+    provider_for,
+)
+
+log = logging.getLogger("mlrollouts.controller")
+
+
+@dataclass
+class Outcome:
+    """What a pass did: for the handler (events, requeue) and for tests and benchmarks."""
+
+    decision: Decision | None
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+    applied: int = 0
+
+
+def _positive(weights: dict[str, int] | None) -> dict[str, int]:
+    return {k: v for k, v in (weights or {}).items() if v > 0}
+
+
+def serving_revision(
+    md: ModelDeployment, owner: Owner, revision: str, config: OperatorConfig
+) -> ServingRevision:
+    serving = md.spec.serving
+    resources: dict[str, Any] = {}
+    if serving.resources.requests:
+        resources["requests"] = dict(serving.resources.requests)
+    if serving.resources.limits:
+        resources["limits"] = dict(serving.resources.limits)
+    extra_args: list[str] = list(serving.args)
+    if md.spec.model.allow_unsafe_pickle:
+        extra_args.append("--allow-unsafe-pickle")
+    return ServingRevision(
+        owner=owner,
+        revision=revision,
+        model_name=md.served_model_name,
+        model_uri=md.spec.model.uri,
+        model_format=md.spec.model.format.value,
+        image=serving.image or config.serving_image,
+        replicas=serving.replicas,
+        resources=resources or {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        env={e.name: e.value for e in serving.env},
+        extra_args=tuple(extra_args),
+    )
+
+
+def traffic_context(
+    md: ModelDeployment, owner: Owner, stable: str | None, candidate: str | None, config: OperatorConfig
+) -> TrafficContext:
+    traffic = md.spec.traffic
+    section = {
+        "Router": traffic.router,
+        "GatewayAPI": traffic.gateway_api,
+        "IngressNginx": traffic.ingress_nginx,
+        "Service": None,
+    }.get(traffic.provider.value)
+    return TrafficContext(
+        owner=owner,
+        model=md.served_model_name,
+        stable=stable,
+        candidate=candidate,
+        config=section,
+        serving_image=md.spec.serving.image or config.serving_image,
+        replicas=md.spec.serving.replicas,
+        upstream_template=config.upstream_template,
+    )
+
+
+async def _run_analysis(
+    md: ModelDeployment, candidate: str, stable: str | None, now: datetime, config: OperatorConfig
+) -> AnalysisRun:
+    analysis = md.spec.rollout.analysis
+    assert analysis is not None
+    context = AnalysisContext.from_spec(
+        analysis,
+        namespace=md.metadata.namespace or "",
+        name=md.metadata.name or "",
+        model=md.served_model_name,
+        revision=candidate,
+        stable_revision=stable,
+        default_prometheus_address=config.prometheus_url,
+    )
+    results = await run_checks(analysis.checks, context)
+    outcomes = []
+    for r in results:
+        metrics.ANALYSIS.labels(md.metadata.namespace, md.metadata.name, r.name, r.verdict.value).inc()
+        outcomes.append(
+            CheckOutcome(
+                name=r.name,
+                verdict=Verdict(r.verdict.value),
+                value=r.value,
+                stable_value=r.stable_value,
+                samples=r.samples,
+                message=r.message,
+            )
+        )
+    return AnalysisRun(now, tuple(outcomes))
+
+
+async def _read_back(kube: Kube, refs: list[ObjectRef]) -> dict[ObjectRef, Object | None]:
+    objs = await asyncio.gather(*(kube.get(r.api_version, r.kind, r.namespace, r.name) for r in refs))
+    return dict(zip(refs, objs, strict=True))
+
+
+async def reconcile(
+    body: dict[str, Any],
+    kube: Kube,
+    config: OperatorConfig,
+    now: datetime | None = None,
+    applied_cache: dict[str, str] | None = None,
+) -> Outcome:
+    """One observe -> decide -> apply pass over the resource ``body`` (as kopf hands it over).
+
+    ``applied_cache`` (per resource, kept by the caller) remembers what was last applied, so an
+    unchanged child is not sent again; a fresh cache (after a restart) re-applies everything once.
+    """
+    now = now or datetime.now(UTC)
+    cache = applied_cache if applied_cache is not None else {}
+
+    async def apply(obj: Object) -> int:
+        key = f"{obj['kind']}/{obj['metadata']['name']}"
+        digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+        if cache.get(key) == digest:
+            return 0
+        await kube.apply(obj)
+        cache[key] = digest
+        return 1
+
+    meta = body.get("metadata") or {}
+    namespace, name = meta.get("namespace", ""), meta.get("name", "")
+    status_before = dict(body.get("status") or {})
+    try:
+        md = ModelDeployment.model_validate(dict(body))
+    except ValidationError as exc:
+        return await _invalid(kube, namespace, name, meta, status_before, format_validation_error(exc), now)
+    try:
+        provider = provider_for(md.spec.traffic.provider.value)
+    except ValueError as exc:
+        return await _invalid(kube, namespace, name, meta, status_before, str(exc), now)
+
+    # -- observe ------------------------------------------------------------------------------------
+    spec = rollout_spec(md, history_size=config.history_size)
+    state = rollout_state(md, spec)
+    owner = Owner(name=name, namespace=namespace, uid=meta.get("uid", ""))
+    deployments = await kube.list(
+        "apps/v1", "Deployment", namespace, {OWNER_LABEL: owner.label, COMPONENT_LABEL: "serving"}
+    )
+    live_deployments = {d["metadata"]["labels"].get(REVISION_LABEL): d for d in deployments}
+    health = {}
+    for rev, dep in live_deployments.items():
+        if rev is None:
+            continue
+        desired = int((dep.get("spec") or {}).get("replicas") or 0)
+        status = dep.get("status") or {}
+        ready = int(status.get("readyReplicas") or 0)
+        observed = status.get("observedGeneration")
+        if observed is not None and observed < (dep["metadata"].get("generation") or 0):
+            ready = 0  # the readiness belongs to an older spec of this Deployment
+        health[rev] = RevisionHealth(ready_replicas=ready, desired_replicas=desired)
+    if (
+        not provider.gates_readiness()
+        and state.candidate
+        and state.desired_weights.get(state.candidate, 0) == 0
+    ):
+        # its pods start only with traffic: readiness is checked by the provider's read-back instead
+        health[state.candidate] = RevisionHealth(1, 1)
+    ctx = traffic_context(md, owner, state.stable, state.candidate, config)
+    readback = Readback(None)
+    if state.desired_weights:
+        live = await _read_back(kube, provider.read_back(ctx))
+        readback = provider.verify(ctx, state.desired_weights, live)
+    run = None
+    if state.candidate and analysis_due(spec, state, now):
+        run = await _run_analysis(md, state.candidate, state.stable, now, config)
+    action = requested_action(md)
+    events: list[Event] = []
+    if isinstance(action, str):
+        events.append(Event("Warning", "UnknownAction", f"unknown {ACTION_ANNOTATION} value {action!r}"))
+    observation = Observation(
+        revisions=health,
+        verified_weights=readback.confirmed,
+        effective_weights=readback.effective,
+        analysis=run,
+        action=action if isinstance(action, Action) else None,
+    )
+
+    # -- decide -------------------------------------------------------------------------------------
+    decision = decide(spec, state, observation, now)
+    events.extend(decision.events)
+    new = decision.state
+
+    # -- apply --------------------------------------------------------------------------------------
+    applied = 0
+    target = target_revision(md)
+    replicas = provider.replicas(ctx, decision.weights, decision.replicas)
+    if target in replicas:
+        rev = serving_revision(md, owner, target, config)
+        applied += await apply(serving_deployment(rev, replicas=replicas[target]))
+        applied += await apply(serving_service(owner, target))
+    for rev_name, count in replicas.items():
+        if rev_name == target:
+            continue
+        dep = live_deployments.get(rev_name)
+        if dep is not None and (dep.get("spec") or {}).get("replicas") != count:
+            await kube.merge_patch(
+                "apps/v1",
+                "Deployment",
+                namespace,
+                revision_name(name, rev_name),
+                {"spec": {"replicas": count}},
+            )
+            applied += 1
+    new_ctx = traffic_context(md, owner, new.stable, new.candidate, config)
+    try:
+        for obj in [
+            *provider.reconcile(new_ctx),
+            *provider.set_weights(new_ctx, decision.weights, decision.shadow),
+        ]:
+            applied += await apply(obj)
+    except UnsupportedTraffic as exc:
+        events.append(Event("Warning", "TrafficUnsupported", str(exc)))
+    for rev_name in decision.delete:
+        for kind, api in (("Deployment", "apps/v1"), ("Service", "v1")):
+            await kube.delete(api, kind, namespace, revision_name(name, rev_name))
+            cache.pop(f"{kind}/{revision_name(name, rev_name)}", None)
+            applied += 1
+    verified_now = readback.confirmed is not None and _positive(readback.confirmed) == _positive(
+        decision.weights
+    )
+    status = status_from_state(
+        new,
+        spec,
+        md.status,
+        verified_now,
+        now,
+        model_uri=md.spec.model.uri,
+        model_version=md.spec.model.version,
+    )
+    patch = merge_patch_for(status_before, status)
+    if patch:
+        await kube.merge_patch(
+            "mlrollouts.io/v1alpha1",
+            "ModelDeployment",
+            namespace,
+            name,
+            {"status": patch},
+            subresource="status",
+        )
+    if decision.clear_action or isinstance(action, str):
+        try:
+            await kube.merge_patch(
+                "mlrollouts.io/v1alpha1",
+                "ModelDeployment",
+                namespace,
+                name,
+                {"metadata": {"annotations": {ACTION_ANNOTATION: None}}},
+            )
+        except KubeError as exc:
+            log.warning("could not remove %s from %s/%s: %s", ACTION_ANNOTATION, namespace, name, exc)
+    metrics.record_state(namespace, name, new.phase, decision.weights)
+    for event in events:
+        metrics.TRANSITIONS.labels(namespace, name, event.reason).inc()
+    return Outcome(decision=decision, events=events, requeue_after=decision.requeue_after, applied=applied)
+
+
+async def _invalid(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    meta: dict[str, Any],
+    status_before: dict[str, Any],
+    message: str,
+    now: datetime,
+) -> Outcome:
+    """Bad input: say which field is wrong in status and an event; touch no child."""
+    condition = {
+        "type": "Ready",
+        "status": "False",
+        "reason": "InvalidSpec",
+        "message": message,
+        "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "observedGeneration": meta.get("generation") or 0,
+    }
+    conditions = [c for c in status_before.get("conditions") or [] if c.get("type") != "Ready"] + [condition]
+    patch = {"status": {"message": f"invalid spec: {message}", "conditions": conditions}}
+    try:
+        await kube.merge_patch(
+            "mlrollouts.io/v1alpha1", "ModelDeployment", namespace, name, patch, subresource="status"
+        )
+    except KubeError as exc:
+        log.warning("could not report the invalid spec of %s/%s: %s", namespace, name, exc)
+    return Outcome(decision=None, events=[Event("Warning", "InvalidSpec", message)])
