@@ -187,7 +187,7 @@ def test_a_raised_floor_applies_at_once():
     assert weights == pytest.approx({"a": 0.05, "b": 0.95})
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     st.integers(1, 6).flatmap(
         lambda k: st.tuples(

@@ -99,6 +99,35 @@ def test_gaussian_a_a_false_positive_rate_stays_below_alpha():
     assert ever_rejected <= monte_carlo_bound(ALPHA, EXPERIMENTS), ever_rejected
 
 
+def test_a_a_false_positive_rate_stays_below_alpha_under_adaptive_allocation():
+    """Bandit policies move traffic with the data; the test must stay valid when they do.
+
+    Two equal arms; after every look the next interval's traffic follows a probability-matching
+    split (normal approximation of Thompson sampling, floor 1 %), vectorised over all runs.
+    """
+    rng = np.random.default_rng(8)
+    rate = 0.1
+    trials = np.zeros((EXPERIMENTS, 2))
+    successes = np.zeros((EXPERIMENTS, 2))
+    share_a = np.full(EXPERIMENTS, 0.5)
+    ever_rejected = np.zeros(EXPERIMENTS, dtype=bool)
+    for _ in range(LOOKS):
+        to_a = rng.binomial(BATCH, share_a)
+        batch = np.column_stack([to_a, BATCH - to_a])
+        successes += rng.binomial(batch, rate)
+        trials += batch
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = np.where(trials > 0, successes / trials, 0.0)
+        delta, variance, tau2 = bernoulli_difference(trials[:, 0], mean[:, 0], trials[:, 1], mean[:, 1], 0.1)
+        ready = (trials > 0).all(axis=1)
+        ever_rejected |= ready & (always_valid_p_value(delta, variance, tau2) <= ALPHA)
+        posterior_var = (successes + 1) * (trials - successes + 1) / ((trials + 2) ** 2 * (trials + 3))
+        posterior_mean = (successes + 1) / (trials + 2)
+        z = (posterior_mean[:, 0] - posterior_mean[:, 1]) / np.sqrt(posterior_var.sum(axis=1))
+        share_a = 0.01 + 0.98 * stats.norm.cdf(z)
+    assert ever_rejected.mean() <= monte_carlo_bound(ALPHA, EXPERIMENTS), ever_rejected.mean()
+
+
 def test_the_harness_catches_peeking_with_a_classical_test():
     """A fixed-horizon z-test read at every look rejects far more often than alpha."""
     trials, successes = bernoulli_paths(np.random.default_rng(1), [0.1, 0.1])
