@@ -1,7 +1,19 @@
 """Metric analysis: check templates, a Prometheus metric provider, verdicts and experiment rewards.
 
 Only this package talks to Prometheus. Entry points: :func:`run_checks` (one :class:`CheckResult`
-per check, concurrently) and :func:`read_rewards` (per-variant rewards for experiments).
+per check, concurrently) and :func:`read_rewards` (per-variant rewards for experiments)::
+
+    context = AnalysisContext.from_spec(
+        spec.rollout.analysis,                # interval, minSamples, prometheus{address, timeout}
+        namespace="ml", name="fraud", model="fraud",
+        revision=candidate, stable_revision=stable,
+        default_prometheus_address="http://prometheus.monitoring:9090",
+    )
+    results = await run_checks(spec.rollout.analysis.checks, context)
+    status_history = [r.as_status() for r in results]   # verdict, value, stableValue, samples, query
+
+Neither call raises for bad specs or an unhealthy Prometheus: those come back as ``Error`` results
+whose message names the field or the cause. Verdict rules: :mod:`mlrollouts.analysis.verdicts`.
 """
 
 from mlrollouts.analysis.checks import AnalysisContext, CheckSpec, CheckSpecError, run_checks

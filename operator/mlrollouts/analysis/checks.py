@@ -179,7 +179,8 @@ class AnalysisContext:
         **overrides: Any,
     ) -> AnalysisContext:
         """Build from an analysis spec (API model or mapping with ``interval``, ``minSamples``,
-        ``prometheus.address``, ``prometheus.timeout``); the operator default fills a missing address."""
+        ``prometheus.address``, ``prometheus.timeout``); the operator default fills a missing address.
+        Raises :class:`CheckSpecError` naming the field for an unreadable timeout."""
 
         def get(obj: Any, *keys: str) -> Any:
             for key in keys:
@@ -193,7 +194,10 @@ class AnalysisContext:
         min_samples = get(analysis, "min_samples", "minSamples") if analysis is not None else None
         timeout = get(prom, "timeout") if prom is not None else None
         if isinstance(timeout, str):
-            timeout = parse_duration(timeout)
+            try:
+                timeout = parse_duration(timeout)
+            except ValueError as exc:
+                raise CheckSpecError(f"analysis.prometheus.timeout: {exc}") from None
         if interval is not None and hasattr(interval, "total_seconds"):
             interval = interval.total_seconds()
         return cls(
