@@ -74,7 +74,7 @@ def test_experiment_splits_agree(variants, policy, policy_floor, provider):
     assert models_accept(doc) == (server_side_errors(doc) == [])
 
 
-@SETTINGS
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     refs=st.lists(st.sampled_from(["a", "b", "c", "z"]), min_size=1, max_size=3),
     root=st.sampled_from(["top", "a", "z"]),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
@@ -52,3 +54,13 @@ def test_unknown_query_variable_is_named():
     assert "'nmae'" in format_validation_error(exc.value)
     doc["spec"]["rollout"]["analysis"]["checks"][0]["query"] = "up{job='{{name}}'} / {{ stable_revision }}"
     assert parse_resource(doc)
+
+
+YAML11_BOOLEAN = re.compile(r"(?:^|[\[\s,:])(y|Y|n|N|yes|no|on|off)\s*(?:[,\]}]|$)", re.MULTILINE)
+
+
+@pytest.mark.parametrize("sample", manifests.valid() + INVALID, ids=lambda s: s.id)
+def test_sample_reads_the_same_in_yaml_1_1(sample):
+    """kubectl reads YAML 1.1, where a plain `y`, `n`, `on`, `off` is a boolean."""
+    body = "\n".join(line for line in sample.path.read_text().splitlines() if not line.startswith("#"))
+    assert not YAML11_BOOLEAN.search(body)
