@@ -3,6 +3,8 @@ wires queries together (against a recording provider; real Prometheus is in the 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from mlrollouts.analysis import AnalysisContext, CheckSpec, CheckSpecError, MetricProvider, Sample, Verdict
@@ -207,3 +209,39 @@ async def test_bad_specs_and_missing_address_become_errors_without_raising():
     bad_interval = ctx(p, interval="soon")
     [r] = await run_checks([{"name": "ok", "query": "sum(up)", "min": 1}], bad_interval)
     assert r.verdict is Verdict.ERROR and "analysis.interval" in r.message
+
+
+async def test_api_models_flow_through_context_and_checks():
+    from mlrollouts.api.modeldeployment import Analysis
+
+    analysis = Analysis.model_validate(
+        {
+            "interval": "30s",
+            "minSamples": 20,
+            "prometheus": {"address": "http://prom:9090", "timeout": "2s"},
+            "checks": [
+                {"name": "err", "template": "error-rate", "max": 0.05},
+                {"name": "q", "query": 'sum(up{r="{{ revision }}"})', "maxRatioToStable": 2, "window": "1m"},
+            ],
+        }
+    )
+    c = AnalysisContext.from_spec(
+        analysis, namespace="ml", name="fraud", model="m", revision="b", stable_revision="a"
+    )
+    assert (c.interval, c.min_samples, c.prometheus_address, c.prometheus_timeout) == (
+        "30s",
+        20,
+        "http://prom:9090",
+        2.0,
+    )
+    specs = [CheckSpec.from_any(check) for check in analysis.checks]
+    assert specs == [
+        CheckSpec(name="err", template="error-rate", max=0.05),
+        CheckSpec(name="q", query='sum(up{r="{{ revision }}"})', max_ratio_to_stable=2.0, window="1m"),
+    ]
+    p = RecordingProvider({'sum(up{r="b"})': [Sample({}, 3.0)], 'sum(up{r="a"})': [Sample({}, 2.0)]})
+    results = await run_checks(analysis.checks, replace(c, provider=p, min_samples=0))
+    assert results[1].verdict is Verdict.PASS and results[1].value == 3.0 and results[1].stable_value == 2.0
+    # Samples are counted over each check's own window: 1m for "q", the 30s interval for "err".
+    assert 'sum(increase(mlserving_requests_total{model="m",revision="b"}[1m]))' in p.queries
+    assert any('revision="b"}[30s]' in q for q in p.queries)  # the template uses the analysis interval
