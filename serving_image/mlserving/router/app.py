@@ -469,7 +469,10 @@ class RouterApp:
                 aiohttp.ConnectionTimeoutError,
                 aiohttp.ServerDisconnectedError,
             ) as exc:
-                if attempt + 1 < len(endpoints):
+                # A refused or timed-out connect is retried on another endpoint only; a dropped (possibly
+                # stale keep-alive) connection is retried once even when the variant has one endpoint.
+                retry_same = isinstance(exc, aiohttp.ServerDisconnectedError)
+                if attempt + 1 < len(endpoints) and (retry_same or endpoints[attempt + 1] != base):
                     self.metrics.count(self.metrics.upstream_retries, route.name, variant.name)
                     continue
                 raise _HTTPError(

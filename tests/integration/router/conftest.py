@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from router_testing import SIGNING_KEY, Router, Upstream
 
-from support import PYTHON, Proc, free_port, wait_http, wait_until
+from support import PYTHON, Proc, free_port, http_ok, wait_http, wait_until
 
 UPSTREAM_SCRIPT = Path(__file__).with_name("upstream.py")
 
@@ -49,7 +50,9 @@ def _port_open(port: int) -> bool:
 def start_router(procs, tmp_path):
     counter = iter(range(100))
 
-    def start(table: dict | str, signing_key: str | None = SIGNING_KEY, *extra: str) -> Router:
+    def start(
+        table: dict | str, signing_key: str | None = SIGNING_KEY, extra: tuple[str, ...] = ()
+    ) -> Router:
         index = next(counter)
         table_path = tmp_path / f"routes-{index}.yaml"
         port = free_port()
@@ -63,10 +66,11 @@ def start_router(procs, tmp_path):
         proc = Proc(argv, tmp_path / f"router-{index}.log", env=env)
         procs.callback(proc.stop)
         router.proc = proc
-        try:
-            wait_http(f"{router.url}/v2/health/live")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{proc.output()[-3000:]}") from None
+        deadline = time.monotonic() + 30
+        while not http_ok(f"{router.url}/v2/health/live"):
+            if not proc.alive() or time.monotonic() > deadline:
+                raise AssertionError(f"router did not come up:\n{proc.output()[-3000:]}")
+            time.sleep(0.05)
         return router
 
     return start

@@ -42,14 +42,15 @@ class Router:
             return response.read().decode()
 
     def metric(self, name: str, **labels: str) -> float:
-        """The value of one sample, 0 when absent."""
+        """The sum of the samples of ``name`` that carry ``labels`` (0 when there are none)."""
+        total = 0.0
         for line in self.metrics().splitlines():
-            if not line.startswith(name + "{") and line.split(" ")[0] != name:
-                continue
             sample, _, value = line.rpartition(" ")
+            if sample.split("{")[0] != name:
+                continue
             if all(f'{k}="{v}"' in sample for k, v in labels.items()):
-                return float(value)
-        return 0.0
+                total += float(value)
+        return total
 
 
 def route(name: str = "iris", model: str = "iris", **extra) -> dict:
