@@ -245,8 +245,9 @@ class Check(ApiModel):
                 "has(self.min) || has(self.max) || has(self.maxRatioToStable)",
                 "a check needs a threshold: min, max or maxRatioToStable",
             ),
+            # double(): evaluators that type numbers by their JSON form see `1` as an int
             cel(
-                "!has(self.min) || !has(self.max) || self.min < self.max",
+                "!has(self.min) || !has(self.max) || double(self.min) < double(self.max)",
                 "min must be below max",
                 field="min",
             ),

@@ -307,7 +307,7 @@ class LearningGuard(ApiModel):
         json_schema_extra=validations(
             cel("has(self.min) || has(self.max)", "a guard needs min or max"),
             cel(
-                "!has(self.min) || !has(self.max) || self.min < self.max",
+                "!has(self.min) || !has(self.max) || double(self.min) < double(self.max)",
                 "min must be below max",
                 field="min",
             ),
