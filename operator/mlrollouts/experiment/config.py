@@ -43,12 +43,13 @@ class VariantObservation:
     ``requests`` are the requests old enough to have received their reward (the caller leaves out
     those younger than ``rewardWait``); ``reward_count`` is the number of rewards received,
     ``reward_sum`` their sum and ``reward_sum_squares`` the sum of their squares (Gaussian only).
-    ``guardrail_failed`` removes the variant from the split and from the contest.
+    ``guardrail_failed`` removes the variant from the split and from the contest. Counts may be
+    fractional (Prometheus ``increase()`` extrapolates).
     """
 
     name: str
-    requests: int = 0
-    reward_count: int = 0
+    requests: float = 0
+    reward_count: float = 0
     reward_sum: float = 0.0
     reward_sum_squares: float = 0.0
     guardrail_failed: bool = False
@@ -57,6 +58,8 @@ class VariantObservation:
         where = f"variants[{self.name!r}]"
         if not self.name:
             raise ValueError("variants[].name: must not be empty")
+        _check_finite(f"{where}.requests", self.requests)
+        _check_finite(f"{where}.rewardCount", self.reward_count)
         if self.requests < 0:
             raise ValueError(f"{where}.requests: must be >= 0, got {self.requests}")
         if self.reward_count < 0:

@@ -107,8 +107,8 @@ class VariantStatus:
     """
 
     name: str
-    requests: int
-    reward_count: int
+    requests: float
+    reward_count: float
     reward_sum: float
     samples: float
     mean: float | None
@@ -160,7 +160,10 @@ def evaluate(
     _validate(observations, current_weights)
     if intervals_elapsed < 0:
         raise ValueError(f"intervalsElapsed: must be >= 0, got {intervals_elapsed}")
-    rng = np.random.default_rng(list(seed) if not isinstance(seed, int) else seed)
+    seeds = [seed] if isinstance(seed, int) else list(seed)
+    if not seeds or any(not isinstance(s, int | np.integer) or s < 0 for s in seeds):
+        raise ValueError(f"seed: must be a non-negative integer or a non-empty list of them, got {seed!r}")
+    rng = np.random.default_rng(seeds)
     names = [o.name for o in observations]
     model = settings.reward_model
     prior = settings.effective_prior

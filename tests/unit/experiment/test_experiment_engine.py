@@ -59,6 +59,16 @@ def test_no_data_gives_an_even_split_prior_intervals_and_no_decision():
         assert (status.low, status.high) == pytest.approx((0.025, 0.975))
 
 
+def test_fractional_counts_from_extrapolated_increases_are_accepted():
+    data = [
+        VariantObservation("a", requests=1000.4, reward_count=99.7, reward_sum=99.7),
+        VariantObservation("b", requests=999.6, reward_count=150.2, reward_sum=150.2),
+    ]
+    result = evaluate(data, {}, ExperimentSettings(), seed=1)
+    assert result.variants[0].samples == pytest.approx(1000.4)
+    assert result.variants[1].mean == pytest.approx(150.2 / 999.6)
+
+
 def test_a_single_variant_gets_everything_and_no_contest():
     result = evaluate([bernoulli("only", 100, 10)], {"only": 1.0}, ExperimentSettings(), seed=1)
     assert result.weights == {"only": 1.0}
@@ -206,6 +216,8 @@ def test_weights_changed_flags_only_real_changes():
             r"currentWeights\['a'\]",
         ),
         (lambda: evaluate([], {}, ExperimentSettings(), seed=0), r"variants: at least one"),
+        (lambda: evaluate([bernoulli("a", 1, 0)], {}, ExperimentSettings(), seed=-1), r"seed"),
+        (lambda: VariantObservation("a", requests=math.inf), r"variants\['a'\]\.requests"),
         (
             lambda: evaluate(
                 [
