@@ -33,7 +33,7 @@ test-e2e: venv
 lint: venv
 	$(VENV)/bin/ruff check operator serving_image tests
 	$(VENV)/bin/ruff format --check operator serving_image tests
-	$(VENV)/bin/mypy -p mlrollouts.api
+	$(VENV)/bin/mypy -p mlrollouts.api -p mlrollouts.experiment -p mlrollouts.rollout
 	$(VENV)/bin/lint-imports
 
 crds: venv
