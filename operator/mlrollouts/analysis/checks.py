@@ -230,8 +230,9 @@ def _error(name: str, message: str, query: str = "") -> CheckResult:
 class _Run:
     """One analysis run: shares the sample-count query between checks with the same window."""
 
-    def __init__(self, context: AnalysisContext, provider: MetricProvider) -> None:
+    def __init__(self, context: AnalysisContext, provider: MetricProvider, at: float | None) -> None:
         self.context = context
+        self.at = at
         self.provider = provider
         self._samples: dict[str, asyncio.Task[Outcome]] = {}
 
@@ -243,7 +244,7 @@ class _Run:
         return task
 
     async def _count(self, query: str) -> Outcome:
-        outcome = await self.provider.query(query)
+        outcome = await self.provider.query(query, self.at)
         # No request series at all means no requests: that is a count of 0, not a missing value.
         return 0.0 if isinstance(outcome, NoValues) else outcome
 
@@ -268,8 +269,8 @@ class _Run:
             return NoValues("no stable revision to compare with")
 
         value, stable, samples = await asyncio.gather(
-            self.provider.query(query),
-            self.provider.query(stable_query) if stable_query else no_stable(),
+            self.provider.query(query, self.at),
+            self.provider.query(stable_query, self.at) if stable_query else no_stable(),
             self.samples(window),
         )
         return judge(
@@ -303,7 +304,9 @@ class _Run:
             )
         stable_query = render(text, self.context.variables(window, stable=True))
         cand, stab, samples = await asyncio.gather(
-            self.provider.query_vector(query), self.provider.query_vector(stable_query), samples_task
+            self.provider.query_vector(query, self.at),
+            self.provider.query_vector(stable_query, self.at),
+            samples_task,
         )
         message_extra = ""
         if isinstance(cand, QueryError):
@@ -342,9 +345,14 @@ def _psi_outcome(candidate: list[Sample], stable: list[Sample]) -> tuple[Outcome
     return per_output[worst], f"by output: {detail}"
 
 
-async def run_checks(checks: Iterable[Any], context: AnalysisContext) -> list[CheckResult]:
+async def run_checks(
+    checks: Iterable[Any], context: AnalysisContext, at: float | None = None
+) -> list[CheckResult]:
     """Evaluate all checks concurrently; one result per check, in order. Never raises for bad input
-    or a failing Prometheus: those become ``Error`` results naming the field or the cause."""
+    or a failing Prometheus: those become ``Error`` results naming the field or the cause.
+
+    ``at`` (Unix seconds) evaluates every query at that instant instead of Prometheus' "now", so a run
+    scheduled for a given time measures that time's window even when it executes late."""
     specs: list[CheckSpec | CheckResult] = []
     for index, raw in enumerate(checks):
         try:
@@ -364,7 +372,7 @@ async def run_checks(checks: Iterable[Any], context: AnalysisContext) -> list[Ch
         provider = context.metric_provider()
     except CheckSpecError as exc:
         return [s if isinstance(s, CheckResult) else _error(s.name, str(exc)) for s in specs]
-    run = _Run(context, provider)
+    run = _Run(context, provider, at)
 
     async def evaluate(item: CheckSpec | CheckResult) -> CheckResult:
         if isinstance(item, CheckResult):

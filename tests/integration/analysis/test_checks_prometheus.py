@@ -256,6 +256,15 @@ async def test_candidate_changed_at_runtime_starts_failing(lab):
     assert verdict is Verdict.FAIL
 
 
+async def test_checks_evaluated_at_a_given_time_see_that_window(lab):
+    # An hour ago no exporter existed: no samples in that window, so inconclusive; now it passes.
+    checks = [CheckSpec(name="errors", template="error-rate", max=0.1)]
+    [past] = await run_checks(checks, context(lab.prometheus.url, "good"), at=time.time() - 3600)
+    assert past.verdict is Verdict.INCONCLUSIVE and past.samples == 0
+    [now] = await run_checks(checks, context(lab.prometheus.url, "good"), at=time.time())
+    assert now.verdict is Verdict.PASS
+
+
 async def test_a_burst_of_checks_queues_instead_of_timing_out(lab):
     # 3 queries per check, far more than the worker threads: all must be answered, none time out.
     checks = [
