@@ -154,8 +154,10 @@ class PrometheusProvider(MetricProvider):
 
         future = loop.run_in_executor(self._executor(), job)
         waiter = asyncio.ensure_future(started.wait())
-        await asyncio.wait({waiter, future}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
+        try:
+            await asyncio.wait({waiter, future}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
         return await asyncio.wait_for(future, self.timeout + 1.0)
 
     def _executor(self) -> ThreadPoolExecutor:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mlrollouts.analysis.psi import drift_by_output, histograms_by_output, population_stability_index
 
@@ -64,3 +66,19 @@ def test_grouping_by_output_and_drift_per_output():
     assert set(drift) == {"label", "score"}
     assert drift["label"] == pytest.approx(0.8 * math.log(7 / 3))
     assert drift["score"] == pytest.approx(0.0)
+
+
+counts = st.dictionaries(st.sampled_from("abcdef"), st.floats(0, 1e6), min_size=1).filter(
+    lambda d: sum(d.values()) > 0
+)
+
+
+@given(counts, counts)
+def test_psi_is_never_negative(candidate, stable):
+    assert population_stability_index(candidate, stable) >= 0
+
+
+@given(counts, st.floats(0.01, 1000))
+def test_psi_ignores_volume(histogram, scale):
+    scaled = {k: v * scale for k, v in histogram.items()}
+    assert population_stability_index(scaled, histogram) == pytest.approx(0.0, abs=1e-9)
