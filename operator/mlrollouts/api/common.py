@@ -135,12 +135,15 @@ Duration = Annotated[
 ]
 """A duration string; `parse_duration` turns it into seconds."""
 
-_QUANTITY_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+# the pattern Kubernetes publishes for resource.Quantity
+QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+_QUANTITY_RE = re.compile(QUANTITY_PATTERN)
 
 
 def _check_quantity(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError("a quantity is a number or a string such as 500m, 1, 2Gi")
+    # an integer or a string, as the CRD's int-or-string field takes it
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("a quantity is an integer or a string such as 500m, 0.5, 2Gi")
     text = str(value).strip()
     if not _QUANTITY_RE.match(text):
         raise ValueError(f"invalid quantity {text!r}: use e.g. 500m, 1, 2Gi")
@@ -150,7 +153,7 @@ def _check_quantity(value: Any) -> str:
 Quantity = Annotated[
     str,
     BeforeValidator(_check_quantity),
-    WithJsonSchema({"x-kubernetes-int-or-string": True}),
+    WithJsonSchema({"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}),
 ]
 """A Kubernetes resource quantity, kept as a string (``500m``, ``2Gi``)."""
 
