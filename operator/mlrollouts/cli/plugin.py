@@ -1,0 +1,783 @@
+"""`kubectl mlrollouts`: look at rollouts and steer them (get, status, promote, abort, retry, pause,
+resume, history).
+
+The commands talk to the Kubernetes API with the official client and any kubeconfig. Manual actions
+are requests to the operator: ``promote``, ``abort``, ``retry`` and ``resume`` set the annotation
+``mlrollouts.io/action``, which the operator carries out and removes. ``pause`` is part of the desired
+state instead: it sets ``spec.rollout.paused`` (and ``resume`` clears it), so a pause survives
+restarts and shows in diffs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+
+GROUP = "mlrollouts.io"
+VERSION = "v1alpha1"
+ACTION_ANNOTATION = "mlrollouts.io/action"
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+REQUEST_TIMEOUT = 15.0
+RECENT_CHECKS = 8
+
+Object = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Kind:
+    kind: str
+    plural: str
+    short: str
+
+    @property
+    def aliases(self) -> set[str]:
+        return {self.kind.lower(), self.plural, self.plural.rstrip("s"), self.short, f"{self.plural}.{GROUP}"}
+
+
+MODEL_DEPLOYMENT = Kind("ModelDeployment", "modeldeployments", "mdep")
+EXPERIMENT = Kind("Experiment", "experiments", "mlexp")
+COMPOSITE_MODEL = Kind("CompositeModel", "compositemodels", "cmodel")
+KINDS = (MODEL_DEPLOYMENT, EXPERIMENT, COMPOSITE_MODEL)
+
+
+class PluginError(Exception):
+    """A problem worth one clear line to the user (exit status 1)."""
+
+
+def resolve_kind(text: str) -> Kind:
+    wanted = text.lower()
+    for kind in KINDS:
+        if wanted in kind.aliases:
+            return kind
+    names = ", ".join(f"{k.kind} ({k.short})" for k in KINDS)
+    raise PluginError(f"unknown kind {text!r}; use one of {names}")
+
+
+def split_ref(ref: str, default: Kind | None) -> tuple[Kind | None, str]:
+    """``NAME`` or ``KIND/NAME`` (as kubectl writes them)."""
+    if "/" in ref:
+        kind_text, name = ref.split("/", 1)
+        if not name:
+            raise PluginError(f"{ref!r}: a name is missing after the '/'")
+        return resolve_kind(kind_text), name
+    return default, ref
+
+
+# --- talking to the API ---------------------------------------------------------------------------
+
+
+class Cluster:
+    """The custom objects API of one kubeconfig context (or the in-cluster account)."""
+
+    def __init__(self, kubeconfig: str | None, context: str | None, namespace: str | None) -> None:
+        from kubernetes import client, config
+
+        self._client = client
+        try:
+            api_client = config.new_client_from_config(config_file=kubeconfig, context=context)
+            default_namespace = self._context_namespace(config, kubeconfig, context)
+        except config.ConfigException as exc:
+            if kubeconfig or context or not os.path.exists(SERVICE_ACCOUNT_NAMESPACE):
+                raise PluginError(f"cannot load the kubeconfig: {exc}") from None
+            config.load_incluster_config()
+            api_client = client.ApiClient()
+            with open(SERVICE_ACCOUNT_NAMESPACE) as fh:
+                default_namespace = fh.read().strip()
+        self.namespace = namespace or default_namespace or "default"
+        self.host = api_client.configuration.host
+        self.api = client.CustomObjectsApi(api_client)
+
+    @staticmethod
+    def _context_namespace(config: Any, kubeconfig: str | None, context: str | None) -> str | None:
+        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
+        chosen = next((c for c in contexts if c["name"] == context), None) if context else active
+        return ((chosen or {}).get("context") or {}).get("namespace")
+
+    def _call(self, what: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return func(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFound(f"{what} not found") from None
+            if exc.status == 409:
+                raise Conflict(f"{what} changed while it was being updated") from None
+            reason = _api_message(exc)
+            raise PluginError(
+                f"{what}: the API server answered {exc.status} {exc.reason}: {reason}"
+            ) from None
+        except (HTTPError, OSError) as exc:
+            reason = str(getattr(exc, "reason", None) or exc)
+            reason = reason.rsplit("Failed to establish a new connection: ", 1)[-1].rstrip("\"')")
+            raise PluginError(f"cannot reach the API server at {self.host}: {reason}") from None
+
+    def get(self, kind: Kind, name: str, namespace: str | None = None) -> Object:
+        ns = namespace or self.namespace
+        return self._call(
+            f'{kind.kind} "{name}" in namespace "{ns}"',
+            self.api.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            ns,
+            kind.plural,
+            name,
+        )
+
+    def list(self, kind: Kind, all_namespaces: bool) -> list[Object]:
+        if all_namespaces:
+            result = self._call(kind.plural, self.api.list_cluster_custom_object, GROUP, VERSION, kind.plural)
+        else:
+            result = self._call(
+                kind.plural,
+                self.api.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                self.namespace,
+                kind.plural,
+            )
+        items = list(result.get("items", []))
+        for item in items:
+            item.setdefault("kind", kind.kind)
+        return items
+
+    def patch(self, kind: Kind, name: str, body: Object) -> Object:
+        """A JSON merge patch of the object (the client sends dict bodies as merge patches)."""
+        return self._call(
+            f'{kind.kind} "{name}" in namespace "{self.namespace}"',
+            self.api.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            kind.plural,
+            name,
+            body,
+        )
+
+
+class NotFound(PluginError):
+    pass
+
+
+class Conflict(PluginError):
+    pass
+
+
+def _api_message(exc: Any) -> str:
+    try:
+        return str(json.loads(exc.body).get("message") or exc.body)
+    except (TypeError, ValueError):
+        return str(exc.body or "").strip() or "no details"
+
+
+# --- formatting (pure: objects and a time in, text out) ---------------------------------------------
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def age(since: Any, now: datetime) -> str:
+    """kubectl-style age: 45s, 12m, 3h, 5d."""
+    moment = parse_time(since)
+    if moment is None:
+        return "-"
+    seconds = max(0, int((now - moment).total_seconds()))
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
+        if seconds >= size * (2 if unit != "m" else 1):
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    cells = [[str(c) for c in header]] + [
+        ["-" if c is None or c == "" else str(c) for c in row] for row in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join(
+        "   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def weights_text(status: Object) -> str:
+    parts = []
+    for w in status.get("weights") or []:
+        text = f"{w.get('revision')} {w.get('desired', 0)}%"
+        verified = w.get("verified")
+        if verified is not None and verified != w.get("desired"):
+            text += f" (verified {verified}%)"
+        if w.get("shadow"):
+            text += f" (shadow {w['shadow']}%)"
+        parts.append(text)
+    return ", ".join(parts) or status.get("weightsSummary") or "-"
+
+
+def step_text(spec: Object, status: Object) -> str:
+    steps = (spec.get("rollout") or {}).get("steps") or []
+    index = status.get("currentStep")
+    if index is None or not steps:
+        return "-"
+    total = len(steps)
+    if not 0 <= index < total:
+        return f"{index + 1}/{total}"
+    step = steps[index]
+    if "shadow" in step:
+        detail = f"shadow {step['shadow'].get('percent')}% for {step['shadow'].get('duration')}"
+    elif "approval" in step:
+        message = (step.get("approval") or {}).get("message")
+        detail = "approval: waiting for `mlrollouts promote`" + (f" ({message})" if message else "")
+    else:
+        detail = f"weight {step.get('weight')}%" + (
+            f" for {step['duration']}" if step.get("duration") else ""
+        )
+    return f"{index + 1}/{total}: {detail}"
+
+
+def summary(obj: Object) -> str:
+    """One line of what matters most for `get`."""
+    status = obj.get("status") or {}
+    kind = obj.get("kind")
+    if kind == EXPERIMENT.kind:
+        winner = (status.get("winner") or {}).get("variant")
+        if winner:
+            return f"winner {winner}"
+        return (
+            ", ".join(f"{v.get('name')} {v.get('weight', 0)}%" for v in status.get("variants") or []) or "-"
+        )
+    if kind == COMPOSITE_MODEL.kind:
+        nodes = status.get("nodes") or []
+        ready = sum(1 for n in nodes if n.get("ready"))
+        return f"{ready}/{len(nodes)} nodes ready" + (
+            f", {status['endpoint']}" if status.get("endpoint") else ""
+        )
+    return status.get("weightsSummary") or weights_text(status)
+
+
+def render_list(items: list[Object], now: datetime, all_namespaces: bool) -> str:
+    if not items:
+        return "No resources found."
+    header = (["NAMESPACE"] if all_namespaces else []) + ["KIND", "NAME", "PHASE", "SUMMARY", "AGE"]
+    rows = []
+    for obj in items:
+        meta = obj.get("metadata") or {}
+        row = [meta.get("namespace")] if all_namespaces else []
+        kind = next((k for k in KINDS if k.kind == obj.get("kind")), None)
+        row += [
+            kind.short if kind else obj.get("kind"),
+            meta.get("name"),
+            (obj.get("status") or {}).get("phase") or "Pending",
+            summary(obj),
+            age(meta.get("creationTimestamp"), now),
+        ]
+        rows.append(row)
+    return table(header, rows)
+
+
+def _conditions(status: Object, now: datetime) -> list[str]:
+    conditions = status.get("conditions") or []
+    if not conditions:
+        return []
+    rows = [
+        [
+            c.get("type"),
+            c.get("status"),
+            c.get("reason"),
+            age(c.get("lastTransitionTime"), now),
+            c.get("message"),
+        ]
+        for c in conditions
+    ]
+    return ["Conditions:", _indent(table(["TYPE", "STATUS", "REASON", "SINCE", "MESSAGE"], rows))]
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+def render_status(obj: Object, now: datetime) -> str:
+    meta = obj.get("metadata") or {}
+    status = obj.get("status") or {}
+    spec = obj.get("spec") or {}
+    kind = obj.get("kind", MODEL_DEPLOYMENT.kind)
+    lines = [
+        f"{kind} {meta.get('namespace')}/{meta.get('name')}",
+        f"Phase:      {status.get('phase') or 'Pending'}"
+        + (f"  ({status['message']})" if status.get("message") else ""),
+    ]
+    generation, observed = meta.get("generation"), status.get("observedGeneration")
+    if generation is not None and (observed is None or observed < generation):
+        lines.append(
+            f"Generation: {generation} (operator has seen {observed if observed is not None else 'none'})"
+        )
+    action = (meta.get("annotations") or {}).get(ACTION_ANNOTATION)
+    if action:
+        lines.append(f"Pending:    {action} (requested, not yet carried out by the operator)")
+    if kind == EXPERIMENT.kind:
+        lines += _experiment_lines(spec, status)
+    elif kind == COMPOSITE_MODEL.kind:
+        lines += _composite_lines(status)
+    else:
+        lines += _deployment_lines(spec, status, now)
+    lines += _conditions(status, now)
+    return "\n".join(lines)
+
+
+def _deployment_lines(spec: Object, status: Object, now: datetime) -> list[str]:
+    rollout = spec.get("rollout") or {}
+    lines = [
+        f"Strategy:   {rollout.get('strategy', 'Canary')}"
+        + ("  (paused by spec.rollout.paused)" if rollout.get("paused") else ""),
+        f"Stable:     {status.get('stableRevision') or '-'}",
+        f"Candidate:  {status.get('candidateRevision') or '-'}",
+        f"Step:       {step_text(spec, status)}"
+        + (f"  (since {age(status.get('stepStartedAt'), now)})" if status.get("stepStartedAt") else ""),
+        f"Weights:    {weights_text(status)}",
+    ]
+    if status.get("failedRevision"):
+        lines.append(f"Rolled back: {status['failedRevision']}")
+    analysis = status.get("analysis") or {}
+    runs = (analysis.get("runs") or [])[-RECENT_CHECKS:]
+    if runs:
+        lines.append(
+            "Analysis:   "
+            f"{analysis.get('consecutiveFailures', 0)} consecutive failures, "
+            f"{analysis.get('totalFailures', 0)} in total, {analysis.get('inconclusiveCount', 0)} inconclusive"
+        )
+        rows = [
+            [
+                age(r.get("time"), now),
+                r.get("check"),
+                r.get("revision"),
+                r.get("step") + 1 if isinstance(r.get("step"), int) else None,
+                r.get("verdict"),
+                _number(r.get("value")),
+                _number(r.get("stableValue")),
+                _number(r.get("samples")),
+                r.get("message"),
+            ]
+            for r in reversed(runs)
+        ]
+        lines += [
+            "Recent checks:",
+            _indent(
+                table(
+                    ["AGO", "CHECK", "REVISION", "STEP", "VERDICT", "VALUE", "STABLE", "SAMPLES", "MESSAGE"],
+                    rows,
+                )
+            ),
+        ]
+    else:
+        lines.append("Recent checks: none yet")
+    learning = status.get("learning")
+    if learning:
+        lines.append(
+            f"Learning:   serving snapshot {learning.get('servingSnapshot', '-')}, "
+            f"latest {learning.get('latestSnapshot', '-')}, last good {learning.get('lastGoodSnapshot', '-')}"
+            + (f", pinned {learning['pinned']}" if learning.get("pinned") is not None else "")
+        )
+    return lines
+
+
+def _experiment_lines(spec: Object, status: Object) -> list[str]:
+    policy = (spec.get("policy") or {}).get("type") or "-"
+    lines = [f"Policy:     {policy}"]
+    variants = status.get("variants") or []
+    if variants:
+        rows = []
+        for v in variants:
+            interval = v.get("interval") or {}
+            ci = (
+                f"[{_number(interval.get('low'), 3)}, {_number(interval.get('high'), 3)}]"
+                if interval
+                else None
+            )
+            rows.append(
+                [
+                    v.get("name"),
+                    f"{v.get('weight', 0)}%",
+                    _number(v.get("requests")),
+                    _number(v.get("rewardCount")),
+                    _number(v.get("mean")),
+                    ci,
+                    _number(v.get("probabilityToBeBest"), 3),
+                    v.get("guardrail"),
+                ]
+            )
+        lines += [
+            "Variants:",
+            _indent(
+                table(
+                    ["VARIANT", "WEIGHT", "REQUESTS", "REWARDS", "MEAN", "INTERVAL", "P(BEST)", "GUARDRAIL"],
+                    rows,
+                )
+            ),
+        ]
+    winner = status.get("winner")
+    if winner:
+        lines.append(f"Winner:     {winner.get('variant') or 'none'} ({winner.get('reason')})")
+    return lines
+
+
+def _composite_lines(status: Object) -> list[str]:
+    lines = [f"Endpoint:   {status.get('endpoint') or '-'}"]
+    nodes = status.get("nodes") or []
+    if nodes:
+        rows = [
+            [n.get("name"), "yes" if n.get("ready") else "no", n.get("endpoint"), n.get("message")]
+            for n in nodes
+        ]
+        lines += ["Nodes:", _indent(table(["NODE", "READY", "ENDPOINT", "MESSAGE"], rows))]
+    return lines
+
+
+def render_history(obj: Object, now: datetime) -> str:
+    status = obj.get("status") or {}
+    revisions = status.get("revisions") or []
+    current = {status.get("stableRevision"): "stable", status.get("candidateRevision"): "candidate"}
+    rows = [
+        [
+            r.get("revision"),
+            current.get(r.get("revision")),
+            r.get("modelVersion"),
+            r.get("modelUri"),
+            age(r.get("createdAt"), now),
+            age(r.get("finishedAt"), now) if r.get("finishedAt") else None,
+            r.get("outcome"),
+            r.get("message"),
+        ]
+        for r in revisions
+    ]
+    text = (
+        table(["REVISION", "NOW", "VERSION", "MODEL", "CREATED", "FINISHED", "OUTCOME", "MESSAGE"], rows)
+        if rows
+        else "No revisions recorded yet."
+    )
+    snapshots = ((status.get("learning") or {}).get("snapshots")) or []
+    if snapshots:
+        snap_rows = [
+            [
+                s.get("version"),
+                s.get("parent"),
+                age(s.get("createdAt"), now),
+                s.get("samples"),
+                ", ".join(f"{k}={_number(v, 3)}" for k, v in sorted((s.get("metrics") or {}).items())),
+                s.get("dataRange"),
+            ]
+            for s in snapshots
+        ]
+        text += "\n\nLearning snapshots:\n" + table(
+            ["SNAPSHOT", "PARENT", "CREATED", "SAMPLES", "METRICS", "DATA"], snap_rows
+        )
+    return text
+
+
+# --- commands ---------------------------------------------------------------------------------------
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _cluster(args: argparse.Namespace) -> Cluster:
+    return Cluster(args.kubeconfig, args.context, args.namespace)
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    cluster = _cluster(args)
+    kinds: Sequence[Kind] = KINDS
+    name = None
+    if args.what:
+        if "/" in args.what:
+            kind, name = split_ref(args.what, None)
+            kinds = [kind] if kind else KINDS
+        else:
+            kinds = [resolve_kind(args.what)]
+    if args.name:
+        name = args.name
+    if name:
+        if len(kinds) != 1:
+            raise PluginError("name a kind too, e.g. `get mdep NAME` or `get mdep/NAME`")
+        items = [cluster.get(kinds[0], name)]
+        items[0].setdefault("kind", kinds[0].kind)
+    else:
+        items = [item for kind in kinds for item in cluster.list(kind, args.all_namespaces)]
+    if args.output == "json":
+        print(json.dumps(items if not name else items[0], indent=2))
+    elif args.output == "yaml":
+        print(yaml.safe_dump(items if not name else items[0], sort_keys=False), end="")
+    else:
+        print(render_list(items, _now(), args.all_namespaces))
+    return 0
+
+
+def _ref(args: argparse.Namespace, default: Kind = MODEL_DEPLOYMENT) -> tuple[Kind, str]:
+    kind, name = split_ref(args.name, resolve_kind(args.kind) if getattr(args, "kind", None) else default)
+    assert kind is not None
+    return kind, name
+
+
+def _deployment_ref(args: argparse.Namespace) -> tuple[Kind, str]:
+    """Actions and history apply to ModelDeployments (`NAME` or `mdep/NAME`)."""
+    kind, name = _ref(args)
+    if kind is not MODEL_DEPLOYMENT:
+        raise PluginError(f"`{args.command}` applies to ModelDeployments, not to {kind.kind}s")
+    return kind, name
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cluster = _cluster(args)
+    kind, name = _ref(args)
+    if not args.watch:
+        print(render_status(cluster.get(kind, name), _now()))
+        return 0
+    return watch_status(cluster, kind, name, args.interval, args.timeout)
+
+
+def watch_status(cluster: Cluster, kind: Kind, name: str, interval: float, timeout: float | None) -> int:
+    """Redraw the status when it changes (on a terminal also every interval, to refresh the ages)."""
+    tty = sys.stdout.isatty()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last_version = None
+    try:
+        while True:
+            try:
+                obj = cluster.get(kind, name)
+            except NotFound:
+                print(
+                    f'{kind.kind} "{name}" was deleted' if last_version else f'{kind.kind} "{name}" not found'
+                )
+                return 1
+            version = (obj.get("metadata") or {}).get("resourceVersion")
+            if tty or version != last_version:
+                frame = render_status(obj, _now())
+                if tty:
+                    sys.stdout.write("\x1b[H\x1b[2J")
+                    frame += f"\n\n(watching every {interval:g}s; Ctrl-C to stop)"
+                elif last_version is not None:
+                    frame = "---\n" + frame
+                print(frame, flush=True)
+                last_version = version
+            if deadline is not None and time.monotonic() >= deadline:
+                return 0
+            time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic())))
+    except KeyboardInterrupt:
+        return 0
+
+
+def request_action(
+    cluster: Cluster, kind: Kind, name: str, action: str, force: bool, spec_patch: Object | None = None
+) -> str:
+    """Set the action annotation (and optionally patch the spec) in one merge patch guarded by the
+    object's resourceVersion, so a concurrent change is never overwritten blindly."""
+    for _attempt in range(3):
+        obj = cluster.get(kind, name)
+        meta = obj.get("metadata") or {}
+        pending = (meta.get("annotations") or {}).get(ACTION_ANNOTATION)
+        if pending and pending != action and not force:
+            raise PluginError(
+                f'{kind.kind} "{name}": the action {pending!r} is still pending (the operator has not carried '
+                "it out yet); wait, or use --force to replace it"
+            )
+        body: Object = {"metadata": {"resourceVersion": meta.get("resourceVersion")}}
+        if action:
+            body["metadata"]["annotations"] = {ACTION_ANNOTATION: action}
+        if spec_patch:
+            body["spec"] = spec_patch
+        try:
+            cluster.patch(kind, name, body)
+        except Conflict:
+            continue
+        phase = (obj.get("status") or {}).get("phase") or "Pending"
+        return phase
+    raise PluginError(f'{kind.kind} "{name}" keeps changing; try again')
+
+
+def _action_command(action: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        kind, name = _deployment_ref(args)
+        cluster = _cluster(args)
+        phase = request_action(cluster, kind, name, action, args.force)
+        print(
+            f"{kind.kind} {cluster.namespace}/{name}: {action} requested (phase {phase}); the operator carries it out"
+        )
+        return 0
+
+    return run
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    kind, name = _deployment_ref(args)
+    cluster = _cluster(args)
+    obj = cluster.get(kind, name)
+    if ((obj.get("spec") or {}).get("rollout") or {}).get("paused"):
+        print(f"{kind.kind} {cluster.namespace}/{name} is already paused (spec.rollout.paused)")
+        return 0
+    request_action(cluster, kind, name, "", force=True, spec_patch={"rollout": {"paused": True}})
+    print(
+        f"{kind.kind} {cluster.namespace}/{name} paused: spec.rollout.paused=true (resume with `mlrollouts resume {name}`)"
+    )
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    kind, name = _deployment_ref(args)
+    cluster = _cluster(args)
+    obj = cluster.get(kind, name)
+    paused = bool(((obj.get("spec") or {}).get("rollout") or {}).get("paused"))
+    request_action(
+        cluster,
+        kind,
+        name,
+        "resume",
+        args.force,
+        spec_patch={"rollout": {"paused": False}} if paused else None,
+    )
+    what = "spec.rollout.paused=false and resume requested" if paused else "resume requested"
+    print(f"{kind.kind} {cluster.namespace}/{name}: {what}; the operator carries it out")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    kind, name = _deployment_ref(args)
+    cluster = _cluster(args)
+    print(render_history(cluster.get(kind, name), _now()))
+    return 0
+
+
+# --- argument parsing -------------------------------------------------------------------------------
+
+
+def _seconds(text: str) -> float:
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for unit in ("ms", "s", "m", "h"):
+        if text.endswith(unit) and text[: -len(unit)].replace(".", "", 1).isdigit():
+            return float(text[: -len(unit)]) * units[unit]
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use e.g. 2, 500ms, 30s, 5m") from None
+
+
+def _connection_flags() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("cluster")
+    group.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)"
+    )
+    group.add_argument("--context", default=None, help="kubeconfig context (default: the current one)")
+    group.add_argument("-n", "--namespace", default=None, help="namespace (default: the context's)")
+    return parent
+
+
+def _guard(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except PluginError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def register(subparsers: Any) -> None:
+    conn = _connection_flags()
+    kind_help = "kind of NAME: ModelDeployment (mdep, default), Experiment (mlexp), CompositeModel (cmodel)"
+
+    get = subparsers.add_parser(
+        "get",
+        parents=[conn],
+        help="list ModelDeployments, Experiments and CompositeModels",
+        description="List mlrollouts resources with their phase; `get KIND`, `get KIND NAME` or `get KIND/NAME`.",
+    )
+    get.add_argument("what", nargs="?", help="a kind (mdep, mlexp, cmodel) or KIND/NAME")
+    get.add_argument("name", nargs="?", help="a resource name")
+    get.add_argument("-A", "--all-namespaces", action="store_true", help="list across all namespaces")
+    get.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    get.set_defaults(handler=_guard(cmd_get))
+
+    status = subparsers.add_parser(
+        "status",
+        parents=[conn],
+        help="phase, step, weights and recent checks of one resource",
+        description="Show the state of a rollout; with --watch a live view that follows every change.",
+    )
+    status.add_argument("name", help="NAME or KIND/NAME")
+    status.add_argument("-k", "--kind", default=None, help=kind_help)
+    status.add_argument("-w", "--watch", action="store_true", help="keep showing changes until Ctrl-C")
+    status.add_argument("--interval", type=_seconds, default=1.0, help="how often --watch looks (default 1s)")
+    status.add_argument("--timeout", type=_seconds, default=None, help="stop --watch after this long")
+    status.set_defaults(handler=_guard(cmd_status))
+
+    actions = {
+        "promote": "pass the current step (approval or analysis hold) and continue the rollout",
+        "abort": "roll the candidate back; traffic returns to the stable revision",
+        "retry": "roll out a revision that was rolled back once more",
+    }
+    for action, text in actions.items():
+        parser = subparsers.add_parser(
+            action,
+            parents=[conn],
+            help=text,
+            description=f"{text[0].upper()}{text[1:]}: sets the annotation {ACTION_ANNOTATION}={action}; "
+            "the operator carries it out and removes it.",
+        )
+        parser.add_argument("name", help="ModelDeployment NAME (or mdep/NAME)")
+        parser.add_argument(
+            "--force", action="store_true", help="replace another action that is still pending"
+        )
+        parser.set_defaults(handler=_guard(_action_command(action)))
+
+    pause = subparsers.add_parser(
+        "pause",
+        parents=[conn],
+        help="hold the rollout at its current step (sets spec.rollout.paused)",
+        description="Hold the rollout where it is by setting spec.rollout.paused=true. For resources managed "
+        "by GitOps, set the field in Git instead: a sync would revert this.",
+    )
+    pause.add_argument("name", help="ModelDeployment NAME (or mdep/NAME)")
+    pause.set_defaults(handler=_guard(cmd_pause))
+
+    resume = subparsers.add_parser(
+        "resume",
+        parents=[conn],
+        help="continue a paused or held rollout",
+        description=f"Clear spec.rollout.paused when set, and set {ACTION_ANNOTATION}=resume so the operator "
+        "also releases a hold of its own (e.g. after inconclusive analysis).",
+    )
+    resume.add_argument("name", help="ModelDeployment NAME (or mdep/NAME)")
+    resume.add_argument("--force", action="store_true", help="replace another action that is still pending")
+    resume.set_defaults(handler=_guard(cmd_resume))
+
+    history = subparsers.add_parser(
+        "history",
+        parents=[conn],
+        help="revisions of a ModelDeployment and their outcomes",
+        description="Every revision rolled out (promoted, rolled back, superseded) and the learning snapshots.",
+    )
+    history.add_argument("name", help="ModelDeployment NAME (or mdep/NAME)")
+    history.set_defaults(handler=_guard(cmd_history))
