@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+
 import httpx
 import pytest
 
@@ -89,6 +91,12 @@ WIDGET_CRD = {
 }
 
 WIDGETS = "/apis/example.com/v1/namespaces/default/widgets"
+
+
+@pytest.fixture
+def widget_crd_body():
+    """A CRD of our own (example.com/v1 Widget) with a schema, CEL rules, status and printer columns."""
+    return copy.deepcopy(WIDGET_CRD)
 
 
 @pytest.fixture
