@@ -164,6 +164,23 @@ def _json_body(payload: Any) -> bytes:
     return orjson.dumps(payload)
 
 
+def _with_request_id(body: bytes, response_id: str) -> bytes:
+    """The JSON request object with ``"id"`` set to the router's id, without parsing the body.
+
+    The member is appended, and with duplicate names JSON parsers keep the last one, so the router's id
+    wins over a client id. The upstream echoes it in its response and remembers it, which lets it accept
+    the feedback the router forwards later. Bodies that are not a JSON object go through untouched.
+    """
+    stripped = body.rstrip()
+    if not stripped.endswith(b"}") or not body.lstrip().startswith(b"{"):
+        return body
+    member = b'"id":' + orjson.dumps(response_id)
+    inner = stripped[:-1]
+    if inner.strip() == b"{":
+        return b"{" + member + b"}"
+    return inner + b"," + member + b"}"
+
+
 def _filter_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """Drop hop-by-hop headers, including those the Connection header names."""
     headers = list(headers)
@@ -402,6 +419,8 @@ class RouterApp:
                 primary_done = self._start_shadow(
                     route, shadow, method, prefix, raw_tail, upstream_headers, body
                 )
+            if response_id is not None:
+                body = _with_request_id(body, response_id)
 
             response_body: bytes | None = None
             try:
@@ -418,7 +437,8 @@ class RouterApp:
                     primary_done.set_result(response_body if 200 <= status < 300 else None)
 
             headers = _filter_headers(raw_headers)
-            if response_id is not None and 200 <= status < 300:
+            if response_id is not None and 200 <= status < 300 and response_id.encode() not in response_body:
+                # The upstream did not echo the id (the protocol asks it to): put it in the body here.
                 try:
                     payload = orjson.loads(response_body)
                 except orjson.JSONDecodeError:
@@ -433,6 +453,7 @@ class RouterApp:
                 if isinstance(payload, dict):
                     payload["id"] = response_id
                     response_body = orjson.dumps(payload)
+            if response_id is not None:
                 headers.append((ID_HEADER, response_id.encode()))
             headers.append((VARIANT_HEADER, variant.name.encode()))
             await self._respond(send, status, response_body, headers)
