@@ -7,19 +7,9 @@ import pytest
 import skops.io as sio
 
 from support import http_ok, wait_until
-from support.models import TREE_TYPE, serving
+from support.models import TREE_TYPE, metric_value, serving
 
 pytestmark = pytest.mark.integration
-
-
-def metric_value(text: str, name: str, **labels: str) -> float | None:
-    for line in text.splitlines():
-        if line.startswith("#") or not line.startswith(name + "{"):
-            continue
-        head, value = line.rsplit(" ", 1)
-        if all(f'{k}="{v}"' in head for k, v in labels.items()):
-            return float(value)
-    return None
 
 
 def test_skops_classifier_is_compiled_and_matches_sklearn(skops_server, iris, client):
