@@ -86,10 +86,10 @@ Name = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL_PATTE
 ResourceName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)]
 """The name of another Kubernetes object in the same namespace."""
 
-_DURATION_RE = re.compile(r"^(?:0|(?:\d+(?:\.\d+)?(?:ms|s|m|h))+)$")
+_DURATION_RE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$")
 _DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-DURATION_PATTERN = r"^(0|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$"
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 
 
 def parse_duration(value: str) -> float:
@@ -99,8 +99,6 @@ def parse_duration(value: str) -> float:
             f"invalid duration {value!r}: use a number with a unit ms, s, m or h, e.g. 30s, 5m, 1h30m"
         )
     text = value.strip()
-    if text == "0":
-        return 0.0
     total = 0.0
     for number, unit in _DURATION_PART_RE.findall(text):
         # milliseconds divide, so that "87ms" is exactly 87 / 1000

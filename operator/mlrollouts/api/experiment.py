@@ -26,6 +26,7 @@ from mlrollouts.api.common import (
     cel,
     check_query_variables,
     check_unique_names,
+    parse_duration,
     unique_names_rule,
     validations,
 )
@@ -195,6 +196,11 @@ class ExperimentSpec(ApiModel):
                 field="variants",
             ),
             cel(
+                "!has(self.maxDuration) || duration(self.maxDuration) > duration(self.interval)",
+                "maxDuration must be longer than interval",
+                field="maxDuration",
+            ),
+            cel(
                 "self.traffic.provider != 'IngressNginx' || size(self.variants) <= 2",
                 "provider IngressNginx supports two variants only",
                 field="traffic.provider",
@@ -242,6 +248,12 @@ class ExperimentSpec(ApiModel):
         floors = sum(self.floor_of(v) for v in self.variants)
         if floors >= 100:
             raise ValueError(f"variants[*].floor: variant floors must sum to less than 100 (got {floors})")
+        if self.max_duration is not None and parse_duration(self.max_duration) <= parse_duration(
+            self.interval
+        ):
+            raise ValueError(
+                f"maxDuration: maxDuration ({self.max_duration}) must be longer than interval ({self.interval})"
+            )
         if self.traffic.provider == ExperimentTrafficProvider.INGRESS_NGINX and len(self.variants) > 2:
             raise ValueError(
                 f"traffic.provider: provider IngressNginx supports two variants only (got {len(self.variants)})"

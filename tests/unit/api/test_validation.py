@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
+from apiserver_checks import apply_defaults, crd_schemas
 from pydantic import ValidationError
 
 import manifests
@@ -64,3 +66,20 @@ def test_sample_reads_the_same_in_yaml_1_1(sample):
     """kubectl reads YAML 1.1, where a plain `y`, `n`, `on`, `off` is a boolean."""
     body = "\n".join(line for line in sample.path.read_text().splitlines() if not line.startswith("#"))
     assert not YAML11_BOOLEAN.search(body)
+
+
+@pytest.mark.parametrize("sample", manifests.valid(), ids=lambda s: s.id)
+def test_server_defaults_agree_with_model_defaults(sample):
+    """What the API server stores (defaults applied from the CRD) reads back as the same object."""
+    schema = crd_schemas()[sample.document["kind"]]
+    defaulted = apply_defaults(schema, copy.deepcopy(sample.document))
+    assert defaulted != sample.document, "the CRD sets some defaults"
+    assert parse_resource(defaulted) == parse_resource(sample.document)
+
+
+def test_server_defaults_fill_nested_objects():
+    doc = manifests.load(manifests.MANIFESTS / "valid/modeldeployment-minimal.yaml").document
+    defaulted = apply_defaults(crd_schemas()["ModelDeployment"], copy.deepcopy(doc))
+    assert defaulted["spec"]["rollout"]["strategy"] == "Canary"
+    assert defaulted["spec"]["traffic"]["router"]["replicas"] == 1
+    assert defaulted["spec"]["serving"]["port"] == 8080
