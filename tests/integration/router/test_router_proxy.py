@@ -12,6 +12,7 @@ import pytest
 from router_testing import route, table, variant
 
 from mlserving.router.split import Splitter
+from support import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -105,12 +106,13 @@ def test_sticky_assignment_is_stable_and_follows_rendezvous_hashing(start_upstre
     weights = {"a": 50, "b": 40, "c": 10}
     router.write_table(table(route(variants=[variant(n, ups[n], weight=w) for n, w in weights.items()],
                                    stickiness={"header": "x-user-id"})))  # fmt: skip
-    wait_reload = time.monotonic() + 5
-    while time.monotonic() < wait_reload:
-        after = asyncio.run(infer_many(router.url, 400, headers_for=lambda i: {"x-user-id": users[i]}))
-        moved = {users[i]: r.headers["x-mlrollouts-variant"] for i, r in enumerate(after)}
-        if moved != assigned:
-            break
+    wait_until(
+        lambda: httpx.get(f"{router.url}/routes").json()["routes"][0]["variants"][1]["weight"] == 40,
+        timeout=5,
+        message="new weights applied",
+    )
+    after = asyncio.run(infer_many(router.url, 400, headers_for=lambda i: {"x-user-id": users[i]}))
+    moved = {users[i]: r.headers["x-mlrollouts-variant"] for i, r in enumerate(after)}
     assert moved == {u: Splitter(list(weights.items())).pick_sticky(u.encode()) for u in users}
     assert all(moved[u] == "b" for u in users if assigned[u] == "b")
 
