@@ -1,0 +1,129 @@
+"""The Experiment's entry point: a router with one route whose variants are the ModelDeployments.
+
+Objects (all owned by the Experiment, labelled ``mlrollouts.io/owner: Experiment.<name>``):
+
+- Service ``<name>`` (clients call ``/v2/models/<name>/infer`` on it) and Deployment
+  ``<name>-router`` running ``mlserving route --configmap <ns>/<name>-routes``;
+- ConfigMap ``<name>-routes``: the route table; each variant's upstream is the stable revision
+  Service of its ModelDeployment, and the request is forwarded under that model's own name;
+- Secret ``<name>-router-key``: the key every router replica signs response ids with, so feedback
+  sent to any replica is credited to the variant that answered;
+- the router's ServiceAccount, Role (read its ConfigMap) and RoleBinding.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mlrollouts.builders.common import Object, Owner, metadata, revision_name
+from mlrollouts.builders.router import (
+    ROUTER_COMPONENT,
+    route_table_configmap,
+    router_deployment,
+    router_role,
+    router_role_binding,
+    router_service,
+    router_service_account,
+)
+from mlserving.router.table import Route, RouteTable, Stickiness, Variant
+
+EXPERIMENT_KIND = "Experiment"
+SIGNING_KEY_ENV = "MLROUTER_SIGNING_KEY"
+SIGNING_KEY_FIELD = "signing-key"
+DEFAULT_UPSTREAM_TEMPLATE = "http://{service}.{namespace}.svc:80"
+
+
+def experiment_owner(name: str, namespace: str, uid: str = "") -> Owner:
+    return Owner(name=name, namespace=namespace, uid=uid, kind=EXPERIMENT_KIND)
+
+
+def signing_key_secret_name(owner: Owner) -> str:
+    return f"{owner.name}-router-key"
+
+
+def signing_key_secret(owner: Owner, key: str) -> Object:
+    """The router replicas' shared id-signing key (created once; never rotated by the operator)."""
+    if len(key.encode()) < 16:
+        raise ValueError("signing key: needs at least 16 bytes")
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(owner, signing_key_secret_name(owner), ROUTER_COMPONENT),
+        "type": "Opaque",
+        "data": {SIGNING_KEY_FIELD: base64.b64encode(key.encode()).decode()},
+    }
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One variant of the route: the ModelDeployment revision that serves it and its weight."""
+
+    variant: str
+    model_deployment: str
+    revision: str
+    model: str
+    weight: int
+
+    @property
+    def service(self) -> str:
+        return revision_name(self.model_deployment, self.revision)
+
+
+def experiment_route_table(
+    owner: Owner,
+    arms: Sequence[Arm],
+    *,
+    stickiness_header: str | None = None,
+    stickiness_cookie: str | None = None,
+    upstream_template: str = DEFAULT_UPSTREAM_TEMPLATE,
+) -> RouteTable:
+    """The route ``<name>`` (model ``<name>``) over the arms; raises ``RouteTableError``/``ValueError``
+    naming the field when the table would be invalid (e.g. every weight 0)."""
+    variants = [
+        Variant(
+            name=arm.variant,
+            upstreams=[upstream_template.format(service=arm.service, namespace=owner.namespace)],
+            weight=arm.weight,
+            model=arm.model,
+        )
+        for arm in arms
+    ]
+    sticky = None
+    if stickiness_header or stickiness_cookie:
+        sticky = Stickiness(header=stickiness_header, cookie=stickiness_cookie)
+    return RouteTable(routes=[Route(name=owner.name, model=owner.name, variants=variants, stickiness=sticky)])
+
+
+def experiment_route_configmap(owner: Owner, table: RouteTable) -> Object:
+    return route_table_configmap(owner, table.to_configmap_data())
+
+
+def experiment_router_deployment(
+    owner: Owner, image: str, replicas: int, resources: Mapping[str, Any] | None = None
+) -> Object:
+    """The router Deployment with the signing key from the Secret; the router refuses to start
+    without it (a per-replica random key would lose feedback sent to another replica)."""
+    deployment = router_deployment(owner, image=image, replicas=replicas, resources=resources)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [
+        {
+            "name": SIGNING_KEY_ENV,
+            "valueFrom": {"secretKeyRef": {"name": signing_key_secret_name(owner), "key": SIGNING_KEY_FIELD}},
+        },
+        {"name": "MLROUTER_REQUIRE_SIGNING_KEY", "value": "1"},
+    ]
+    return deployment
+
+
+def experiment_router_objects(owner: Owner, image: str, replicas: int) -> list[Object]:
+    """Everything of the entry point except the route table and the key (they change separately)."""
+    return [
+        router_service_account(owner),
+        router_role(owner),
+        router_role_binding(owner),
+        experiment_router_deployment(owner, image=image, replicas=replicas),
+        router_service(owner),
+    ]

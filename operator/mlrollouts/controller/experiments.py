@@ -1,0 +1,427 @@
+"""The Experiment controller: kopf handlers that only wire events to one observe -> plan -> apply pass.
+
+- observe: the ModelDeployments behind the variants (their stable revision and served model name,
+  read from their status; their specs are never written), and when an evaluation is due, the
+  per-variant rewards (router feedback metrics or the spec's query) and guardrails from Prometheus;
+- plan: :func:`mlrollouts.rollout.experiment_plan.plan` (pure, time as an argument);
+- apply: the router objects, the signing-key Secret (created once), the route table ConfigMap with
+  the planned weights, one status merge patch, events, and removal of a handled action annotation.
+
+A timer per Experiment ticks every ``tick`` seconds; a pass does work only when an evaluation is due
+(``status.lastUpdateAt + spec.interval``), so a restarted operator resumes from the status.
+
+Wiring: ``register(registry, tick)`` adds the handlers to an operator registry that already has the
+login/startup/cleanup handlers of :mod:`mlrollouts.controller.handlers`; :func:`registry` builds a
+registry with only the Experiment controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import kopf
+from pydantic import ValidationError
+
+from mlrollouts.analysis import AnalysisContext, QueryError, prometheus_provider, read_rewards, run_checks
+from mlrollouts.api import format_validation_error
+from mlrollouts.api.common import parse_duration
+from mlrollouts.api.experiment import Experiment, ExperimentTrafficProvider, RewardSource
+from mlrollouts.builders.common import ACTION_ANNOTATION
+from mlrollouts.builders.experiment import (
+    SIGNING_KEY_FIELD,
+    Arm,
+    experiment_owner,
+    experiment_route_configmap,
+    experiment_route_table,
+    experiment_router_objects,
+    signing_key_secret,
+    signing_key_secret_name,
+)
+from mlrollouts.controller import handlers
+from mlrollouts.controller.config import OperatorConfig
+from mlrollouts.controller.kube import Kube, KubeError, merge_patch_for
+from mlrollouts.rollout.experiment_plan import (
+    TERMINAL,
+    ExperimentObservation,
+    ExperimentPlan,
+    GuardrailOutcome,
+    PlanEvent,
+    RewardCounts,
+    VariantTarget,
+    evaluation_due,
+    plan,
+)
+
+GROUP = "mlrollouts.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+PLURAL = "experiments"
+KIND = "Experiment"
+
+log = logging.getLogger("mlrollouts.controller.experiments")
+
+Obj = dict[str, Any]
+
+
+# --- API paths the shared client does not know ---------------------------------------------------
+
+_PLURALS = {"Experiment": "experiments", "Secret": "secrets", "ModelDeployment": "modeldeployments"}
+
+
+def _path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    path = f"{base}/namespaces/{quote(namespace)}/{_PLURALS[kind]}"
+    return f"{path}/{quote(name)}" if name else path
+
+
+async def _call(kube: Kube, method: str, path: str, **kw: Any) -> Obj | None:
+    response = await kube.http.request(method, path, **kw)
+    if response.status_code == 404 and method == "GET":
+        return None
+    if response.status_code >= 400:
+        try:
+            message = response.json().get("message", response.text)
+        except ValueError:
+            message = response.text
+        raise KubeError(response.status_code, f"{method} {path}: {message}")
+    return response.json() if response.content else {}
+
+
+async def _patch_experiment(kube: Kube, namespace: str, name: str, patch: Obj, status: bool = False) -> None:
+    path = _path(API_VERSION, KIND, namespace, name) + ("/status" if status else "")
+    await _call(
+        kube,
+        "PATCH",
+        path,
+        content=json.dumps(patch).encode(),
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+
+
+# --- observe -------------------------------------------------------------------------------------
+
+
+def _target_of(variant: str, md_name: str, md: Obj | None) -> VariantTarget:
+    if md is None:
+        return VariantTarget(variant, md_name, problem=f"ModelDeployment {md_name!r} not found")
+    model = ((md.get("spec") or {}).get("model") or {}).get("name") or md_name
+    revision = (md.get("status") or {}).get("stableRevision")
+    if not revision:
+        return VariantTarget(
+            variant, md_name, model=model, problem=f"ModelDeployment {md_name!r} has no stable revision yet"
+        )
+    return VariantTarget(variant, md_name, model=model, revision=revision)
+
+
+async def observe_targets(kube: Kube, exp: Experiment) -> dict[str, VariantTarget]:
+    """Each variant's serving target, from its ModelDeployment's status (read only)."""
+    namespace = exp.metadata.namespace or ""
+    names = sorted({v.model_deployment for v in exp.spec.variants})
+    found = await asyncio.gather(*(kube.get(API_VERSION, "ModelDeployment", namespace, n) for n in names))
+    by_name = dict(zip(names, found, strict=True))
+    return {
+        v.name: _target_of(v.name, v.model_deployment, by_name[v.model_deployment]) for v in exp.spec.variants
+    }
+
+
+async def observe_metrics(
+    exp: Experiment, targets: dict[str, VariantTarget], now: datetime, config: OperatorConfig
+) -> tuple[dict[str, RewardCounts] | str, dict[str, list[GuardrailOutcome]]]:
+    """Rewards since the start and each variant's guardrails, evaluated at ``now``."""
+    spec, status = exp.spec, exp.status
+    namespace, name = exp.metadata.namespace or "", exp.metadata.name or ""
+    address = (spec.prometheus.address if spec.prometheus else None) or config.prometheus_url
+    if not address:
+        return "no Prometheus address: set spec.prometheus.address or the operator's --prometheus-url", {}
+    timeout = parse_duration(spec.prometheus.timeout) if spec.prometheus else 10.0
+    try:
+        provider = prometheus_provider(address, timeout)
+    except ValueError as exc:
+        return f"spec.prometheus: {exc}", {}
+    at = now.timestamp()
+    started = status.started_at if status is not None else None
+    assert started is not None
+    since = (started if started.tzinfo else started.replace(tzinfo=UTC)).timestamp()
+    wait = parse_duration(spec.reward.reward_wait)
+    rewards_task = read_rewards(
+        provider,
+        route=name,
+        variants=[v.name for v in spec.variants],
+        since=since,
+        now=at,
+        reward_query=spec.reward.query if spec.reward.source is RewardSource.QUERY else None,
+        variables={"namespace": namespace, "name": name},
+        reward_wait=wait if wait > 0 else None,
+    )
+    already = {v.name for v in (status.variants if status else []) if v.guardrail.value == "Breached"}
+
+    async def guardrails_of(variant: str) -> list[GuardrailOutcome]:
+        target = targets[variant]
+        if not spec.guardrails or variant in already:
+            return []
+        context = AnalysisContext(
+            namespace=namespace,
+            name=name,
+            model=target.model or "",
+            revision=target.revision or "",
+            variant=variant,
+            interval=spec.interval,
+            provider=provider,
+        )
+        results = await run_checks(spec.guardrails, context, at=at)
+        return [GuardrailOutcome(r.name, r.verdict.value, r.message, r.value) for r in results]
+
+    names = [v.name for v in spec.variants]
+    rewards, *checks = await asyncio.gather(rewards_task, *(guardrails_of(n) for n in names))
+    guardrails = dict(zip(names, checks, strict=True))
+    if isinstance(rewards, QueryError):
+        return rewards.reason, guardrails
+    counts = {k: RewardCounts(r.requests, r.feedback, r.reward_sum) for k, r in rewards.items()}
+    return counts, guardrails
+
+
+# --- one pass --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    plan: ExperimentPlan | None
+    events: list[PlanEvent] = field(default_factory=list)
+    requeue_after: float | None = None
+    applied: int = 0
+
+
+def _status_dict(plan_: ExperimentPlan) -> Obj:
+    return plan_.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+async def _ensure_signing_key(kube: Kube, exp: Experiment, cache: dict[str, str]) -> int:
+    owner = experiment_owner(exp.metadata.name or "", exp.metadata.namespace or "", exp.metadata.uid or "")
+    name = signing_key_secret_name(owner)
+    if cache.get(f"Secret/{name}") == "present":
+        return 0
+    existing = await _call(kube, "GET", _path("v1", "Secret", owner.namespace, name))
+    if existing is not None and ((existing.get("data") or {}).get(SIGNING_KEY_FIELD)):
+        cache[f"Secret/{name}"] = "present"
+        return 0
+    secret = signing_key_secret(owner, secrets.token_urlsafe(32))
+    if existing is None:
+        try:
+            await _call(
+                kube, "POST", _path("v1", "Secret", owner.namespace), content=json.dumps(secret).encode()
+            )
+        except KubeError as exc:
+            if exc.status != 409:  # another pass created it a moment ago: keep that key
+                raise
+    else:
+        await _call(
+            kube,
+            "PATCH",
+            _path("v1", "Secret", owner.namespace, name),
+            content=json.dumps({"data": secret["data"]}).encode(),
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+    cache[f"Secret/{name}"] = "present"
+    return 1
+
+
+async def reconcile_experiment(
+    body: Obj,
+    kube: Kube,
+    config: OperatorConfig,
+    now: datetime | None = None,
+    applied_cache: dict[str, str] | None = None,
+) -> Outcome:
+    """One observe -> plan -> apply pass over the Experiment ``body`` (as kopf hands it over)."""
+    now = now or datetime.now(UTC)
+    cache = applied_cache if applied_cache is not None else {}
+    meta = body.get("metadata") or {}
+    namespace, name = meta.get("namespace", ""), meta.get("name", "")
+    status_before = dict(body.get("status") or {})
+    try:
+        exp = Experiment.model_validate(dict(body))
+    except ValidationError as exc:
+        return await _invalid(kube, namespace, name, meta, status_before, format_validation_error(exc), now)
+    if exp.spec.traffic.provider is not ExperimentTrafficProvider.ROUTER:
+        message = (
+            f"spec.traffic.provider: {exp.spec.traffic.provider.value} is not supported for experiments "
+            "yet; use Router"
+        )
+        return await _invalid(kube, namespace, name, meta, status_before, message, now)
+
+    # -- observe ----------------------------------------------------------------------------------
+    targets = await observe_targets(kube, exp)
+    rewards: dict[str, RewardCounts] | str | None = None
+    guardrails: dict[str, list[GuardrailOutcome]] = {}
+    if evaluation_due(exp, now) and all(t.usable for t in targets.values()):
+        rewards, guardrails = await observe_metrics(exp, targets, now, config)
+    observation = ExperimentObservation(
+        targets=targets,
+        rewards=rewards,
+        guardrails=guardrails,
+        action=exp.metadata.annotations.get(ACTION_ANNOTATION),
+    )
+
+    # -- plan -------------------------------------------------------------------------------------
+    decided = plan(exp, observation, now)
+
+    # -- apply ------------------------------------------------------------------------------------
+    applied = 0
+
+    async def apply(obj: Obj) -> int:
+        key = f"{obj['kind']}/{obj['metadata']['name']}"
+        digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+        if cache.get(key) == digest:
+            return 0
+        await kube.apply(obj)
+        cache[key] = digest
+        return 1
+
+    if decided.weights is not None:
+        owner = experiment_owner(name, namespace, meta.get("uid", ""))
+        router = exp.spec.traffic.router
+        sticky = exp.spec.traffic.stickiness or router.stickiness
+        arms = [
+            Arm(
+                variant=v.name,
+                model_deployment=v.model_deployment,
+                revision=targets[v.name].revision or "",
+                model=targets[v.name].model or "",
+                weight=decided.weights[v.name],
+            )
+            for v in exp.spec.variants
+        ]
+        table = experiment_route_table(
+            owner,
+            arms,
+            stickiness_header=sticky.header if sticky else None,
+            stickiness_cookie=sticky.cookie if sticky else None,
+            upstream_template=config.upstream_template,
+        )
+        applied += await _ensure_signing_key(kube, exp, cache)
+        for obj in experiment_router_objects(owner, router.image or config.serving_image, router.replicas):
+            applied += await apply(obj)
+        applied += await apply(experiment_route_configmap(owner, table))
+    patch = merge_patch_for(status_before, _status_dict(decided))
+    if patch:
+        await _patch_experiment(kube, namespace, name, {"status": patch}, status=True)
+    if decided.clear_action:
+        try:
+            await _patch_experiment(
+                kube, namespace, name, {"metadata": {"annotations": {ACTION_ANNOTATION: None}}}
+            )
+        except KubeError as exc:
+            log.warning("could not remove %s from %s/%s: %s", ACTION_ANNOTATION, namespace, name, exc)
+    return Outcome(
+        plan=decided, events=list(decided.events), requeue_after=decided.requeue_after, applied=applied
+    )
+
+
+async def _invalid(
+    kube: Kube, namespace: str, name: str, meta: Obj, status_before: Obj, message: str, now: datetime
+) -> Outcome:
+    """Bad input: name the field in the status and an event; touch no child."""
+    condition = {
+        "type": "Ready",
+        "status": "False",
+        "reason": "InvalidSpec",
+        "message": message,
+        "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "observedGeneration": meta.get("generation") or 0,
+    }
+    conditions = [c for c in status_before.get("conditions") or [] if c.get("type") != "Ready"] + [condition]
+    patch = {"status": {"message": f"invalid spec: {message}", "conditions": conditions}}
+    if status_before.get("message") != patch["status"]["message"]:
+        try:
+            await _patch_experiment(kube, namespace, name, patch, status=True)
+        except KubeError as exc:
+            log.warning("could not report the invalid spec of %s/%s: %s", namespace, name, exc)
+        return Outcome(plan=None, events=[PlanEvent("Warning", "InvalidSpec", message)])
+    return Outcome(plan=None)
+
+
+# --- kopf handlers -------------------------------------------------------------------------------
+
+
+def _lock(memo: kopf.Memo) -> asyncio.Lock:
+    lock = memo.get("experiment_lock")
+    if lock is None:
+        lock = memo.experiment_lock = asyncio.Lock()
+    return lock
+
+
+async def _pass(body: kopf.Body, memo: kopf.Memo) -> None:
+    kube: Kube = memo.kube
+    config: OperatorConfig = memo.config
+    async with _lock(memo):
+        cache = memo.get("experiment_applied")
+        if cache is None:
+            cache = memo.experiment_applied = {}
+        try:
+            outcome = await reconcile_experiment(dict(body), kube, config, applied_cache=cache)
+        except KubeError as exc:
+            cache.clear()  # unsure what was applied: send everything again next time
+            raise kopf.TemporaryError(str(exc), delay=1 if exc.status == 409 else 5) from exc
+        for event in outcome.events:
+            log.info("%s/%s %s: %s", body.metadata.namespace, body.metadata.name, event.reason, event.message)
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        memo.experiment_next_at = (
+            time.monotonic() + outcome.requeue_after if outcome.requeue_after is not None else None
+        )
+
+
+async def changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await _pass(body, memo)
+
+
+async def drive(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    phase = (body.get("status") or {}).get("phase")
+    if phase in {p.value for p in TERMINAL}:
+        return
+    next_at = memo.get("experiment_next_at")
+    if next_at is not None and time.monotonic() < next_at:
+        return
+    await _pass(body, memo)
+
+
+def register(registry: kopf.OperatorRegistry, tick: float = 1.0) -> kopf.OperatorRegistry:
+    """Add the Experiment handlers to ``registry`` (which carries login/startup/cleanup)."""
+    for decorator in (kopf.on.resume, kopf.on.create, kopf.on.update):
+        decorator(GROUP, VERSION, PLURAL, registry=registry, backoff=2)(changed)
+    kopf.timer(GROUP, VERSION, PLURAL, interval=tick, sharp=False, backoff=2, registry=registry)(drive)
+    return registry
+
+
+def registry(tick: float = 1.0) -> kopf.OperatorRegistry:
+    """A registry with only the Experiment controller (and the shared login/startup/cleanup)."""
+    reg = kopf.OperatorRegistry()
+    kopf.on.login(registry=reg)(handlers.login)
+    kopf.on.startup(registry=reg)(handlers.startup)
+    kopf.on.cleanup(registry=reg)(handlers.cleanup)
+    return register(reg, tick)
+
+
+def decode_signing_key(secret: Obj) -> str:
+    """The signing key stored in the router Secret (for tools and tests)."""
+    return base64.b64decode((secret.get("data") or {})[SIGNING_KEY_FIELD]).decode()
+
+
+__all__ = [
+    "Outcome",
+    "decode_signing_key",
+    "observe_metrics",
+    "observe_targets",
+    "reconcile_experiment",
+    "register",
+    "registry",
+]
