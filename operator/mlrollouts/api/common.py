@@ -52,6 +52,7 @@ class ApiModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         use_enum_values=False,
+        use_attribute_docstrings=True,  # a field's docstring is its description in the CRD
     )
 
 
@@ -263,11 +264,17 @@ class Check(ApiModel):
     )
 
     name: Name
+    """Name of the check; unique in its list, shown in status."""
     template: CheckTemplate | None = None
+    """A built-in query: error-rate, latency-p50|p95|p99, request-rate, prediction-drift, shadow-agreement, reward-rate."""
     query: str | None = Field(default=None, min_length=1, max_length=4096)
+    """A custom PromQL query; may use {{ namespace }} {{ name }} {{ model }} {{ revision }} {{ stable_revision }} {{ variant }} {{ interval }}."""
     min: float | None = None
+    """The candidate fails below this value."""
     max: float | None = None
+    """The candidate fails above this value."""
     max_ratio_to_stable: float | None = Field(default=None, gt=0)
+    """The candidate fails when its value exceeds the stable revision's times this ratio."""
     window: Duration | None = Field(default=None, description="range of the query; default: the interval")
 
     @model_validator(mode="after")
@@ -320,7 +327,9 @@ class Stickiness(ApiModel):
     )
 
     header: str | None = Field(default=None, min_length=1, max_length=256)
+    """Request header whose value keeps a user on one variant."""
     cookie: str | None = Field(default=None, min_length=1, max_length=256)
+    """Cookie whose value keeps a user on one variant."""
 
     @model_validator(mode="after")
     def _one(self) -> Stickiness:
@@ -333,6 +342,7 @@ class RouterConfig(ApiModel):
     """The mlserving router placed in front of the revisions."""
 
     replicas: int = Field(default=1, ge=1, le=100)
+    """Router replicas; any replica attributes feedback correctly."""
     image: str | None = Field(default=None, max_length=1024, description="default: the serving image")
     stickiness: Stickiness | None = None
 
@@ -341,22 +351,33 @@ class ParentRef(ApiModel):
     """A Gateway API parent (usually a Gateway)."""
 
     name: ResourceName
+    """Name of the parent, usually a Gateway."""
     namespace: str | None = Field(default=None, max_length=63)
+    """Namespace of the parent; default: the resource's namespace."""
     section_name: str | None = Field(default=None, max_length=253)
+    """Listener of the Gateway to attach to."""
     port: int | None = Field(default=None, ge=1, le=65535)
+    """Port of the Gateway listener to attach to."""
     group: str = Field(default="gateway.networking.k8s.io", max_length=253)
+    """API group of the parent."""
     kind: str = Field(default="Gateway", max_length=63)
+    """Kind of the parent."""
 
 
 class GatewayApiConfig(ApiModel):
     parent_refs: list[ParentRef] = Field(min_length=1, max_length=32)
+    """Gateways the owned HTTPRoute attaches to."""
     hostnames: list[Annotated[str, Field(max_length=253)]] = Field(default_factory=list, max_length=16)
+    """Hostnames the HTTPRoute matches."""
 
 
 class IngressNginxConfig(ApiModel):
     host: str | None = Field(default=None, max_length=253)
+    """Host of the Ingress rule; empty matches every host."""
     ingress_class_name: str = Field(default="nginx", max_length=253)
+    """IngressClass of the ingress-nginx controller."""
     path: str = Field(default="/", max_length=1024)
+    """Path prefix of the Ingress rule."""
 
 
 class TrafficProvider(StrEnum):

@@ -58,8 +58,11 @@ class Combiner(ApiModel):
     )
 
     type: CombinerType = CombinerType.MEAN
+    """mean, weightedMean, vote, max, min, sum or linear."""
     weights: list[float] | None = Field(default=None, min_length=1, max_length=MAX_CHILDREN)
+    """One weight per child (weightedMean, linear)."""
     bias: float = 0.0
+    """Added to a linear combination."""
 
     @model_validator(mode="after")
     def _weights(self) -> Combiner:
@@ -85,12 +88,16 @@ class When(ApiModel):
     )
     feature: int = Field(default=0, ge=0, description="index of the feature in a row")
     op: CaseOp
+    """eq, ne, lt, le, gt or ge."""
     value: float
+    """Compared with the feature."""
 
 
 class Case(ApiModel):
     when: When
+    """The test."""
     node: Name
+    """Node taken when the test holds."""
 
 
 class GraphNode(ApiModel):
@@ -128,11 +135,16 @@ class GraphNode(ApiModel):
     )
 
     name: Name
+    """Name of the node; unique."""
     type: NodeType
+    """Model, Sequence (children in order), Ensemble (children combined) or Switch (cases)."""
     model_deployment: ResourceName | None = None
+    """The ModelDeployment a Model node calls."""
     children: list[Name] = Field(default_factory=list, max_length=MAX_CHILDREN)
+    """Nodes a Sequence or Ensemble calls."""
     combiner: Combiner | None = Field(default=None, description="Ensemble: default mean")
     cases: list[Case] = Field(default_factory=list, max_length=MAX_CHILDREN)
+    """Switch: tests in order; the first that holds picks the node."""
     default: Name | None = Field(default=None, description="Switch: node taken when no case matches")
 
     @model_validator(mode="after")
@@ -168,7 +180,9 @@ class GraphNode(ApiModel):
 
 class CompositeTraffic(ApiModel):
     provider: Literal["Router"] = "Router"
+    """Graphs run in the router."""
     router: RouterConfig = Field(default_factory=RouterConfig)
+    """The router that runs the graph."""
 
 
 _NODE_EXISTS = "self.nodes.exists(m, m.name == {ref})"
@@ -207,8 +221,11 @@ class CompositeModelSpec(ApiModel):
     nodes: list[GraphNode] = Field(
         min_length=1, max_length=MAX_NODES, json_schema_extra=validations(unique_names_rule("node"))
     )
+    """The nodes of the graph."""
     root: Name
+    """The node requests enter."""
     traffic: CompositeTraffic = Field(default_factory=CompositeTraffic)
+    """The router that serves the graph."""
 
     @model_validator(mode="after")
     def _graph(self) -> CompositeModelSpec:

@@ -37,6 +37,7 @@ MAX_VARIANTS = 16
 
 class Variant(ApiModel):
     name: Name
+    """Name of the variant; unique, shown in status and in the x-mlrollouts-variant header."""
     model_deployment: ResourceName = Field(
         description="the ModelDeployment whose stable revision serves this arm"
     )
@@ -57,6 +58,7 @@ class Policy(ApiModel):
     """How the split is computed every `interval`."""
 
     type: PolicyType = PolicyType.FIXED
+    """Fixed, EpsilonGreedy, ThompsonSampling or UCB1."""
     epsilon: float = Field(default=0.1, ge=0, le=1, description="EpsilonGreedy: share spent exploring")
     epsilon_decay: float | None = Field(
         default=None, gt=0, le=1, description="EpsilonGreedy: epsilon *= decay per interval"
@@ -97,6 +99,7 @@ class Reward(ApiModel):
     )
 
     source: RewardSource = RewardSource.FEEDBACK
+    """Feedback (router feedback API) or Query (PromQL per variant)."""
     query: str | None = Field(
         default=None, min_length=1, max_length=4096, description="PromQL; may use {{ variant }}"
     )
@@ -131,10 +134,14 @@ class Decision(ApiModel):
     """When a winner is declared."""
 
     method: DecisionMethod = DecisionMethod.BAYESIAN
+    """Bayesian (probability to be best and expected loss) or Frequentist (always-valid sequential test)."""
     probability_to_be_best: float = Field(default=0.95, ge=0.5, le=1)
+    """Bayesian: a winner needs at least this probability of being best."""
     expected_loss_threshold: float = Field(default=0.001, ge=0)
+    """Bayesian: a winner's expected loss must be at most this."""
     alpha: float = Field(default=0.05, gt=0, le=0.5, description="Frequentist: false-positive rate")
     min_samples_per_variant: int = Field(default=1000, ge=1)
+    """No decision before every variant has this many rewarded requests."""
 
 
 class OnConclusion(StrEnum):
@@ -160,10 +167,15 @@ class ExperimentTraffic(ApiModel):
     )
 
     provider: ExperimentTrafficProvider = ExperimentTrafficProvider.ROUTER
+    """Router (default; needed by adaptive policies), GatewayAPI or IngressNginx (Fixed only)."""
     stickiness: Stickiness | None = None
+    """Keep a user on one variant."""
     router: RouterConfig = Field(default_factory=RouterConfig)
+    """The router (provider Router)."""
     gateway_api: GatewayApiConfig | None = Field(default=None, alias="gatewayAPI")
+    """The HTTPRoute (provider GatewayAPI)."""
     ingress_nginx: IngressNginxConfig | None = None
+    """The Ingresses (provider IngressNginx)."""
 
     @model_validator(mode="after")
     def _provider_config(self) -> ExperimentTraffic:
@@ -216,15 +228,23 @@ class ExperimentSpec(ApiModel):
     variants: list[Variant] = Field(
         min_length=2, max_length=MAX_VARIANTS, json_schema_extra=validations(unique_names_rule("variant"))
     )
+    """The arms, each a ModelDeployment."""
     policy: Policy = Field(default_factory=Policy)
+    """How the split is computed."""
     interval: Duration = Field(default="1m", description="how often weights and decisions are recomputed")
     reward: Reward = Field(default_factory=Reward)
+    """Where rewards come from."""
     guardrails: Checks = Field(default_factory=list)
+    """Checks per variant; a variant that breaks one leaves the split."""
     decision: Decision = Field(default_factory=Decision)
+    """When a winner is declared."""
     max_duration: Duration | None = Field(default=None, description="stop without a winner after this long")
     on_conclusion: OnConclusion = OnConclusion.KEEP
+    """RouteToWinner (send all traffic to the winner) or Keep (leave the split)."""
     traffic: ExperimentTraffic = Field(default_factory=ExperimentTraffic)
+    """How traffic reaches the variants."""
     prometheus: PrometheusConfig | None = None
+    """Where metrics live."""
 
     def floor_of(self, variant: Variant) -> int:
         """The floor weight that applies to a variant."""

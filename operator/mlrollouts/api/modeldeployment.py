@@ -57,7 +57,9 @@ class ModelSource(ApiModel):
     name: Name | None = Field(default=None, description="served model name; default: the resource name")
     uri: str = Field(min_length=1, max_length=2048, description="file://, http(s):// or s3:// location")
     format: ModelFormat = ModelFormat.AUTO
+    """auto (from the file name), onnx or sklearn."""
     version: str | None = Field(default=None, max_length=128)
+    """Model version, shown in status and metrics."""
     sha256: str | None = Field(
         default=None,
         max_length=64,
@@ -77,18 +79,23 @@ class ModelSource(ApiModel):
 
 class ResourceRequirements(ApiModel):
     requests: dict[str, Quantity] = Field(default_factory=dict)
+    """Resource requests of each serving container (e.g. cpu: 500m)."""
     limits: dict[str, Quantity] = Field(default_factory=dict)
+    """Resource limits of each serving container."""
 
 
 class EnvVar(ApiModel):
     name: str = Field(min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    """Variable name."""
     value: str = Field(default="", max_length=32768)
+    """Variable value."""
 
 
 class Batching(ApiModel):
     """Server-side dynamic batching."""
 
     max_batch_size: int = Field(default=32, ge=1, le=4096)
+    """Most requests in one batch."""
     max_wait: Duration = Field(default="5ms", description="longest a request waits for a batch to fill")
 
 
@@ -99,10 +106,15 @@ class Serving(ApiModel):
         default=None, max_length=1024, description="default: the operator's serving image"
     )
     replicas: int = Field(default=1, ge=0, le=1000)
+    """Serving pods per revision."""
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    """CPU and memory of each serving container."""
     env: list[EnvVar] = Field(default_factory=list, max_length=128)
+    """Extra environment variables."""
     args: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list, max_length=128)
+    """Extra arguments to the serving command."""
     port: int = Field(default=8080, ge=1, le=65535)
+    """HTTP port of the model server."""
     batching: Batching | None = None
 
 
@@ -123,9 +135,13 @@ class Traffic(ApiModel):
     )
 
     provider: TrafficProvider = TrafficProvider.ROUTER
+    """Router (exact weights, shadow, stickiness), GatewayAPI, IngressNginx or Service (replica-proportional)."""
     router: RouterConfig = Field(default_factory=RouterConfig)
+    """The router in front of the revisions (provider Router)."""
     gateway_api: GatewayApiConfig | None = Field(default=None, alias="gatewayAPI")
+    """The HTTPRoute (provider GatewayAPI)."""
     ingress_nginx: IngressNginxConfig | None = None
+    """The Ingresses (provider IngressNginx)."""
 
     @model_validator(mode="after")
     def _provider_config(self) -> Traffic:
@@ -147,13 +163,16 @@ class ShadowStep(ApiModel):
     """Mirror a share of live traffic to the candidate; its answers are compared, never returned."""
 
     percent: int = Field(ge=1, le=100)
+    """Percent of requests mirrored."""
     duration: Duration
+    """How long to mirror."""
 
 
 class ApprovalStep(ApiModel):
     """Wait for `mlrollouts promote`."""
 
     message: str | None = Field(default=None, max_length=1024)
+    """Shown while the rollout waits."""
 
 
 class RolloutStep(ApiModel):
@@ -207,16 +226,20 @@ class Analysis(ApiModel):
     """Metric checks run every `interval` while a candidate gets traffic."""
 
     interval: Duration = "1m"
+    """How often the checks run."""
     failure_limit: int = Field(default=2, ge=1, le=1000, description="failed analysis runs that roll back")
     failure_mode: FailureMode = Field(
         default=FailureMode.CONSECUTIVE,
         description="count failures in a row (Consecutive) or in total (Total)",
     )
     inconclusive_limit: int = Field(default=3, ge=1, le=1000)
+    """Inconclusive runs in a row before onInconclusive applies."""
     on_inconclusive: OnInconclusive = OnInconclusive.HOLD
+    """Hold (wait) or Rollback after inconclusiveLimit."""
     min_samples: int = Field(default=50, ge=0, description="candidate requests in the window for a verdict")
     prometheus: PrometheusConfig | None = None
     checks: Checks = Field(default_factory=list)
+    """The checks; every one must pass."""
 
     @model_validator(mode="after")
     def _names(self) -> Analysis:
@@ -255,14 +278,19 @@ class Rollout(ApiModel):
     )
 
     strategy: Strategy = Strategy.CANARY
+    """Canary (steps of weight), BlueGreen (switch at once after its steps) or Immediate."""
     steps: list[RolloutStep] = Field(
         default_factory=list, max_length=MAX_STEPS, json_schema_extra=validations(*STEP_WEIGHT_RULES)
     )
+    """The steps, in order; weights strictly increase."""
     analysis: Analysis | None = None
+    """Metric checks that gate every step."""
     progress_deadline: Duration = Field(default="10m", description="longest a step may wait for readiness")
     scale_down_delay: Duration = Field(default="30s", description="keep the old revision up this long")
     revision_history_limit: int = Field(default=5, ge=0, le=100)
+    """Old revisions kept in status."""
     paused: bool = False
+    """Hold the rollout at its current step."""
 
     @model_validator(mode="after")
     def _steps(self) -> Rollout:
@@ -297,6 +325,7 @@ class LearningFeedback(ApiModel):
         default="1h", description="feedback older than this is not joined to its request"
     )
     label_field: str = Field(default="label", max_length=256)
+    """Key of the label in a feedback body."""
     batch_size: int = Field(default=32, ge=1, le=100000, description="samples per partial_fit call")
 
 
@@ -315,10 +344,14 @@ class LearningGuard(ApiModel):
     )
 
     metric: Literal["accuracy", "logLoss", "mae", "rmse"] = "accuracy"
+    """Prequential (test-then-train) metric: accuracy, logLoss, mae or rmse."""
     min: float | None = None
+    """Breached below this value."""
     max: float | None = None
+    """Breached above this value."""
     window: int = Field(default=500, ge=1, description="labelled samples the metric is computed over")
     min_samples: int = Field(default=100, ge=0)
+    """Labelled samples before the guard judges."""
 
     @model_validator(mode="after")
     def _threshold(self) -> LearningGuard:
@@ -349,14 +382,18 @@ class Learning(ApiModel):
     )
 
     enabled: bool = False
+    """Learn from labelled feedback in production."""
     algorithm: str = Field(
         default="SGDClassifier", max_length=128, description="an estimator with partial_fit"
     )
     params: dict[str, Any] = Field(default_factory=dict, description="estimator parameters")
     feedback: LearningFeedback = Field(default_factory=LearningFeedback)
+    """How feedback joins its request."""
     snapshot_every: int = Field(default=1000, ge=1, description="learned samples between published snapshots")
     guard: LearningGuard | None = None
+    """Rolls back to the last good snapshot when breached."""
     storage: LearningStorage | None = None
+    """Where snapshots and the production-data log live."""
     pinned_snapshot: int | None = Field(default=None, ge=0, description="serve this snapshot and stop moving")
 
     @model_validator(mode="after")

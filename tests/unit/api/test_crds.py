@@ -220,3 +220,19 @@ def test_object_defaults_let_nested_defaults_apply():
     assert defaulted["policy"]["type"] == "Fixed"
     assert defaulted["traffic"]["provider"] == "Router"
     assert defaulted["interval"] == "1m"
+
+
+@pytest.mark.parametrize("kind", sorted(CRD_FILES))
+def test_every_spec_field_is_described_for_kubectl_explain(kind):
+    undocumented = []
+
+    def walk(node: dict, path: str) -> None:
+        for name, child in node.get("properties", {}).items():
+            if not child.get("description"):
+                undocumented.append(f"{path}.{name}")
+            walk(child, f"{path}.{name}")
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], f"{path}[]")
+
+    walk(schema_of(kind)["properties"]["spec"], "spec")
+    assert undocumented == []
