@@ -162,7 +162,12 @@ class ExperimentTraffic(ApiModel):
                 "self.provider != 'GatewayAPI' || has(self.gatewayAPI)",
                 "provider GatewayAPI needs gatewayAPI.parentRefs",
                 field="gatewayAPI",
-            )
+            ),
+            cel(
+                "!has(self.stickiness) || !has(self.router.stickiness)",
+                "set stickiness once: traffic.stickiness or traffic.router.stickiness",
+                field="stickiness",
+            ),
         )
     )
 
@@ -181,6 +186,10 @@ class ExperimentTraffic(ApiModel):
     def _provider_config(self) -> ExperimentTraffic:
         if self.provider == ExperimentTrafficProvider.GATEWAY_API and self.gateway_api is None:
             raise ValueError("gatewayAPI: provider GatewayAPI needs gatewayAPI.parentRefs")
+        if self.stickiness is not None and self.router.stickiness is not None:
+            raise ValueError(
+                "stickiness: set stickiness once: traffic.stickiness or traffic.router.stickiness"
+            )
         return self
 
 

@@ -404,11 +404,33 @@ class Learning(ApiModel):
 
 
 class ModelDeploymentSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.traffic.provider == 'Router' || !has(self.rollout.steps) "
+                "|| self.rollout.steps.all(s, !has(s.shadow))",
+                "shadow steps need traffic provider Router (the only one that mirrors a share of requests)",
+                field="rollout.steps",
+            )
+        )
+    )
+
     model: ModelSource
     serving: Serving = Field(default_factory=Serving)
     traffic: Traffic = Field(default_factory=Traffic)
     rollout: Rollout = Field(default_factory=Rollout)
     learning: Learning | None = None
+
+    @model_validator(mode="after")
+    def _shadow_needs_router(self) -> ModelDeploymentSpec:
+        if self.traffic.provider != TrafficProvider.ROUTER:
+            for index, step in enumerate(self.rollout.steps):
+                if step.shadow is not None:
+                    raise ValueError(
+                        f"rollout.steps[{index}].shadow: shadow steps need traffic provider Router "
+                        f"(provider {self.traffic.provider.value} cannot mirror a share of requests)"
+                    )
+        return self
 
 
 # --- status ---------------------------------------------------------------------------------------
