@@ -126,6 +126,21 @@ class GraphNode(ApiModel):
                 field="cases",
             ),
             cel(
+                "self.type == 'Sequence' || self.type == 'Ensemble' || !has(self.children) || size(self.children) == 0",
+                "only Sequence and Ensemble nodes take children",
+                field="children",
+            ),
+            cel(
+                "self.type == 'Switch' || ((!has(self.cases) || size(self.cases) == 0) && !has(self.default))",
+                "cases and default belong to a Switch node",
+                field="cases",
+            ),
+            cel(
+                "self.type == 'Ensemble' || !has(self.combiner)",
+                "combiner belongs to an Ensemble node",
+                field="combiner",
+            ),
+            cel(
                 "self.type != 'Ensemble' || !has(self.combiner) || !has(self.combiner.weights) "
                 "|| (has(self.children) && size(self.combiner.weights) == size(self.children))",
                 "combiner.weights needs one weight per child",
@@ -156,6 +171,12 @@ class GraphNode(ApiModel):
             raise ValueError(f"modelDeployment: only a Model node takes modelDeployment {where}")
         if self.type in (NodeType.SEQUENCE, NodeType.ENSEMBLE) and not self.children:
             raise ValueError(f"children: Sequence and Ensemble nodes need children {where}")
+        if self.type not in (NodeType.SEQUENCE, NodeType.ENSEMBLE) and self.children:
+            raise ValueError(f"children: only Sequence and Ensemble nodes take children {where}")
+        if self.type != NodeType.SWITCH and (self.cases or self.default is not None):
+            raise ValueError(f"cases: cases and default belong to a Switch node {where}")
+        if self.type != NodeType.ENSEMBLE and self.combiner is not None:
+            raise ValueError(f"combiner: combiner belongs to an Ensemble node {where}")
         if self.type == NodeType.SWITCH and not self.cases:
             raise ValueError(f"cases: a Switch node needs cases {where}")
         if (
