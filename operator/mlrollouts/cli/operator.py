@@ -41,6 +41,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
     run.add_argument("--tick", type=float, default=1.0, help="seconds between checks of in-flight rollouts")
     run.add_argument(
+        "--poll",
+        type=float,
+        default=1.0,
+        help="seconds between passes while waiting for readiness or traffic",
+    )
+    run.add_argument(
         "--liveness", default=None, help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz"
     )
     run.set_defaults(handler=_run)
@@ -51,13 +57,15 @@ def _run(args: argparse.Namespace) -> int:
     from mlrollouts.controller.config import OperatorConfig
     from mlrollouts.controller.run import run
 
-    if args.tick <= 0:
-        raise SystemExit("--tick: must be a positive number of seconds")
+    for flag, value in (("--tick", args.tick), ("--poll", args.poll)):
+        if value <= 0:
+            raise SystemExit(f"{flag}: must be a positive number of seconds, got {value}")
     config = OperatorConfig(
         serving_image=args.serving_image,
         prometheus_url=args.prometheus_url,
         upstream_template=args.upstream_template,
         tick=args.tick,
+        poll=args.poll,
     )
     run(
         config,

@@ -13,3 +13,5 @@ class OperatorConfig:
     history_size: int = 10
     tick: float = 1.0
     """Seconds between timer checks of in-flight rollouts (the work itself runs only when due)."""
+    poll: float = 1.0
+    """Seconds between passes while waiting for readiness or for the traffic provider."""

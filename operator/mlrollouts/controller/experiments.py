@@ -182,7 +182,8 @@ async def observe_metrics(
         return [GuardrailOutcome(r.name, r.verdict.value, r.message, r.value) for r in results]
 
     names = [v.name for v in spec.variants]
-    rewards, *checks = await asyncio.gather(rewards_task, *(guardrails_of(n) for n in names))
+    checks_task = asyncio.gather(*(guardrails_of(n) for n in names))
+    rewards, checks = await asyncio.gather(rewards_task, checks_task)
     guardrails = dict(zip(names, checks, strict=True))
     if isinstance(rewards, QueryError):
         return rewards.reason, guardrails

@@ -198,7 +198,7 @@ async def reconcile(
         return await _invalid(kube, namespace, name, meta, status_before, str(exc), now)
 
     # -- observe ------------------------------------------------------------------------------------
-    spec = rollout_spec(md, history_size=config.history_size)
+    spec = rollout_spec(md, history_size=config.history_size, poll_interval=config.poll)
     state = rollout_state(md, spec)
     owner = Owner(name=name, namespace=namespace, uid=meta.get("uid", ""))
     deployments = await kube.list(

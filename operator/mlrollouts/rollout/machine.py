@@ -45,9 +45,6 @@ from mlrollouts.rollout.model import (
     Verdict,
 )
 
-WAIT_REQUEUE = 1.0
-"""Seconds between ticks while waiting for readiness or for the traffic provider to confirm weights."""
-
 APPROVAL = "AwaitingApproval"
 SPEC_PAUSED = "PausedBySpec"
 INCONCLUSIVE_HOLD = "InconclusiveAnalysis"
@@ -106,8 +103,8 @@ class _Tick:
     def update(self, **changes: object) -> None:
         self.s = replace(self.s, **changes)  # type: ignore[arg-type]
 
-    def wait(self, seconds: float = WAIT_REQUEUE) -> None:
-        self.requeue.append(max(seconds, 0.0))
+    def wait(self, seconds: float | None = None) -> None:
+        self.requeue.append(max(self.spec.poll_interval if seconds is None else seconds, 0.0))
 
     def wait_until(self, when: datetime) -> None:
         self.wait((when - self.now).total_seconds())

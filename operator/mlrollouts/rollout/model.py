@@ -89,6 +89,8 @@ class RolloutSpec:
     revision_history_limit: int = 2
     paused: bool = False
     history_size: int = 10
+    poll_interval: float = 1.0
+    """Seconds between ticks while waiting for readiness or for the traffic provider to confirm weights."""
 
     def effective_steps(self) -> tuple[Step, ...]:
         """Blue/green never splits user traffic: only its shadow and approval steps are kept."""

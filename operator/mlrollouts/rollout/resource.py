@@ -67,7 +67,7 @@ def target_revision(md: ModelDeployment) -> str:
     return revision_hash(model, serving)
 
 
-def rollout_spec(md: ModelDeployment, history_size: int = 10) -> RolloutSpec:
+def rollout_spec(md: ModelDeployment, history_size: int = 10, poll_interval: float = 1.0) -> RolloutSpec:
     rollout = md.spec.rollout
     steps: list[Step] = []
     for s in rollout.steps:
@@ -101,6 +101,7 @@ def rollout_spec(md: ModelDeployment, history_size: int = 10) -> RolloutSpec:
         revision_history_limit=rollout.revision_history_limit,
         paused=rollout.paused,
         history_size=history_size,
+        poll_interval=poll_interval,
     )
 
 

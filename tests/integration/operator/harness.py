@@ -137,7 +137,7 @@ class Cluster:
                             },
                             headers={"Content-Type": "application/merge-patch+json"},
                         )
-            self._stop.wait(0.2)
+            self._stop.wait(0.1)
         client.close()
 
     def stop(self) -> None:
@@ -160,7 +160,9 @@ def start_operator(
         "--metrics-port",
         str(metrics_port),
         "--tick",
-        "0.5",
+        "0.25",
+        "--poll",
+        "0.3",
     ]
     if prometheus_url:
         argv += ["--prometheus-url", prometheus_url]
