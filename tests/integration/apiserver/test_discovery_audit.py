@@ -96,3 +96,14 @@ def test_kmock_reactions_take_precedence(http, apiserver):
     apiserver.emulator["get /api/v1/namespaces/default/configmaps"] << 503
     assert http.get("/api/v1/namespaces/default/configmaps").status_code == 503
     assert http.get("/api/v1/namespaces").status_code == 200
+
+
+def test_aggregated_discovery_request_falls_back_to_the_legacy_documents(http):
+    accept = (
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
+        "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json"
+    )
+    response = http.get("/apis", headers={"Accept": accept})
+    # A plain application/json answer tells clients to use the per-group documents.
+    assert response.headers["Content-Type"].split(";")[0] == "application/json"
+    assert response.json()["kind"] == "APIGroupList"

@@ -217,3 +217,20 @@ def test_cli_serves_until_sigterm(tmp_path):
     assert {"verb": "list", "resource": "namespaces"}.items() <= next(
         r for r in records if r.get("resource") == "namespaces"
     ).items()
+
+
+def test_create_generators_send_protobuf(kubectl):
+    assert "namespace/demo created" in kubectl("create", "namespace", "demo").stdout
+    kubectl(
+        "create", "configmap", "settings", "-n", "demo", "--from-literal=mode=fast", "--from-literal=level=3"
+    )
+    kubectl("create", "secret", "generic", "token", "-n", "demo", "--from-literal=key=s3cret")
+    assert json.loads(kubectl("get", "cm", "settings", "-n", "demo", "-o", "json").stdout)["data"] == {
+        "mode": "fast",
+        "level": "3",
+    }
+    assert json.loads(kubectl("get", "secret", "token", "-n", "demo", "-o", "json").stdout)["data"] == {
+        "key": "czNjcmV0"
+    }
+    unsupported = kubectl("create", "deployment", "web", "--image=app", check=False)
+    assert unsupported.returncode != 0 and "send JSON or YAML" in unsupported.stderr

@@ -150,3 +150,18 @@ def test_streaming_list_ends_initial_events_with_a_bookmark(http):
     bookmark = events[1]
     assert bookmark["type"] == "BOOKMARK"
     assert bookmark["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+
+
+def test_watch_as_table_for_kubectl_get_watch(http):
+    mark = http.get(CMS).json()["metadata"]["resourceVersion"]
+    http.post(CMS, json={"metadata": {"name": "a"}, "data": {"k": "v"}})
+    http.post(CMS, json={"metadata": {"name": "b"}})
+    accept = {"Accept": "application/json;as=Table;g=meta.k8s.io;v=v1,application/json"}
+    params = {"watch": "true", "resourceVersion": mark, "timeoutSeconds": "10"}
+    with http.stream("GET", CMS, params=params, headers=accept) as response:
+        lines = response.iter_lines()
+        first, second = json.loads(next(lines)), json.loads(next(lines))
+    assert first["object"]["kind"] == "Table"
+    assert [c["name"] for c in first["object"]["columnDefinitions"]] == ["Name", "Data", "Age"]
+    assert first["object"]["rows"][0]["cells"][:2] == ["a", 1]
+    assert second["object"]["columnDefinitions"] == [] and second["object"]["rows"][0]["cells"][0] == "b"

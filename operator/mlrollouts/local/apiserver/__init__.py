@@ -4,9 +4,28 @@
 
     with ApiServer(port=0) as api:
         api.write_kubeconfig(path)  # for kubectl, kopf and the kubernetes client
-        ...
+        api.audit                   # every request: verb, apiGroup, resource, subresource, namespace...
 
-``mlrollouts local apiserver --port P --kubeconfig PATH`` runs it in the foreground.
+``mlrollouts local apiserver --port P --kubeconfig PATH`` runs it in the foreground until SIGTERM;
+``serve(ApiEmulator(), host, port)`` runs it inside an existing event loop.
+
+Behaves like a real API server for what kopf, the kubernetes client and kubectl do (uid, global
+resourceVersion, generation, status and scale subresources, conflicts, patches, list/watch with
+selectors and resume, discovery, CRD registration and schema/CEL validation, finalizers, garbage
+collection, server-side printing). Approximations, by design:
+
+- Server-side apply merges the applied configuration (named lists by key for built-in kinds,
+  replacing other lists) and removes fields the same field manager applied before and left out
+  now; managedFields and conflicts between managers are not tracked, ``force`` is ignored.
+- Garbage collection, namespace termination and foreground deletion run right after the request
+  that triggers them (in the same event loop, as separate changes), not in a controller with delays.
+- No admission, authentication or authorization: every request is allowed and audited.
+- Core ``v1`` and ``events.k8s.io/v1`` events are stored separately.
+- OpenAPI documents are empty (clients validate nothing locally; the server validates custom
+  resources); aggregated discovery is answered with the legacy documents, which clients fall back to.
+- Protobuf request bodies are understood for ConfigMap, Secret, Namespace and ServiceAccount
+  (what ``kubectl create <kind>`` sends); other kinds must be sent as JSON or YAML.
+- Watches end at ``timeoutSeconds`` (none by default); bookmarks come every ``bookmark_interval``.
 """
 
 from .emulator import ApiEmulator

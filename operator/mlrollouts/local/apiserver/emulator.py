@@ -32,7 +32,7 @@ import yaml
 from kmock import KubernetesEmulator, Request
 from kmock._internal import apps
 
-from . import errors, patching, selectors, tables
+from . import errors, patching, protobuf, selectors, tables
 from .errors import ApiError
 from .resources import Registry, ResourceType
 from .store import Change, Store
@@ -350,6 +350,11 @@ class ApiEmulator(KubernetesEmulator):
                 return None
             raise errors.bad_request("the request body is empty")
         content_type = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
+        if content_type == "application/vnd.kubernetes.protobuf":
+            try:
+                return protobuf.decode(request.body)
+            except protobuf.ProtobufError as exc:
+                raise ApiError(415, "UnsupportedMediaType", str(exc), None) from None
         try:
             if content_type.endswith("yaml"):
                 return yaml.safe_load(request.body)
@@ -679,6 +684,24 @@ class ApiEmulator(KubernetesEmulator):
                 return {"type": "DELETED", "object": change.obj}
             return None
 
+        as_table = "as=Table" in request.headers.get("Accept", "")
+        columns_sent = False
+        include_object = params.get("includeObject", "Metadata")
+
+        def encode(event: dict[str, Any]) -> bytes:
+            # kubectl get -w asks for Table events: one row each, column definitions in the first.
+            nonlocal columns_sent
+            if as_table and event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                obj = event["object"]
+                table = tables.to_table(
+                    rt, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]}, include_object
+                )
+                if columns_sent:
+                    table["columnDefinitions"] = []
+                columns_sent = True
+                event = {"type": event["type"], "object": table}
+            return json.dumps(event, separators=(",", ":")).encode() + b"\n"
+
         queue: asyncio.Queue[Change | None] = asyncio.Queue()
         backlog: list[dict[str, Any]] = []
         error: dict[str, Any] | None = None
@@ -713,7 +736,7 @@ class ApiEmulator(KubernetesEmulator):
                 await response.write(json.dumps({"type": "ERROR", "object": error}).encode() + b"\n")
                 return response
             for event in backlog:
-                await response.write(json.dumps(event, separators=(",", ":")).encode() + b"\n")
+                await response.write(encode(event))
             deadline = time.monotonic() + timeout if timeout is not None else None
             next_bookmark = time.monotonic() + self.bookmark_interval
             while True:
@@ -737,7 +760,7 @@ class ApiEmulator(KubernetesEmulator):
                     continue
                 event = translate(change)
                 if event is not None:
-                    await response.write(json.dumps(event, separators=(",", ":")).encode() + b"\n")
+                    await response.write(encode(event))
         except (ConnectionResetError, aiohttp.ClientConnectionResetError, asyncio.CancelledError):
             pass
         finally:

@@ -184,7 +184,7 @@ class Store:
                     name,
                     f"unable to create new content in namespace {namespace} because it is being terminated",
                 )
-        if (namespace or "", name) in self.objects[rt.key] and rt.namespaced == bool(namespace):
+        if (namespace or "", name) in self.objects[rt.key]:
             raise errors.already_exists(rt, name)
         for field in (
             "resourceVersion",
@@ -354,14 +354,11 @@ class Store:
     ) -> dict[str, Any]:
         if not rt.schema:
             return obj
-        pruned, unknown = schema.prune_and_default(obj, rt.schema)
-        self.last_unknown_fields = unknown
+        pruned, _unknown = schema.prune_and_default(obj, rt.schema)
         problems = schema.validate(pruned, rt.schema, old, has_old=old is not None)
         if problems:
             raise errors.invalid(rt, obj["metadata"].get("name", ""), problems)
         return pruned
-
-    last_unknown_fields: list[str] = []
 
     # ------------------------------------------------------------------------------------------ update
 
@@ -450,7 +447,7 @@ class Store:
                         )
                     ],
                 )
-        if rt.has_generation and _desired_state(new) != _desired_state(old):
+        if rt.has_generation and _desired_state(rt, new) != _desired_state(rt, old):
             new["metadata"]["generation"] = int(old_meta.get("generation", 0)) + 1
         if rt.key == _CRD_KEY and subresource != "status":
             status = copy.deepcopy(old.get("status") or self._crd_status(new))
@@ -661,8 +658,12 @@ class Store:
         return changed
 
 
-def _desired_state(obj: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+def _desired_state(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+    """What ``generation`` counts: all but metadata, and but status when it has its own subresource."""
+    skipped = (
+        ("metadata", "apiVersion", "kind", "status") if rt.has_status else ("metadata", "apiVersion", "kind")
+    )
+    return {k: v for k, v in obj.items() if k not in skipped}
 
 
 def _without_foreground_finalizer(obj: dict[str, Any]) -> dict[str, Any]:
