@@ -3,14 +3,37 @@ Kubernetes, structural, with the names, columns and cost bounds the API server n
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from apiserver_checks import CRD_DIR, apply_defaults, walk_rules
+from apiserver_checks import CRD_DIR, apply_defaults, server_side_errors, walk_rules
 
+import manifests
+from mlrollouts.api import (
+    AnalysisRun,
+    AnalysisStatus,
+    CompositeModel,
+    CompositeModelStatus,
+    Condition,
+    Experiment,
+    ExperimentStatus,
+    Interval,
+    LearningStatus,
+    ModelDeployment,
+    ModelDeploymentStatus,
+    NodeStatus,
+    RevisionRecord,
+    RevisionWeight,
+    SnapshotRecord,
+    VariantStatus,
+    Winner,
+    parse_resource,
+    to_json,
+)
 from mlrollouts.api import crd as crdgen
 from mlrollouts.cli import main as cli
 
@@ -236,3 +259,92 @@ def test_every_spec_field_is_described_for_kubectl_explain(kind):
 
     walk(schema_of(kind)["properties"]["spec"], "spec")
     assert undocumented == []
+
+
+def test_status_written_by_the_models_validates_against_the_crds():
+    """What the operator writes with `to_json` is what the CRD's status schema accepts."""
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    ready = Condition(
+        type="Ready",
+        status="True",
+        reason="Healthy",
+        message="ok",
+        last_transition_time=now,
+        observed_generation=3,
+    )
+    statuses = {
+        ModelDeployment: ModelDeploymentStatus(
+            phase="Progressing",
+            observed_generation=3,
+            stable_revision="a1b2c3",
+            candidate_revision="d4e5f6",
+            current_step=1,
+            step_started_at=now,
+            rollout_started_at=now,
+            weights=[
+                RevisionWeight(revision="a1b2c3", desired=90, verified=90),
+                RevisionWeight(revision="d4e5f6", desired=10, shadow=0),
+            ],
+            weights_summary="a1b2c3:90 d4e5f6:10",
+            analysis=AnalysisStatus(
+                runs=[
+                    AnalysisRun(
+                        time=now,
+                        check="errors",
+                        verdict="Inconclusive",
+                        value=None,
+                        samples=3,
+                        message="too few requests",
+                    )
+                ],
+                inconclusive_count=1,
+                last_run_at=now,
+            ),
+            revisions=[RevisionRecord(revision="a1b2c3", created_at=now, outcome="Serving")],
+            conditions=[ready],
+            learning=LearningStatus(
+                latest_snapshot=4,
+                last_good_snapshot=3,
+                snapshots=[SnapshotRecord(version=4, parent=3, metrics={"accuracy": 0.91})],
+            ),
+        ),
+        Experiment: ExperimentStatus(
+            phase="Concluded",
+            variants=[
+                VariantStatus(
+                    name="a",
+                    requests=100,
+                    reward_count=100,
+                    reward_sum=12.5,
+                    mean=0.125,
+                    interval=Interval(low=0.07, high=0.2),
+                    probability_to_be_best=0.97,
+                    weight=100,
+                    guardrail="Ok",
+                )
+            ],
+            winner=Winner(
+                variant="a",
+                reason="probability to be best 0.97 >= 0.95",
+                evidence={"probabilityToBeBest": 0.97},
+                decided_at=now,
+            ),
+            started_at=now,
+            conditions=[ready],
+        ),
+        CompositeModel: CompositeModelStatus(
+            phase="Ready",
+            endpoint="http://g.default.svc:8080",
+            nodes=[NodeStatus(name="x", ready=True)],
+            conditions=[ready],
+        ),
+    }
+    for sample in manifests.valid()[:3]:
+        resource = parse_resource(sample.document)
+        with_status = resource.model_copy(update={"status": statuses[type(resource)]})
+        wire = to_json(with_status)
+        assert wire["status"]["conditions"][0]["lastTransitionTime"] == "2026-01-02T03:04:05Z"
+        assert server_side_errors(wire) == []
+        assert parse_resource(wire) == with_status
+        wire["status"]["phase"] = "Exploded"
+        assert any("status.phase" in p for p in server_side_errors(wire))
