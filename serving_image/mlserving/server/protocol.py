@@ -120,7 +120,8 @@ def to_array(data: Any, datatype: str, where: str, allow_nan: bool, keep_shape: 
         raise ProtocolError(
             f"{where}.data must hold numbers for datatype {datatype}, found {_kind_name(raw)}"
         )
-    arr = (raw if keep_shape else raw.reshape(-1)).astype(target, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes Inf, rejected below
+        arr = (raw if keep_shape else raw.reshape(-1)).astype(target, copy=False)
     if not allow_nan and not np.isfinite(arr).all():
         bad = int(np.flatnonzero(~np.isfinite(arr.reshape(-1)))[0])
         raise ProtocolError(
