@@ -69,4 +69,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     local_sub = parser.add_subparsers(dest="local_command", metavar="SUBCOMMAND")
     for add in SUBCOMMANDS.values():
         add(local_sub)
-    parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
+
+    def usage(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    parser.set_defaults(handler=usage)

@@ -599,7 +599,7 @@ class ApiEmulator(KubernetesEmulator):
         labels, fields = self._matchers(request, rt)
         return [
             obj
-            for obj in self.store.list(rt, namespace)
+            for obj in self.store.list_objects(rt, namespace)
             if labels(obj["metadata"].get("labels") or {}) and fields(obj)
         ]
 
@@ -670,7 +670,7 @@ class ApiEmulator(KubernetesEmulator):
             meta = obj["metadata"]
             if namespace is not None and meta.get("namespace") != namespace:
                 return False
-            return labels(meta.get("labels") or {}) and fields(obj)
+            return bool(labels(meta.get("labels") or {}) and fields(obj))
 
         def translate(change: Change) -> dict[str, Any] | None:
             now_in, was_in = matches(change.obj), matches(change.old)
@@ -708,7 +708,9 @@ class ApiEmulator(KubernetesEmulator):
         # Synchronous section: snapshot and subscription happen atomically on the event loop.
         if rv_param in ("", "0") or send_initial:
             backlog = [
-                {"type": "ADDED", "object": obj} for obj in self.store.list(rt, namespace) if matches(obj)
+                {"type": "ADDED", "object": obj}
+                for obj in self.store.list_objects(rt, namespace)
+                if matches(obj)
             ]
             if send_initial and bookmarks:
                 backlog.append(self._bookmark(rt, initial_end=True))
@@ -751,14 +753,14 @@ class ApiEmulator(KubernetesEmulator):
                     next_bookmark = now + self.bookmark_interval
                     continue
                 try:
-                    change = await asyncio.wait_for(queue.get(), timeout=wait)
+                    item: Change | None = await asyncio.wait_for(_next(queue), timeout=wait)
                 except TimeoutError:
                     continue
-                if change is None:
+                if item is None:
                     break
-                if change.key != rt.key:
+                if item.key != rt.key:
                     continue
-                event = translate(change)
+                event = translate(item)
                 if event is not None:
                     await response.write(encode(event))
         except (ConnectionResetError, aiohttp.ClientConnectionResetError, asyncio.CancelledError):
@@ -848,3 +850,7 @@ class ApiEmulator(KubernetesEmulator):
         if path == "/openapi/v3":
             return _json({"paths": {}})
         raise errors.no_such_resource(path)
+
+
+async def _next(queue: asyncio.Queue[Change | None]) -> Change | None:
+    return await queue.get()

@@ -11,7 +11,7 @@ replaced, ``null`` deletes a key, and the directives ``$patch`` (``replace``/``d
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import jsonpatch
 
@@ -108,7 +108,7 @@ def _smp_map(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any] | 
     if directive == "delete":
         return None
     if directive == "replace":
-        return _strip_directives(patch)
+        return cast("dict[str, Any]", _strip_directives(patch))
     if directive not in (None, "merge"):
         raise PatchError(f"unknown patch directive {directive!r}")
     result = copy.deepcopy(target)
@@ -148,7 +148,7 @@ def _smp_map(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any] | 
 def _smp_list(field: str, target: Any, patch: list[Any]) -> list[Any]:
     target = target if isinstance(target, list) else []
     if any(isinstance(item, dict) and item.get("$patch") == "replace" for item in patch):
-        return _strip_directives(patch)
+        return cast("list[Any]", _strip_directives(patch))
     if field in MERGED_PRIMITIVE_LISTS:
         result = list(target)
         for item in patch:
@@ -157,7 +157,7 @@ def _smp_list(field: str, target: Any, patch: list[Any]) -> list[Any]:
         return result
     key = _merge_key(field, target, patch)
     if key is None or not all(isinstance(item, dict) for item in patch):
-        return _strip_directives(patch)
+        return cast("list[Any]", _strip_directives(patch))
     result = copy.deepcopy(target)
     for item in patch:
         if key not in item:
@@ -205,8 +205,8 @@ def apply_merge(
     if previous:
         _remove_dropped(base, previous, applied)
     if strategic:
-        return strategic_merge_patch(base, applied)
-    return _merge_keep_nulls(base, applied)
+        return cast("dict[str, Any]", strategic_merge_patch(base, applied))
+    return cast("dict[str, Any]", _merge_keep_nulls(base, applied))
 
 
 def _merge_keep_nulls(target: Any, patch: Any) -> Any:

@@ -57,7 +57,7 @@ def _type_ok(value: Any, schema: dict[str, Any]) -> bool:
         return isinstance(value, dict)
     if wanted == "array":
         return isinstance(value, list)
-    return _json_type(value) == wanted
+    return bool(_json_type(value) == wanted)
 
 
 def _fmt_number(value: Any) -> str:
@@ -485,7 +485,7 @@ def compile_rule(rule: str) -> Any:
     env = _environment()
     try:
         ast = env.compile(rule)
-    except celpy.CELParseError as exc:
+    except celpy.CELParseError as exc:  # type: ignore[attr-defined]
         raise CelCompileError(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)) from None
     return env.program(ast, functions=_cel_functions())
 
@@ -520,9 +520,9 @@ def _check_cel(
 ) -> None:
     import celpy
 
-    activation: dict[str, Any] = {"self": celpy.json_to_cel(value)}
+    activation: dict[str, Any] = {"self": celpy.json_to_cel(value)}  # type: ignore[attr-defined]
     if has_old:
-        activation["oldSelf"] = celpy.json_to_cel(old)
+        activation["oldSelf"] = celpy.json_to_cel(old)  # type: ignore[attr-defined]
     for rule_spec in schema["x-kubernetes-validations"]:
         rule = rule_spec.get("rule", "")
         if _uses_old_self(rule) and not has_old and not rule_spec.get("optionalOldSelf"):
@@ -545,7 +545,7 @@ def _check_cel(
         except Exception as exc:  # evaluation errors are reported like the API server does
             errors.append(FieldError(kind, field, value, f"{exc} evaluating rule: {rule}"))
             continue
-        if isinstance(result, celpy.CELEvalError):
+        if isinstance(result, celpy.CELEvalError):  # type: ignore[attr-defined]
             errors.append(
                 FieldError(
                     kind, field, value, f"{result.args[0] if result.args else result} evaluating rule: {rule}"
@@ -553,7 +553,7 @@ def _check_cel(
             )
             continue
         if result is True or (
-            not isinstance(result, celpy.CELEvalError)
+            not isinstance(result, celpy.CELEvalError)  # type: ignore[attr-defined]
             and bool(result)
             and type(result).__name__ == "BoolType"
         ):

@@ -19,7 +19,9 @@ _EXISTS_RE = re.compile(rf"^\s*(?P<neg>!?)\s*(?P<key>{_KEY})\s*$")
 
 def _split_top_level(text: str) -> list[str]:
     """Split on commas that are not inside parentheses."""
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in text:
         if char == "(":
             depth += 1
@@ -67,13 +69,12 @@ def _parse_requirement(requirement: str) -> Matcher:
             raise bad_request(
                 f"unable to parse requirement: {requirement!r}: for 'Gt', 'Lt' operators, the value must be an integer"
             ) from None
-        if op == ">":
-            return lambda labels: (
-                _int_or_none(labels.get(key)) is not None and _int_or_none(labels.get(key)) > number
-            )  # type: ignore[operator]
-        return lambda labels: (
-            _int_or_none(labels.get(key)) is not None and _int_or_none(labels.get(key)) < number
-        )  # type: ignore[operator]
+
+        def compare(labels: Mapping[str, Any]) -> bool:
+            found = _int_or_none(labels.get(key))
+            return found is not None and (found > number if op == ">" else found < number)
+
+        return compare
     if match := _EXISTS_RE.match(requirement):
         key = match["key"]
         if match["neg"]:
@@ -92,7 +93,9 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def _split_unescaped(text: str, sep: str) -> list[str]:
-    parts, current, escaped = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    escaped = False
     for char in text:
         if escaped:
             current.append(char)
@@ -135,11 +138,14 @@ def parse_field_selector(text: str | None, allowed: Callable[[str], bool] | None
         if allowed is not None and not allowed(field):
             raise bad_request(f"field label not supported: {field}")
         value = value.replace("\\", "")
-        if op == "!=":
-            checks.append(lambda obj, f=field, v=value: lookup_field(obj, f) != v)
-        else:
-            checks.append(lambda obj, f=field, v=value: lookup_field(obj, f) == v)
+        checks.append(_field_check(field, op, value))
     return lambda obj: all(check(obj) for check in checks)
+
+
+def _field_check(field: str, op: str, value: str) -> Matcher:
+    if op == "!=":
+        return lambda obj: lookup_field(obj, field) != value
+    return lambda obj: lookup_field(obj, field) == value
 
 
 __all__ = ["ApiError", "Matcher", "lookup_field", "parse_field_selector", "parse_label_selector"]

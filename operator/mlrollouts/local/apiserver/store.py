@@ -69,7 +69,7 @@ class Store:
         self.log: collections.deque[Change] = collections.deque(maxlen=history_limit)
         self.compacted_rv = 0  # changes at or below this version are no longer in the log
         self.listeners: set[Callable[[Change], None]] = set()
-        self.schedule: Callable[[Callable[[], None]], None] = lambda fn: fn()
+        self.schedule: Callable[[Callable[[], None]], object] = lambda fn: fn()
         self._gc_scheduled = False
         # Last configuration applied (server-side apply) per object and field manager.
         self.applied: dict[tuple[TypeKey, ObjKey, str], dict[str, Any]] = {}
@@ -119,7 +119,7 @@ class Store:
     def get(self, rt: ResourceType, namespace: str | None, name: str) -> dict[str, Any] | None:
         return self.objects[rt.key].get((namespace or "", name))
 
-    def list(self, rt: ResourceType, namespace: str | None) -> list[dict[str, Any]]:
+    def list_objects(self, rt: ResourceType, namespace: str | None) -> list[dict[str, Any]]:
         items = self.objects[rt.key]
         keys = sorted(k for k in items if namespace is None or k[0] == namespace)
         return [items[k] for k in keys]
@@ -377,9 +377,10 @@ class Store:
         if current is None:
             raise errors.not_found(rt, name)
         old = self._present(rt, current)
-        new = compute(copy.deepcopy(old))
-        if not isinstance(new, dict):
+        computed = compute(copy.deepcopy(old))
+        if not isinstance(computed, dict):
             raise errors.bad_request("the resulting object must be a JSON object")
+        new: dict[str, Any] = computed
         new_meta = new.get("metadata")
         if not isinstance(new_meta, dict):
             new_meta = new["metadata"] = {}

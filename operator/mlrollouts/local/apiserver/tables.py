@@ -11,7 +11,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from jsonpath_ng.ext import parse as parse_jsonpath
+from jsonpath_ng.ext import parse as parse_jsonpath  # type: ignore[attr-defined]
 
 from .resources import ResourceType
 
@@ -173,7 +173,7 @@ def columns_for(rt: ResourceType) -> list[tuple[Column, Cell]]:
     if rt.is_custom:
         if not rt.printer_columns:
             return [(_name_column(), _name_cell), (_age_column(), _age)]
-        result = [(_name_column(), _name_cell)]
+        result: list[tuple[Column, Cell]] = [(_name_column(), _name_cell)]
         for column in rt.printer_columns:
             definition = {
                 "name": column["name"],
