@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from functools import cache
 
+import api_samples as manifests
 import celpy
 import pytest
-from apiserver_checks import K8S_FUNCTIONS, crd_schemas, server_side_errors, walk_rules
-
-import manifests
+from api_server_checks import K8S_FUNCTIONS, crd_schemas, server_side_errors, walk_rules
 
 
 @pytest.mark.parametrize("sample", manifests.valid(), ids=lambda s: s.id)

@@ -4,7 +4,7 @@ the API server (schema + CEL) accepts."""
 from __future__ import annotations
 
 import pytest
-from apiserver_checks import server_side_errors
+from api_server_checks import server_side_errors
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError

@@ -6,13 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import api_samples as manifests
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from apiserver_checks import CRD_DIR, apply_defaults, server_side_errors, walk_rules
+from api_server_checks import CRD_DIR, apply_defaults, server_side_errors, walk_rules
 
-import manifests
 from mlrollouts.api import (
     AnalysisRun,
     AnalysisStatus,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 import re
 
+import api_samples as manifests
 import pytest
-from apiserver_checks import apply_defaults, crd_schemas
+from api_server_checks import apply_defaults, crd_schemas
 from pydantic import ValidationError
 
-import manifests
 from mlrollouts.api import format_validation_error, parse_resource
 
 INVALID = manifests.invalid() + manifests.operator_only()
