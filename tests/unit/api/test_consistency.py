@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from mlrollouts.api import format_duration, parse_duration, parse_resource
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def models_accept(doc: dict) -> bool:
@@ -74,7 +74,7 @@ def test_experiment_splits_agree(variants, policy, policy_floor, provider):
     assert models_accept(doc) == (server_side_errors(doc) == [])
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     refs=st.lists(st.sampled_from(["a", "b", "c", "z"]), min_size=1, max_size=3),
     root=st.sampled_from(["top", "a", "z"]),
