@@ -9,6 +9,7 @@ add per-request work on the hot path, so routing here is a handful of string ope
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import math
@@ -18,7 +19,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import orjson
 
 from mlserving import __version__
@@ -27,6 +27,14 @@ from mlserving.router.ids import IdSigner, InvalidId
 from mlserving.router.metrics import RouterMetrics
 from mlserving.router.split import Splitter
 from mlserving.router.table import Route, RouteTable, Variant
+from mlserving.router.upstream import (
+    BadResponse,
+    ConnectFailed,
+    Disconnected,
+    Endpoint,
+    RequestTimeout,
+    UpstreamPool,
+)
 
 log = logging.getLogger("mlserving.router")
 
@@ -50,7 +58,7 @@ _HOP_BY_HOP = frozenset(
         b"upgrade",
         b"host",
         b"content-length",
-        b"accept-encoding",
+        b"expect",
     }
 )
 _JSON = [(b"content-type", b"application/json")]
@@ -74,13 +82,13 @@ class _ClientGone(Exception):
 @dataclass(eq=False)
 class CompiledVariant:
     name: str
-    upstreams: tuple[str, ...]
+    upstreams: tuple[Endpoint, ...]
     model: str | None
-    timeout: aiohttp.ClientTimeout
+    connect_seconds: float
     request_seconds: float
     _next: Iterable[int] = field(default_factory=itertools.count)
 
-    def endpoints(self) -> list[str]:
+    def endpoints(self) -> list[Endpoint]:
         """Endpoints in the order to try: round robin start, then one other endpoint for the retry."""
         count = len(self.upstreams)
         start = next(self._next) % count  # type: ignore[call-overload]
@@ -107,11 +115,9 @@ class CompiledRoute:
             timeouts = route.timeouts_for(variant)
             return CompiledVariant(
                 name=variant.name,
-                upstreams=tuple(variant.upstreams),
+                upstreams=tuple(Endpoint.parse(url) for url in variant.upstreams),
                 model=variant.model,
-                timeout=aiohttp.ClientTimeout(
-                    total=timeouts.request_seconds, sock_connect=timeouts.connect_seconds
-                ),
+                connect_seconds=timeouts.connect_seconds,
                 request_seconds=timeouts.request_seconds,
             )
 
@@ -210,8 +216,9 @@ class RouterApp:
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
         self._compiled: CompiledTable | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self._shadow_session: aiohttp.ClientSession | None = None
+        self._session = UpstreamPool()
+        # Shadow traffic has its own pool, so a slow shadow can never hold the primaries' connections.
+        self._shadow_session = UpstreamPool()
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         self._random = random.Random()
 
@@ -227,19 +234,6 @@ class RouterApp:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def startup(self) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=2048, keepalive_timeout=30, ttl_dns_cache=10),
-            auto_decompress=False,
-            skip_auto_headers=("Accept-Encoding", "User-Agent"),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
-        # Shadow traffic has its own pool, so a slow shadow can never take the primaries' connections.
-        self._shadow_session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.max_shadow_inflight, keepalive_timeout=30),
-            auto_decompress=False,
-            skip_auto_headers=("Accept-Encoding", "User-Agent"),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
         if self._on_startup is not None:
             await self._on_startup(self)
 
@@ -250,9 +244,8 @@ class RouterApp:
             task.cancel()
         if self._shadow_tasks:
             await asyncio.wait(self._shadow_tasks, timeout=2)
-        for session in (self._session, self._shadow_session):
-            if session is not None:
-                await session.close()
+        self._session.close()
+        self._shadow_session.close()
 
     # -- ASGI ------------------------------------------------------------------------------------
 
@@ -325,6 +318,10 @@ class RouterApp:
                 await self._error(send, 404, f"no such path: {path}")
         except _ClientGone:
             return
+        except Exception:
+            log.exception("unexpected error on %s %s", scope["method"], path)
+            with contextlib.suppress(Exception):  # fails harmlessly when the response already started
+                await self._error(send, 500, "internal router error (logged)")
 
     @staticmethod
     def _raw_tail(scope: Scope, prefix_length: int) -> str:
@@ -401,12 +398,10 @@ class RouterApp:
                 await self._error(send, exc.status, exc.message, [(VARIANT_HEADER, variant.name.encode())])
                 return
             method: str = scope["method"]
-            upstream_headers = [
-                (n.decode("latin-1"), v.decode("latin-1")) for n, v in _filter_headers(request_headers)
-            ]
+            upstream_headers = _filter_headers(request_headers)
             response_id = self.signer.issue(route.name, variant.name, time.time()) if inference else None
             if response_id is not None:
-                upstream_headers.append((ID_HEADER.decode(), response_id))
+                upstream_headers.append((ID_HEADER, response_id.encode()))
 
             primary_done: asyncio.Future[bytes | None] | None = None
             shadow = route.shadow
@@ -462,49 +457,39 @@ class RouterApp:
 
     async def _call(
         self,
-        session: aiohttp.ClientSession | None,
+        session: UpstreamPool,
         route: CompiledRoute,
         variant: CompiledVariant,
         method: str,
         path: str,
-        headers: list[tuple[str, str]],
+        headers: list[tuple[bytes, bytes]],
         body: bytes,
-    ) -> tuple[int, tuple[tuple[bytes, bytes], ...], bytes]:
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """One upstream request; one retry on another endpoint of the same variant after a connection failure."""
-        assert session is not None, "router not started"
         endpoints = variant.endpoints()
-        for attempt, base in enumerate(endpoints):
+        for attempt, endpoint in enumerate(endpoints):
             try:
-                async with session.request(
-                    method,
-                    base + path,
-                    data=body or None,
-                    headers=headers,
-                    timeout=variant.timeout,
-                    allow_redirects=False,
-                ) as response:
-                    data = await response.read()
-                    return response.status, response.raw_headers, data
-            except (
-                aiohttp.ClientConnectorError,
-                aiohttp.ConnectionTimeoutError,
-                aiohttp.ServerDisconnectedError,
-            ) as exc:
-                # A refused or timed-out connect is retried on another endpoint only; a dropped (possibly
-                # stale keep-alive) connection is retried once even when the variant has one endpoint.
-                retry_same = isinstance(exc, aiohttp.ServerDisconnectedError)
-                if attempt + 1 < len(endpoints) and (retry_same or endpoints[attempt + 1] != base):
+                return await session.request(
+                    endpoint, method, path, headers, body, variant.request_seconds, variant.connect_seconds
+                )
+            except (ConnectFailed, Disconnected) as exc:
+                # A failed connect is retried on another endpoint only; a dropped connection (maybe a stale
+                # keep-alive one closed by the upstream) is retried once, even on the same endpoint.
+                retry = attempt + 1 < len(endpoints) and (
+                    isinstance(exc, Disconnected) or endpoints[attempt + 1] is not endpoint
+                )
+                if retry:
                     self.metrics.count(self.metrics.upstream_retries, route.name, variant.name)
                     continue
                 raise _HTTPError(
                     502, f"variant {variant.name!r}: upstream connection failed: {exc}"
                 ) from None
-            except TimeoutError:
+            except RequestTimeout:
                 raise _HTTPError(
                     504,
                     f"variant {variant.name!r}: upstream did not answer within {variant.request_seconds:g} s",
                 ) from None
-            except aiohttp.ClientError as exc:
+            except BadResponse as exc:
                 raise _HTTPError(502, f"variant {variant.name!r}: invalid upstream response: {exc}") from None
         raise AssertionError("unreachable")
 
@@ -517,7 +502,7 @@ class RouterApp:
         method: str,
         prefix: str,
         raw_tail: str,
-        headers: list[tuple[str, str]],
+        headers: list[tuple[bytes, bytes]],
         body: bytes,
     ) -> asyncio.Future[bytes | None] | None:
         if len(self._shadow_tasks) >= self.max_shadow_inflight:
@@ -525,7 +510,7 @@ class RouterApp:
             return None
         primary_done: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
         path = f"{prefix}{shadow.model or route.spec.model}{raw_tail}"
-        shadow_headers = [(n, v) for n, v in headers if n != ID_HEADER.decode()]
+        shadow_headers = [(n, v) for n, v in headers if n != ID_HEADER]
         task = asyncio.create_task(
             self._shadow(route, shadow, method, path, shadow_headers, body, primary_done)
         )
@@ -539,7 +524,7 @@ class RouterApp:
         shadow: CompiledVariant,
         method: str,
         path: str,
-        headers: list[tuple[str, str]],
+        headers: list[tuple[bytes, bytes]],
         body: bytes,
         primary_done: asyncio.Future[bytes | None],
     ) -> None:
@@ -603,7 +588,13 @@ class RouterApp:
             path = f"/v2/models/{variant.model or model}/feedback"
             try:
                 upstream_status, _, _ = await self._call(
-                    self._session, route, variant, "POST", path, [("content-type", "application/json")], body
+                    self._session,
+                    route,
+                    variant,
+                    "POST",
+                    path,
+                    [(b"content-type", b"application/json")],
+                    body,
                 )
             except _HTTPError as exc:
                 log.warning("feedback not forwarded to variant %s: %s", variant.name, exc.message)
