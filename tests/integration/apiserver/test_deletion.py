@@ -135,3 +135,10 @@ def test_delete_collection_by_label(http):
     response = http.delete(CMS, params={"labelSelector": "team=x"})
     assert response.status_code == 200
     assert [i["metadata"]["name"] for i in http.get(CMS).json()["items"]] == ["c"]
+
+
+def test_system_namespaces_may_not_be_deleted(http):
+    response = http.delete("/api/v1/namespaces/default")
+    assert response.status_code == 403
+    assert "may not be deleted" in response.json()["message"]
+    assert http.get("/api/v1/namespaces/default").status_code == 200

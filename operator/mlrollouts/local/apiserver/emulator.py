@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import json
 import logging
@@ -120,12 +121,15 @@ class ApiEmulator(KubernetesEmulator):
     request_log_limit: int = 1_000
     registry: Registry = attrs.field(factory=Registry)
     store: Store = attrs.field(init=False)
-    audit: list[dict[str, Any]] = attrs.field(factory=list, init=False)
+    audit_limit: int = 100_000
+    # The most recent requests (all of them go to audit_path when set).
+    audit: collections.deque[dict[str, Any]] = attrs.field(init=False)
     _closing: asyncio.Event | None = attrs.field(default=None, init=False)
     _watch_queues: set[asyncio.Queue[Change | None]] = attrs.field(factory=set, init=False)
 
     def __attrs_post_init__(self) -> None:
         # No kmock fallbacks: every request that no test reaction catches is served by _dispatch().
+        self.audit = collections.deque(maxlen=self.audit_limit)
         self.store = Store(self.registry, history_limit=self.history_limit)
         self.store.listeners.add(self._fan_out)
 

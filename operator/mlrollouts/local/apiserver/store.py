@@ -62,6 +62,9 @@ class Change:
 
 
 class Store:
+    """Objects by resource and key. Stored objects are never changed in place: every write stores a
+    new dict, so readers, watch events and responses can share them without copying."""
+
     def __init__(self, registry: Registry, *, history_limit: int = 10_000) -> None:
         self.registry = registry
         self.rv = 0
@@ -221,7 +224,7 @@ class Store:
         if meta.get("ownerReferences"):
             self.request_gc()
         self._emit("ADDED", rt, obj, None)
-        return copy.deepcopy(obj)
+        return obj
 
     def _check_type_meta(self, rt: ResourceType, obj: dict[str, Any]) -> None:
         api_version, kind = obj.get("apiVersion"), obj.get("kind")
@@ -376,7 +379,7 @@ class Store:
         current = self.get(rt, namespace, name)
         if current is None:
             raise errors.not_found(rt, name)
-        old = self._present(rt, current)
+        old = current if current.get("apiVersion") == rt.api_version else self._present(rt, current)
         computed = compute(copy.deepcopy(old))
         if not isinstance(computed, dict):
             raise errors.bad_request("the resulting object must be a JSON object")
@@ -465,14 +468,14 @@ class Store:
             self._forget(rt, key, new)
             self._emit("DELETED", rt, new, old)
             self.request_gc()
-            return copy.deepcopy(new)
+            return new
         self.objects[rt.key][key] = new
         if rt.key == _CRD_KEY:
             self.registry.register_crd(new)
         if new["metadata"].get("ownerReferences") != old_meta.get("ownerReferences"):
             self.request_gc()
         self._emit("MODIFIED", rt, new, old)
-        return copy.deepcopy(new)
+        return new
 
     # ------------------------------------------------------------------------------------------ delete
 
@@ -525,6 +528,8 @@ class Store:
             for tk, (dep_ns, dep_name), _dep in dependents:
                 self._drop_owner(self._rt(tk), dep_ns, dep_name, meta["uid"])
         key = (namespace or "", name)
+        if rt.key == _NS_KEY and name in _SYSTEM_NAMESPACES[:3]:
+            raise errors.forbidden(rt, name, "this namespace may not be deleted")
         if rt.key == _NS_KEY and any(
             k[0] == name for tk, items in self.objects.items() for k in items if tk != _NS_KEY
         ):
@@ -536,7 +541,7 @@ class Store:
                 self.objects[rt.key][key] = obj
                 self._emit("MODIFIED", rt, obj, current)
             self.request_gc()
-            return copy.deepcopy(obj)
+            return obj
         if finalizers:
             if not meta.get("deletionTimestamp") or finalizers != list(meta.get("finalizers") or []):
                 meta.setdefault("deletionTimestamp", timestamp())
@@ -546,13 +551,13 @@ class Store:
                 self.objects[rt.key][key] = obj
                 self._emit("MODIFIED", rt, obj, current)
             self.request_gc()
-            return copy.deepcopy(obj)
+            return obj
         meta["resourceVersion"] = str(self.next_rv())
         del self.objects[rt.key][key]
         self._forget(rt, key, obj)
         self._emit("DELETED", rt, obj, current)
         self.request_gc()
-        return copy.deepcopy(obj)
+        return obj
 
     def _forget(self, rt: ResourceType, key: ObjKey, obj: dict[str, Any]) -> None:
         for applied_key in [k for k in self.applied if k[0] == rt.key and k[1] == key]:
