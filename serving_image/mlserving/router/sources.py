@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import orjson
 
 from mlserving.router.table import ROUTES_CONFIGMAP_KEY, RouteTable, RouteTableError
@@ -110,9 +109,9 @@ class KubeAccess:
         self._configuration = client.Configuration()
         path = kubeconfig or os.environ.get("KUBECONFIG")
         if path is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config(client_configuration=self._configuration)
+            config.load_incluster_config(client_configuration=self._configuration)  # type: ignore[no-untyped-call,unused-ignore]
         else:
-            config.load_kube_config(
+            config.load_kube_config(  # type: ignore[no-untyped-call,unused-ignore]
                 config_file=path, context=context, client_configuration=self._configuration
             )
         self.server = self._configuration.host.rstrip("/")
@@ -127,7 +126,7 @@ class KubeAccess:
         if token:
             headers["Authorization"] = token
         elif cfg.username or cfg.password:
-            headers["Authorization"] = cfg.get_basic_auth_token()
+            headers["Authorization"] = str(cfg.get_basic_auth_token())
         return headers
 
     def ssl_context(self) -> ssl.SSLContext | bool:
@@ -167,7 +166,7 @@ class ConfigMapSource(TableSource):
         data = obj.get("data") or {}
         self.offer(data.get(ROUTES_CONFIGMAP_KEY), self.where)
 
-    async def _list(self, session: aiohttp.ClientSession) -> str:
+    async def _list(self, session: Any) -> str:
         params = {"fieldSelector": self._selector}
         async with session.get(self._collection, params=params, headers=self.access.headers()) as response:
             if response.status != 200:
@@ -182,7 +181,7 @@ class ConfigMapSource(TableSource):
             log.error("%s does not exist (yet); keeping the last good table", self.where)
         return str(listing.get("metadata", {}).get("resourceVersion", ""))
 
-    async def _watch(self, session: aiohttp.ClientSession, resource_version: str) -> str:
+    async def _watch(self, session: Any, resource_version: str) -> str:
         params = {
             "watch": "1",
             "fieldSelector": self._selector,
@@ -190,6 +189,8 @@ class ConfigMapSource(TableSource):
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(self.watch_seconds),
         }
+        import aiohttp
+
         timeout = aiohttp.ClientTimeout(total=None, sock_read=self.watch_seconds + 30)
         async with session.get(
             self._collection, params=params, headers=self.access.headers(), timeout=timeout
@@ -217,6 +218,8 @@ class ConfigMapSource(TableSource):
         return resource_version
 
     async def run(self) -> None:
+        import aiohttp  # only the ConfigMap mode needs it
+
         backoff = 0.2
         resource_version: str | None = None
         async with aiohttp.ClientSession(

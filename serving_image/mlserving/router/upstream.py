@@ -18,6 +18,7 @@ import asyncio
 import ssl
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import httptools
@@ -262,7 +263,7 @@ class UpstreamPool:
         self._idle.clear()
 
 
-def _expire(connection: _Connection, waiter: asyncio.Future[object], timeout: float) -> None:
+def _expire(connection: _Connection, waiter: asyncio.Future[Any], timeout: float) -> None:
     if not waiter.done():
         waiter.set_exception(RequestTimeout(f"no complete answer within {timeout:g} s"))
     connection.close()

@@ -61,6 +61,15 @@ def test_upstream_failures_become_502_and_504_and_the_router_keeps_serving(start
     assert router.proc.alive()
 
 
+def test_keep_alive_connections_closed_by_the_upstream_are_not_a_failure(start_upstream, start_router):
+    upstream = start_upstream("brief", "--keep-alive", "0.2")
+    router = start_router(table(route(variants=[variant("v", upstream, weight=1)])))
+    for _ in range(4):
+        assert post(f"{router.url}/v2/models/iris/infer").status_code == 200
+        time.sleep(0.4)  # idle longer than the upstream keeps connections open
+    assert router.metric("mlrouter_requests_total", route="iris", variant="v", code="200") == 4
+
+
 def test_bad_requests_get_json_errors(start_upstream, start_router):
     good = start_upstream("good")
     router = start_router(

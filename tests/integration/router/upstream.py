@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--label", type=int, default=0)
     parser.add_argument("--value", type=float, default=0.5)
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--keep-alive", type=float, default=5.0, help="idle keep-alive timeout (s)")
     parser.add_argument("--mode", default="ok", choices=["ok", "badjson", "tcp-garbage", "tcp-hang"])
     args = parser.parse_args()
     if args.mode != "ok":
@@ -120,6 +121,7 @@ def main() -> None:
         log_level="warning",
         loop="uvloop",
         http="httptools",
+        timeout_keep_alive=args.keep_alive,
     )
 
 
