@@ -98,12 +98,31 @@ def test_kmock_reactions_take_precedence(http, apiserver):
     assert http.get("/api/v1/namespaces").status_code == 200
 
 
-def test_aggregated_discovery_request_falls_back_to_the_legacy_documents(http):
+def test_aggregated_discovery(http, widget_crd):
     accept = (
         "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
         "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json"
     )
     response = http.get("/apis", headers={"Accept": accept})
-    # A plain application/json answer tells clients to use the per-group documents.
-    assert response.headers["Content-Type"].split(";")[0] == "application/json"
-    assert response.json()["kind"] == "APIGroupList"
+    assert (
+        response.headers["Content-Type"]
+        == "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+    )
+    body = response.json()
+    assert body["kind"] == "APIGroupDiscoveryList" and body["apiVersion"] == "apidiscovery.k8s.io/v2"
+    groups = {item["metadata"]["name"]: item for item in body["items"]}
+    apps = {r["resource"]: r for r in groups["apps"]["versions"][0]["resources"]}
+    assert apps["deployments"]["responseKind"] == {"group": "apps", "version": "v1", "kind": "Deployment"}
+    assert apps["deployments"]["scope"] == "Namespaced"
+    assert {s["subresource"] for s in apps["deployments"]["subresources"]} == {"status", "scale"}
+    widgets = groups["example.com"]["versions"][0]["resources"][0]
+    assert (widgets["resource"], widgets["shortNames"], widgets["categories"]) == (
+        "widgets",
+        ["wdg"],
+        ["things"],
+    )
+    core = http.get("/api", headers={"Accept": accept}).json()
+    assert [item["metadata"]["name"] for item in core["items"]] == [""]
+    assert "pods" in {r["resource"] for r in core["items"][0]["versions"][0]["resources"]}
+    # Clients that do not ask for it get the legacy documents.
+    assert http.get("/apis").json()["kind"] == "APIGroupList"

@@ -11,7 +11,7 @@
 
 Behaves like a real API server for what kopf, the kubernetes client and kubectl do (uid, global
 resourceVersion, generation, status and scale subresources, conflicts, patches, list/watch with
-selectors and resume, discovery, CRD registration and schema/CEL validation, finalizers, garbage
+selectors and resume, legacy and aggregated discovery, CRD registration and schema/CEL validation, finalizers, garbage
 collection, server-side printing). Approximations, by design:
 
 - Server-side apply merges the applied configuration (named lists by key for built-in kinds,
@@ -22,7 +22,7 @@ collection, server-side printing). Approximations, by design:
 - No admission, authentication or authorization: every request is allowed and audited.
 - Core ``v1`` and ``events.k8s.io/v1`` events are stored separately.
 - OpenAPI documents are empty (clients validate nothing locally; the server validates custom
-  resources); aggregated discovery is answered with the legacy documents, which clients fall back to.
+  resources, and rejects unknown fields under ``fieldValidation=Strict`` as kubectl asks).
 - Protobuf request bodies are understood for ConfigMap, Secret, Namespace and ServiceAccount
   (what ``kubectl create <kind>`` sends); other kinds must be sent as JSON or YAML.
 - Watches end at ``timeoutSeconds`` (none by default); bookmarks come every ``bookmark_interval``.

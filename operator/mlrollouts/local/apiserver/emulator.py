@@ -35,7 +35,7 @@ from kmock._internal import apps
 
 from . import errors, patching, protobuf, selectors, tables
 from .errors import ApiError
-from .resources import Registry, ResourceType
+from .resources import Registry, ResourceType, aggregated_entry
 from .store import Change, Store
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,8 @@ PATCH_TYPES = (
 )
 _OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
 _TRUE = ("true", "1")
+_AGGREGATED = "g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+_AGGREGATED_TYPE = "application/json;" + _AGGREGATED
 _ACTIONS = {
     ("GET", False): kmock.action.LIST,
     ("GET", True): kmock.action.FETCH,
@@ -106,9 +108,8 @@ def parse_resource_path(path: str) -> Target | None:
 
 
 def _json(data: Any, status: int = 200, content_type: str = "application/json") -> aiohttp.web.Response:
-    return aiohttp.web.Response(
-        body=json.dumps(data, separators=(",", ":")).encode(), status=status, content_type=content_type
-    )
+    body = json.dumps(data, separators=(",", ":")).encode()
+    return aiohttp.web.Response(body=body, status=status, headers={"Content-Type": content_type})
 
 
 @attrs.define(kw_only=True)
@@ -260,6 +261,8 @@ class ApiEmulator(KubernetesEmulator):
             return _json({"paths": sorted(self._root_paths())})
         if path.startswith("/openapi/"):
             return self._serve_openapi(request, path)
+        if method == "GET" and path in ("/api", "/apis") and _AGGREGATED in request.headers.get("Accept", ""):
+            return _json(self._aggregated(core=path == "/api"), content_type=_AGGREGATED_TYPE)
         if method == "GET" and path == "/api":
             return _json(
                 {
@@ -823,6 +826,27 @@ class ApiEmulator(KubernetesEmulator):
         if group not in groups:
             raise errors.no_such_resource(path)
         return {"kind": "APIGroup", "apiVersion": "v1", **self._group_entry(group, groups[group])}
+
+    def _aggregated(self, core: bool) -> dict[str, Any]:
+        """Aggregated discovery (what kubectl asks for first): every group, version and resource at once."""
+        groups = {"": ["v1"]} if core else self.registry.groups()
+        items = []
+        for group in sorted(groups):
+            versions = []
+            for version in groups[group]:
+                types = sorted(
+                    (rt for rt in self.registry.all() if rt.group == group and rt.version == version),
+                    key=lambda r: r.plural,
+                )
+                resources = [aggregated_entry(rt) for rt in types]
+                versions.append({"version": version, "resources": resources, "freshness": "Current"})
+            items.append({"metadata": {"name": group, "creationTimestamp": None}, "versions": versions})
+        return {
+            "kind": "APIGroupDiscoveryList",
+            "apiVersion": "apidiscovery.k8s.io/v2",
+            "metadata": {},
+            "items": items,
+        }
 
     def _resource_list(self, group: str, version: str, path: str) -> dict[str, Any]:
         types = [rt for rt in self.registry.all() if rt.group == group and rt.version == version]

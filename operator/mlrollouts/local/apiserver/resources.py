@@ -101,6 +101,32 @@ class ResourceType:
             yield sub_entry
 
 
+def aggregated_entry(rt: ResourceType) -> dict[str, Any]:
+    """This resource in aggregated discovery (``apidiscovery.k8s.io/v2`` ``APIResourceDiscovery``)."""
+    entry: dict[str, Any] = {
+        "resource": rt.plural,
+        "responseKind": {"group": rt.group, "version": rt.version, "kind": rt.kind},
+        "scope": "Namespaced" if rt.namespaced else "Cluster",
+        "singularResource": rt.singular_name(),
+        "verbs": list(ALL_VERBS),
+    }
+    if rt.short_names:
+        entry["shortNames"] = list(rt.short_names)
+    if rt.categories:
+        entry["categories"] = list(rt.categories)
+    subresources = []
+    for sub in rt.subresources:
+        kind = (
+            {"group": "autoscaling", "version": "v1", "kind": "Scale"}
+            if sub == "scale"
+            else entry["responseKind"]
+        )
+        subresources.append({"subresource": sub, "responseKind": kind, "verbs": ["get", "patch", "update"]})
+    if subresources:
+        entry["subresources"] = subresources
+    return entry
+
+
 def _rt(
     group: str,
     version: str,
