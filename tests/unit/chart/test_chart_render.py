@@ -182,7 +182,7 @@ def test_ha_pair_uses_peering_and_a_disruption_budget() -> None:
     assert {
         "apiGroups": ["kopf.dev"],
         "resources": ["clusterkopfpeerings"],
-        "verbs": ["get", "list", "watch", "patch"],
+        "verbs": ["list", "watch", "patch"],
     } in rules
     # the peering CRDs come with the chart (installed only when absent)
     assert {"kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"} <= {
