@@ -171,3 +171,24 @@ def test_server_side_apply_of_custom_resources(http, widget_crd):
     assert updated["spec"] == {"size": 4, "big": False}
     invalid = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\nspec: {size: 400}\n"
     assert http.patch(f"{WIDGETS}/w", params=params, content=invalid, headers=headers).status_code == 422
+
+
+def test_cluster_scoped_and_multi_version_crds(http, widget_crd_body):
+    crd = widget_crd_body
+    crd["metadata"]["name"] = "gadgets.example.com"
+    crd["spec"]["names"] = {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"}
+    crd["spec"]["scope"] = "Cluster"
+    v1 = crd["spec"]["versions"][0]
+    v2 = {**v1, "name": "v2", "storage": False}
+    crd["spec"]["versions"] = [v1, v2]
+    assert http.post(CRDS, json=crd).status_code == 201
+    body = {"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"}, "spec": {"size": 1}}
+    created = http.post("/apis/example.com/v1/gadgets", json=body)
+    assert created.status_code == 201 and "namespace" not in created.json()["metadata"]
+    assert http.get("/apis/example.com/v1/namespaces/default/gadgets").status_code == 404
+    through_v2 = http.get("/apis/example.com/v2/gadgets/g").json()
+    assert through_v2["apiVersion"] == "example.com/v2" and through_v2["spec"]["size"] == 1
+    listed = http.get("/apis/example.com/v2/gadgets").json()
+    assert listed["apiVersion"] == "example.com/v2" and listed["items"][0]["apiVersion"] == "example.com/v2"
+    versions = [v["version"] for v in http.get("/apis/example.com").json()["versions"]]
+    assert versions == ["v1", "v2"]

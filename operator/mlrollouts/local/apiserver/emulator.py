@@ -107,6 +107,13 @@ def parse_resource_path(path: str) -> Target | None:
     return Target(group, version, plural, namespace, name, subresource)
 
 
+def as_version(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+    """The object as read through ``rt``'s version (custom resources convert with strategy None)."""
+    if obj.get("apiVersion") == rt.api_version:
+        return obj
+    return {**obj, "apiVersion": rt.api_version}
+
+
 def _json(data: Any, status: int = 200, content_type: str = "application/json") -> aiohttp.web.Response:
     body = json.dumps(data, separators=(",", ":")).encode()
     return aiohttp.web.Response(body=body, status=status, headers={"Content-Type": content_type})
@@ -339,6 +346,7 @@ class ApiEmulator(KubernetesEmulator):
     def _object_response(
         self, request: Request, rt: ResourceType, obj: dict[str, Any], status: int = 200
     ) -> aiohttp.web.Response:
+        obj = as_version(rt, obj)
         if "as=Table" in request.headers.get("Accept", ""):
             table = tables.to_table(
                 rt,
@@ -652,7 +660,7 @@ class ApiEmulator(KubernetesEmulator):
                 json.dumps({"ns": last.get("namespace", ""), "name": last["name"]}).encode()
             ).decode()
             remaining = len(items) - start - limit
-        body = self._list_body(rt, page, cont, remaining)
+        body = self._list_body(rt, [as_version(rt, obj) for obj in page], cont, remaining)
         if "as=Table" in request.headers.get("Accept", ""):
             return _json(
                 tables.to_table(rt, page, body["metadata"], request.params.get("includeObject", "Metadata"))
@@ -682,13 +690,15 @@ class ApiEmulator(KubernetesEmulator):
         def translate(change: Change) -> dict[str, Any] | None:
             now_in, was_in = matches(change.obj), matches(change.old)
             if change.type == "DELETED":
-                return {"type": "DELETED", "object": change.obj} if (was_in or now_in) else None
+                return (
+                    {"type": "DELETED", "object": as_version(rt, change.obj)} if (was_in or now_in) else None
+                )
             if now_in and was_in:
-                return {"type": "MODIFIED", "object": change.obj}
+                return {"type": "MODIFIED", "object": as_version(rt, change.obj)}
             if now_in:
-                return {"type": "ADDED", "object": change.obj}
+                return {"type": "ADDED", "object": as_version(rt, change.obj)}
             if was_in:
-                return {"type": "DELETED", "object": change.obj}
+                return {"type": "DELETED", "object": as_version(rt, change.obj)}
             return None
 
         as_table = "as=Table" in request.headers.get("Accept", "")
@@ -715,7 +725,7 @@ class ApiEmulator(KubernetesEmulator):
         # Synchronous section: snapshot and subscription happen atomically on the event loop.
         if rv_param in ("", "0") or send_initial:
             backlog = [
-                {"type": "ADDED", "object": obj}
+                {"type": "ADDED", "object": as_version(rt, obj)}
                 for obj in self.store.list_objects(rt, namespace)
                 if matches(obj)
             ]
