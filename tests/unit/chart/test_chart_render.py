@@ -307,6 +307,16 @@ DESIGN_METRICS = {
 }
 
 
+def operator_metrics() -> set[str]:
+    """The series names the operator exports (counters with their _total suffix, histograms by family)."""
+    from mlrollouts.controller.metrics import REGISTRY
+
+    names = set()
+    for family in REGISTRY.collect():
+        names.add(f"{family.name}_total" if family.type == "counter" else family.name)
+    return names
+
+
 def test_monitoring_is_off_by_default() -> None:
     rendered = render()
     assert [o for o in rendered.objects if o["apiVersion"].startswith("monitoring.coreos.com")] == []
@@ -363,10 +373,11 @@ def test_dashboard_queries_use_the_design_metric_names() -> None:
         for metric in re.findall(r"\b(ml(?:serving|router|rollouts)_[a-z_]+)(?=[{\[])", expr):
             # a histogram's series: <name>_bucket, <name>_count, <name>_sum
             base = re.sub(r"_(bucket|count|sum)$", "", metric)
-            used.add(metric if metric in DESIGN_METRICS or base not in DESIGN_METRICS else base)
-    unknown = {m for m in used if m not in DESIGN_METRICS and not m.startswith("mlrollouts_")}
+            known = DESIGN_METRICS | operator_metrics()
+            used.add(metric if metric in known or base not in known else base)
+    unknown = {m for m in used if m not in DESIGN_METRICS | operator_metrics()}
     assert not unknown, unknown
-    # traffic, errors, latency and rewards per revision are all on the board
+    # traffic, errors, latency and rewards per revision, and the operator's decisions, are on the board
     for wanted in (
         "mlrouter_requests_total",
         "mlserving_requests_total",
@@ -374,6 +385,8 @@ def test_dashboard_queries_use_the_design_metric_names() -> None:
         "mlserving_predictions_total",
         "mlrouter_shadow_agreement_total",
         "mlrouter_reward_sum",
+        "mlrollouts_weight_percent",
+        "mlrollouts_analysis_results_total",
     ):
         assert wanted in used, wanted
     variables = {v["name"] for v in dashboard["templating"]["list"]}
