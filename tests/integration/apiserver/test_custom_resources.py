@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -28,7 +30,12 @@ def test_crd_registers_discovery_and_is_established(http, widget_crd):
 
 def test_crd_deletion_unregisters_the_resource(http, widget_crd, make_widget):
     http.post(WIDGETS, json=make_widget("w"))
-    assert http.delete(f"{CRDS}/widgets.example.com").status_code == 200
+    mark = http.get(WIDGETS).json()["metadata"]["resourceVersion"]
+    params = {"watch": "true", "resourceVersion": mark, "timeoutSeconds": "10"}
+    with http.stream("GET", WIDGETS, params=params) as watch:
+        assert http.delete(f"{CRDS}/widgets.example.com").status_code == 200
+        event = json.loads(next(watch.iter_lines()))
+    assert (event["type"], event["object"]["metadata"]["name"]) == ("DELETED", "w")
     assert http.get(WIDGETS).status_code == 404
     assert "example.com" not in {g["name"] for g in http.get("/apis").json()["groups"]}
 

@@ -563,10 +563,18 @@ class Store:
         for applied_key in [k for k in self.applied if k[0] == rt.key and k[1] == key]:
             del self.applied[applied_key]
         if rt.key == _CRD_KEY:
-            self.registry.unregister_crd(obj["metadata"]["name"])
+            # The custom resources go with their definition; their watchers see them deleted.
             spec = obj.get("spec") or {}
             group, plural = spec.get("group", ""), (spec.get("names") or {}).get("plural", "")
-            self.objects.pop((group, plural), None)
+            served = self.registry.by_group_resource(group, plural)
+            for custom in self.objects.pop((group, plural), {}).values():
+                if served:
+                    final = {
+                        **custom,
+                        "metadata": {**custom["metadata"], "resourceVersion": str(self.next_rv())},
+                    }
+                    self._emit("DELETED", served[0], final, custom)
+            self.registry.unregister_crd(obj["metadata"]["name"])
         if rt.key == ("", "services"):
             self._cluster_ips.discard(((obj.get("spec") or {}).get("clusterIP")) or "")
 
