@@ -6,6 +6,8 @@ their status is written through the /status subresource, the way the operator wr
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -35,6 +37,7 @@ from mlrollouts.api.modeldeployment import (
     SnapshotRecord,
     Verdict,
 )
+from mlrollouts.cli.main import main
 from support import Proc, require_binary, wait_until
 
 pytestmark = pytest.mark.integration
@@ -99,13 +102,16 @@ def _served(emu: Emulator) -> bool:
     return True
 
 
-def run_plugin(emu: Emulator, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(PLUGIN), *args, "--kubeconfig", str(emu.kubeconfig)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def run_plugin(emu: Emulator, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI's entry point in this process (the emulator stays a separate process, spoken to over
+    HTTP); the console script itself is run as a process by the watch and kubectl tests."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([*args, "--kubeconfig", str(emu.kubeconfig)])
+        except SystemExit as exc:  # argparse errors
+            code = int(exc.code or 0)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 def ok(emu: Emulator, *args: str) -> str:
