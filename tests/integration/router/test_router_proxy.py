@@ -81,11 +81,11 @@ def test_forwards_the_inference_protocol(start_upstream, start_router):
 def test_random_split_matches_weights(start_upstream, start_router):
     a, b = start_upstream("a"), start_upstream("b")
     router = start_router(table(route(variants=[variant("a", a, weight=90), variant("b", b, weight=10)])))
-    responses = asyncio.run(infer_many(router.url, 3000))
+    responses = asyncio.run(infer_many(router.url, 2000))
     counts = Counter(r.headers["x-mlrollouts-variant"] for r in responses)
     assert all(r.status_code == 200 for r in responses)
-    # 3000 draws at p=0.1: sd 0.55 pp; 2.5 pp is over 4 sd.
-    assert counts["b"] / 3000 == pytest.approx(0.10, abs=0.025), counts
+    # 2000 draws at p=0.1: sd 0.67 pp; 3 pp is 4.5 sd. (Exact shares are checked on 200k draws in unit tests.)
+    assert counts["b"] / 2000 == pytest.approx(0.10, abs=0.03), counts
     assert router.metric("mlrouter_requests_total", route="iris", variant="b", code="200") == counts["b"]
 
 
