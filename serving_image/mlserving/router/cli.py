@@ -27,6 +27,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--kubeconfig", help="kubeconfig for --configmap (default: in-cluster service account or KUBECONFIG)"
     )
+    parser.add_argument(
+        "--watch-timeout-seconds",
+        type=int,
+        default=300,
+        help="length of one ConfigMap watch request before it is renewed (default 300)",
+    )
     parser.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
     parser.add_argument("--port", type=int, default=8080, help="listen port (default 8080)")
     parser.add_argument(
@@ -77,7 +83,14 @@ def run(args: argparse.Namespace) -> int:
         namespace, slash, name = args.configmap.partition("/")
         if not slash or not namespace or not name:
             raise SystemExit("--configmap must be NAMESPACE/NAME")
-        return ConfigMapSource(namespace, name, KubeAccess(args.kubeconfig), apply, reject)
+        return ConfigMapSource(
+            namespace,
+            name,
+            KubeAccess(args.kubeconfig),
+            apply,
+            reject,
+            watch_seconds=args.watch_timeout_seconds,
+        )
 
     async def on_startup(app: RouterApp) -> None:
         source = make_source(app)

@@ -73,3 +73,29 @@ def test_configmap_changes_apply_within_a_second(apiserver, kubeconfig, start_up
     finally:
         router.stop()
         api.close()
+
+
+def test_expired_resource_version_lists_again(apiserver, kubeconfig, start_upstream, tmp_path):  # noqa: F811
+    a, b = start_upstream("a"), start_upstream("b")
+    api = httpx.Client(base_url=apiserver.url, timeout=10, verify=False)
+    first = RouteTable.model_validate(table(route(variants=[variant("a", a, weight=1)])))
+    api.post(CONFIGMAPS, json={"metadata": {"name": "routes"}, "data": first.to_configmap_data()})
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [PYTHON, "-m", "mlserving.cli", "route", "--configmap", "default/routes", "--kubeconfig", str(kubeconfig),
+            "--port", str(port), "--host", "127.0.0.1", "--watch-timeout-seconds", "1"]  # fmt: skip
+    router = Proc(argv, tmp_path / "router.log", env={"MLROUTER_SIGNING_KEY": SIGNING_KEY})
+    try:
+        wait_until(lambda: http_ok(f"{url}/v2/health/ready"), timeout=30, message="router ready")
+        # Changes the router's watch does not see, then history dropped: its next resume is too old.
+        api.post(CONFIGMAPS, json={"metadata": {"name": "unrelated"}, "data": {"x": "1"}})
+        apiserver.compact()
+        wait_until(lambda: "listing again" in router.output(), timeout=10, message="410 handled")
+        second = RouteTable.model_validate(table(route(variants=[variant("b", b, weight=1)])))
+        current = api.get(f"{CONFIGMAPS}/routes").json()
+        current["data"] = second.to_configmap_data()
+        assert api.put(f"{CONFIGMAPS}/routes", json=current).status_code == 200
+        wait_until(lambda: served_by(url) == "b", timeout=5, interval=0.02)
+    finally:
+        router.stop()
+        api.close()
