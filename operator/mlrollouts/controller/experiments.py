@@ -200,6 +200,8 @@ class Outcome:
     events: list[PlanEvent] = field(default_factory=list)
     requeue_after: float | None = None
     applied: int = 0
+    wrote: bool = False
+    """Whether the Experiment itself was patched (status or annotations)."""
 
 
 def _status_dict(plan_: ExperimentPlan) -> Obj:
@@ -316,6 +318,7 @@ async def reconcile_experiment(
     patch = merge_patch_for(status_before, _status_dict(decided))
     if patch:
         await _patch_experiment(kube, namespace, name, {"status": patch}, status=True)
+    wrote = bool(patch) or decided.clear_action
     if decided.clear_action:
         try:
             await _patch_experiment(
@@ -324,7 +327,11 @@ async def reconcile_experiment(
         except KubeError as exc:
             log.warning("could not remove %s from %s/%s: %s", ACTION_ANNOTATION, namespace, name, exc)
     return Outcome(
-        plan=decided, events=list(decided.events), requeue_after=decided.requeue_after, applied=applied
+        plan=decided,
+        events=list(decided.events),
+        requeue_after=decided.requeue_after,
+        applied=applied,
+        wrote=wrote,
     )
 
 
@@ -361,10 +368,40 @@ def _lock(memo: kopf.Memo) -> asyncio.Lock:
     return lock
 
 
+# A pass must not decide from a body older than its own last write: kopf hands handlers the body of
+# the last watch event, which may not include the status just patched yet. Such a pass is skipped,
+# for at most this long, until the watch catches up.
+STALE_BODY_TIMEOUT = 10.0
+
+
+def _progress_key(status: Obj) -> tuple[Any, ...]:
+    """What identifies how far an experiment has got: the last evaluation, the phase, the end."""
+
+    def instant(value: Any) -> datetime | None:
+        if not value:
+            return None
+        try:
+            parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+    return (
+        instant(status.get("startedAt")),
+        instant(status.get("lastUpdateAt")),
+        status.get("phase"),
+        instant(status.get("concludedAt")),
+    )
+
+
 async def _pass(body: kopf.Body, memo: kopf.Memo) -> None:
     kube: Kube = memo.kube
     config: OperatorConfig = memo.config
     async with _lock(memo):
+        seen = _progress_key(body.get("status") or {})
+        written = memo.get("experiment_written")
+        if written is not None and seen != written[0] and time.monotonic() < written[1]:
+            return
         cache = memo.get("experiment_applied")
         if cache is None:
             cache = memo.experiment_applied = {}
@@ -373,6 +410,9 @@ async def _pass(body: kopf.Body, memo: kopf.Memo) -> None:
         except KubeError as exc:
             cache.clear()  # unsure what was applied: send everything again next time
             raise kopf.TemporaryError(str(exc), delay=1 if exc.status == 409 else 5) from exc
+        if outcome.wrote and outcome.plan is not None:
+            key = _progress_key(_status_dict(outcome.plan))
+            memo.experiment_written = (key, time.monotonic() + STALE_BODY_TIMEOUT)
         for event in outcome.events:
             log.info("%s/%s %s: %s", body.metadata.namespace, body.metadata.name, event.reason, event.message)
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)

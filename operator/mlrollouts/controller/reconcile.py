@@ -201,8 +201,11 @@ async def reconcile(
     spec = rollout_spec(md, history_size=config.history_size, poll_interval=config.poll)
     state = rollout_state(md, spec)
     owner = Owner(name=name, namespace=namespace, uid=meta.get("uid", ""))
-    deployments = await kube.list(
-        "apps/v1", "Deployment", namespace, {OWNER_LABEL: owner.label, COMPONENT_LABEL: "serving"}
+    ctx = traffic_context(md, owner, state.stable, state.candidate, config)
+    refs = provider.read_back(ctx) if state.desired_weights else []
+    deployments, live = await asyncio.gather(
+        kube.list("apps/v1", "Deployment", namespace, {OWNER_LABEL: owner.label, COMPONENT_LABEL: "serving"}),
+        _read_back(kube, refs),
     )
     live_deployments = {d["metadata"]["labels"].get(REVISION_LABEL): d for d in deployments}
     health = {}
@@ -223,10 +226,8 @@ async def reconcile(
     ):
         # its pods start only with traffic: readiness is checked by the provider's read-back instead
         health[state.candidate] = RevisionHealth(1, 1)
-    ctx = traffic_context(md, owner, state.stable, state.candidate, config)
     readback = Readback(None)
     if state.desired_weights:
-        live = await _read_back(kube, provider.read_back(ctx))
         readback = provider.verify(ctx, state.desired_weights, live)
     run = None
     if state.candidate and analysis_due(spec, state, now):
@@ -249,40 +250,44 @@ async def reconcile(
     new = decision.state
 
     # -- apply --------------------------------------------------------------------------------------
-    applied = 0
     target = target_revision(md)
     replicas = provider.replicas(ctx, decision.weights, decision.replicas)
+    new_ctx = traffic_context(md, owner, new.stable, new.candidate, config)
+    objects: list[Object] = []
     if target in replicas:
         rev = serving_revision(md, owner, target, config)
-        applied += await apply(serving_deployment(rev, replicas=replicas[target]))
-        applied += await apply(serving_service(owner, target))
-    for rev_name, count in replicas.items():
-        if rev_name == target:
-            continue
-        dep = live_deployments.get(rev_name)
-        if dep is not None and (dep.get("spec") or {}).get("replicas") != count:
-            await kube.merge_patch(
-                "apps/v1",
-                "Deployment",
-                namespace,
-                revision_name(name, rev_name),
-                {"spec": {"replicas": count}},
-            )
-            applied += 1
-    new_ctx = traffic_context(md, owner, new.stable, new.candidate, config)
+        objects += [serving_deployment(rev, replicas=replicas[target]), serving_service(owner, target)]
     try:
-        for obj in [
-            *provider.reconcile(new_ctx),
-            *provider.set_weights(new_ctx, decision.weights, decision.shadow),
-        ]:
-            applied += await apply(obj)
+        objects += provider.reconcile(new_ctx)
+        objects += provider.set_weights(new_ctx, decision.weights, decision.shadow)
     except UnsupportedTraffic as exc:
         events.append(Event("Warning", "TrafficUnsupported", str(exc)))
-    for rev_name in decision.delete:
+
+    async def scale(rev_name: str, count: int) -> int:
+        dep_name = revision_name(name, rev_name)
+        await kube.merge_patch("apps/v1", "Deployment", namespace, dep_name, {"spec": {"replicas": count}})
+        cache.pop(f"Deployment/{dep_name}", None)  # the next apply of this revision must not be skipped
+        return 1
+
+    async def remove(rev_name: str) -> int:
         for kind, api in (("Deployment", "apps/v1"), ("Service", "v1")):
             await kube.delete(api, kind, namespace, revision_name(name, rev_name))
             cache.pop(f"{kind}/{revision_name(name, rev_name)}", None)
-            applied += 1
+        return 2
+
+    # Within one pass the order does not matter: weights move away from a revision in one pass and
+    # it is scaled down only in a later one, once the provider has confirmed its weight is 0.
+    scalings = [
+        scale(rev_name, count)
+        for rev_name, count in replicas.items()
+        if rev_name != target
+        and (dep := live_deployments.get(rev_name)) is not None
+        and (dep.get("spec") or {}).get("replicas") != count
+    ]
+    done = await asyncio.gather(
+        *(apply(obj) for obj in objects), *scalings, *(remove(r) for r in decision.delete)
+    )
+    applied = sum(done)
     verified_now = readback.confirmed is not None and _positive(readback.confirmed) == _positive(
         decision.weights
     )

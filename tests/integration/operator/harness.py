@@ -37,8 +37,9 @@ MD_PATH = "/apis/mlrollouts.io/v1alpha1/namespaces/{ns}/modeldeployments"
 
 
 class Cluster:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, kubelet_interval: float = 0.1) -> None:
         self.workdir = workdir
+        self.kubelet_interval = kubelet_interval
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.kubeconfig = workdir / "kubeconfig"
@@ -137,7 +138,7 @@ class Cluster:
                             },
                             headers={"Content-Type": "application/merge-patch+json"},
                         )
-            self._stop.wait(0.1)
+            self._stop.wait(self.kubelet_interval)
         client.close()
 
     def stop(self) -> None:
@@ -148,8 +149,14 @@ class Cluster:
 
 
 def start_operator(
-    cluster: Cluster, workdir: Path, prometheus_url: str | None, name: str = "operator"
+    cluster: Cluster,
+    workdir: Path,
+    prometheus_url: str | None,
+    name: str = "operator",
+    tick: float = 0.25,
+    poll: float = 0.3,
 ) -> tuple[Proc, int]:
+    """The operator process; short tick and poll keep the tests quick (defaults are 1 s each)."""
     metrics_port = free_port()
     argv = [
         PYTHON,
@@ -160,9 +167,9 @@ def start_operator(
         "--metrics-port",
         str(metrics_port),
         "--tick",
-        "0.25",
+        str(tick),
         "--poll",
-        "0.3",
+        str(poll),
     ]
     if prometheus_url:
         argv += ["--prometheus-url", prometheus_url]

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -33,7 +35,11 @@ class Env:
         self.start_operator()
 
     def start_operator(self) -> None:
-        self.proc, _ = start_operator(self.cluster, self.workdir, self.prom.url)
+        self.proc, self.metrics_port = start_operator(self.cluster, self.workdir, self.prom.url)
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            return resp.read().decode()
 
     def output(self) -> str:
         return self.proc.output() if self.proc else ""
@@ -146,6 +152,13 @@ def test_immediate_strategy_creates_owned_children_and_switches(env):
         lambda: case.deployment(case.stable)["spec"]["replicas"] == 0, timeout=20, message="old scaled down"
     )
     wait_until(lambda: {"RevisionCreated", "Available", "Promoted"} <= set(case.reasons()), timeout=10)
+    text = env.metrics()
+    assert f'mlrollouts_phase{{name="plain",namespace="{case.ns}",phase="Healthy"}} 1.0' in text
+    assert (
+        f'mlrollouts_weight_percent{{name="plain",namespace="{case.ns}",revision="{case.candidate}"}} 100.0'
+        in text
+    )
+    assert "mlrollouts_reconcile_duration_seconds_count" in text
 
 
 def test_good_candidate_is_promoted_through_every_step(env, exporters):
@@ -214,12 +227,24 @@ def test_candidate_without_traffic_is_inconclusive_and_holds(env, exporters):
     assert progressing["status"] == "Unknown" and progressing["reason"] == "InconclusiveAnalysis"
     desired = {w["revision"]: w["desired"] for w in status["weights"]}
     assert desired[case.candidate] == 20  # held at its step: neither forward nor back
+    # a manual abort through the annotation: rolled back, annotation removed by the operator
+    case.cluster.annotate(case.ns, case.name, "mlrollouts.io/action", "abort")
+    status = case.wait(lambda s: s.get("phase") == "Degraded", 15, "aborted")
+    assert status["message"].startswith("Aborted") and status["failedRevision"] == case.candidate
+    wait_until(
+        lambda: (
+            "mlrollouts.io/action"
+            not in case.cluster.get(case.ns, case.name)["metadata"].get("annotations", {})
+        ),
+        timeout=10,
+        message="action annotation removed",
+    )
 
 
 def test_prometheus_lost_mid_rollout_never_promotes(env, exporters, tmp_path):
     own = PrometheusServer(tmp_path / "own-prometheus").start()
     try:
-        case = Case(env, "blind", steps=[{"weight": 20, "duration": "4s"}], inconclusiveLimit=50)
+        case = Case(env, "blind", steps=[{"weight": 20, "duration": "6s"}], inconclusiveLimit=50)
         case.base["spec"]["rollout"]["analysis"]["prometheus"] = {"address": own.url, "timeout": "1s"}
         case.next = with_model(case.base, "file:///models/blind-2.onnx")
         exporters(own, "blind", {case.stable: GOOD, case.candidate: GOOD})
@@ -227,7 +252,11 @@ def test_prometheus_lost_mid_rollout_never_promotes(env, exporters, tmp_path):
         case.roll_out()
         case.wait(lambda s: "Pass" in verdicts(s), 30, "a first passing analysis")
         own.stop()
+        # passes at +2 s and +4 s would end the 6 s step at +6 s; the errors keep it open past its end
         status = case.wait(lambda s: verdicts(s).count("Error") >= 4, 30, "analysis errors")
+        started = datetime.fromisoformat(status["stepStartedAt"].replace("Z", "+00:00"))
+        last_run = datetime.fromisoformat(status["analysis"]["lastRunAt"].replace("Z", "+00:00"))
+        assert (last_run - started).total_seconds() > 6
         assert status["phase"] == "Progressing" and status["stableRevision"] == case.stable
         assert status["currentStep"] == 0
         errors = [r for r in status["analysis"]["runs"] if r["verdict"] == "Error"]
