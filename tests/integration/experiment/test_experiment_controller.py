@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import random
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -50,7 +51,12 @@ class Env:
         self.model = train_classifier(workdir / "model.skops")
         self.servers = stack.enter_context(model_servers(workdir, self.model, REVISIONS))
         self.operator = start_operator(self.api, workdir, self.prom.url, tick=0.5)
-        stack.callback(self.operator.stop)
+        stack.callback(lambda: self.operator.stop())
+
+    def restart_operator(self) -> None:
+        self.operator.kill()
+        self.operator.stop()
+        self.operator = start_operator(self.api, self.workdir, self.prom.url, tick=0.5)
 
     def services(self, ns: str, dead: str | None = None) -> dict[str, str]:
         """Service name -> local URL of its server; ``dead`` points at a closed port."""
@@ -74,9 +80,12 @@ class Users:
 
     The reward is 1 with the probability of the variant that answered (``x-mlrollouts-variant``)."""
 
-    def __init__(self, replicas, model: str, reward_probability: dict[str, float], workers: int = 6) -> None:
+    def __init__(
+        self, replicas, model: str, reward_probability: dict[str, float], rate: float = 40, workers: int = 4
+    ) -> None:
         self.replicas, self.model, self.p = replicas, model, reward_probability
         self.workers = workers
+        self.period = workers / rate  # seconds between two requests of one user thread
         self.served: Counter[str] = Counter()
         self.feedback: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
@@ -106,7 +115,12 @@ class Users:
         body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": ROW}]}
         with httpx.Client(timeout=10) as client:
             n = 0
+            next_at = time.monotonic()
             while not self._stop.is_set():
+                # a steady request rate, so the amount of data per interval does not depend on the machine
+                next_at += self.period
+                if self._stop.wait(max(0.0, next_at - time.monotonic())):
+                    break
                 n += 1
                 first = (worker + n) % len(self.replicas)
                 other = (first + 1) % len(self.replicas)
@@ -182,13 +196,13 @@ def test_thompson_converges_to_the_best_variant_and_concludes(env: Env, tmp_path
         ns,
         name,
         {
-            "policy": {"type": "ThompsonSampling", "floor": 5, "maxWeightChange": 30, "seed": 11},
+            "policy": {"type": "ThompsonSampling", "floor": 10, "maxWeightChange": 25, "seed": 11},
             "interval": "3s",
             "decision": {
                 "method": "Bayesian",
                 "probabilityToBeBest": 0.95,
                 "expectedLossThreshold": 0.01,
-                "minSamplesPerVariant": 80,
+                "minSamplesPerVariant": 120,
             },
             "onConclusion": "RouteToWinner",
             "traffic": {"provider": "Router", "stickiness": {"header": "x-user-id"}},
@@ -200,8 +214,12 @@ def test_thompson_converges_to_the_best_variant_and_concludes(env: Env, tmp_path
         with routers(tmp_path, sync.path, key) as replicas:
             env.scrape(replicas)
             with Users(replicas, name, {"a": 0.1, "b": 0.2, "c": 0.5}) as users:
+                # a crash of the operator after the first adaptive change: a new one resumes
+                wait_until(lambda: sync.applied[-1]["c"] >= 50, timeout=60, message="c at 50 % or more")
+                started_at = experiment_status(env.api, ns, name)["startedAt"]
+                env.restart_operator()
                 status = wait_status(
-                    env, ns, name, lambda s: s.get("phase") == "Concluded", 75, "experiment Concluded"
+                    env, ns, name, lambda s: s.get("phase") == "Concluded", 90, "experiment Concluded"
                 )
                 # after the conclusion the routers send everyone to the winner
                 wait_until(lambda: sync.applied[-1] == {"a": 0, "b": 0, "c": 100}, timeout=10)
@@ -216,19 +234,26 @@ def test_thompson_converges_to_the_best_variant_and_concludes(env: Env, tmp_path
 
     winner = status["winner"]
     assert winner["variant"] == "c" and winner["reason"] == "WinnerFound"
+    assert status["startedAt"] == started_at
     assert winner["evidence"]["probabilityToBeBest"] >= 0.95
     assert winner["evidence"]["expectedLoss"] <= 0.01
     stats = variants_of(status)
     assert stats["c"]["mean"] > stats["a"]["mean"] and stats["c"]["mean"] > stats["b"]["mean"]
-    assert all(stats[v]["requests"] >= 80 for v in "abc")
+    assert all(stats[v]["requests"] >= 120 for v in "abc")
     assert stats["c"]["interval"]["low"] < stats["c"]["mean"] < stats["c"]["interval"]["high"]
     assert {v: stats[v]["weight"] for v in "abc"} == {"a": 0, "b": 0, "c": 100}
-    # on the way the split moved towards c, never below the 5 % floor, and each change was an event
+    # on the way the split moved towards c, never below the 10 % floor, and each change was an event
     adaptive = sync.applied[:-1]
-    assert len(adaptive) >= 2 and adaptive[-1]["c"] > adaptive[0]["c"]
-    assert all(w >= 5 for split in adaptive for w in split.values())
+    assert len(adaptive) >= 3 and adaptive[-1]["c"] >= 50 > adaptive[0]["c"]
+    assert all(w >= 10 for split in adaptive for w in split.values())
     reasons = [e["reason"] for e in events(env.api, ns, name)]
-    assert "Started" in reasons and "Concluded" in reasons and reasons.count("WeightChanged") >= 2
+    detail = [
+        (e["reason"], e.get("message"), e.get("firstTimestamp"), e.get("count"))
+        for e in events(env.api, ns, name)
+    ]
+    assert reasons.count("Started") == 1 and "Concluded" in reasons and reasons.count("WeightChanged") >= 2, (
+        detail
+    )
     assert after["a"] == before["a"] and after["b"] == before["b"]
     # feedback answered by the other replica: both replicas credited some, each exactly once
     assert all(count > 0 for count in counted.values())
@@ -289,3 +314,39 @@ def test_guardrail_breach_removes_the_variant(env: Env, tmp_path: Path):
     assert errors_after - before <= 12
     warnings = [e for e in events(env.api, ns, name) if e["reason"] == "GuardrailBreached"]
     assert warnings and "'c'" in warnings[0]["message"]
+
+
+def test_pending_until_the_model_deployments_serve_then_abort(env: Env):
+    ns, name = f"t-{uuid.uuid4().hex[:8]}", "waiting"
+    env.api.request(
+        "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+    )
+    create_experiment(env, ns, name, {"policy": {"type": "EpsilonGreedy", "epsilon": 0.2}, "interval": "2s"})
+    status = wait_status(env, ns, name, lambda s: s.get("phase") == "Pending", 20, "experiment Pending")
+    assert "md-a" in status["message"]
+    assert env.api.get(f"/api/v1/namespaces/{ns}/configmaps/{name}-routes") is None
+    for md, rev in REVISIONS.items():
+        serve_model_deployment(env.api, ns, md, env.model.as_uri(), rev)
+    status = wait_status(env, ns, name, lambda s: s.get("phase") == "Running", 20, "experiment Running")
+    assert sum(v["weight"] for v in status["variants"]) == 100
+    router = env.api.get(f"/apis/apps/v1/namespaces/{ns}/deployments/{name}-router")
+    assert router is not None and router["metadata"]["ownerReferences"][0]["kind"] == "Experiment"
+    path = f"{EXP_PATH.format(ns=ns)}/{name}"
+    env.api.request(
+        "PATCH",
+        path,
+        {"metadata": {"annotations": {"mlrollouts.io/action": "abort"}}},
+        "application/merge-patch+json",
+    )
+    status = wait_status(env, ns, name, lambda s: s.get("phase") == "Stopped", 20, "experiment Stopped")
+    assert status["winner"]["reason"] == "Aborted" and "variant" not in status["winner"]
+    wait_until(
+        lambda: (
+            "mlrollouts.io/action" not in (env.api.request("GET", path)["metadata"].get("annotations") or {})
+        ),
+        timeout=10,
+        message="action annotation removed",
+    )
+    # the ModelDeployments were only read
+    md = env.api.request("GET", f"/apis/mlrollouts.io/v1alpha1/namespaces/{ns}/modeldeployments/md-a")
+    assert md["metadata"]["generation"] == 1
