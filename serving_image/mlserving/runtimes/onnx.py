@@ -119,14 +119,18 @@ class OnnxRuntime(ModelRuntime):
             s.shape[:1] == (-1,) for s in outputs
         )
         self._session = session
-        self._run = session.run
+        # The binding's run() skips the Python wrapper's per-call feed checks (inputs are already
+        # validated against the model's signature by the server); the public run() is the fallback.
+        inner = getattr(session, "_sess", None)
+        self._run = inner.run if inner is not None and hasattr(inner, "run") else session.run
+        self._run_options = None
         self._ready = True
 
     def predict(
         self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
         graph_names = [self._graph_name.get(n, n) for n in outputs] if outputs else self._all_outputs
-        results = self._run(graph_names, inputs)
+        results = self._run(graph_names, inputs, self._run_options)
         served: dict[str, np.ndarray] = {}
         for graph_name, value in zip(graph_names, results, strict=True):
             name = self._rename.get(graph_name, graph_name)
