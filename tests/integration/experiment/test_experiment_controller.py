@@ -110,6 +110,10 @@ class Users:
         with self.lock:
             return Counter(self.served)
 
+    def recent_feedback(self) -> Counter[str]:
+        with self.lock:
+            return Counter(self.feedback)
+
     def _run(self, worker: int) -> None:
         rng = random.Random(worker)
         body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": ROW}]}
@@ -221,6 +225,7 @@ def test_thompson_converges_to_the_best_variant_and_concludes(env: Env, tmp_path
                 status = wait_status(
                     env, ns, name, lambda s: s.get("phase") == "Concluded", 90, "experiment Concluded"
                 )
+                posted = sum(users.recent_feedback().values())
                 # after the conclusion the routers send everyone to the winner
                 wait_until(lambda: sync.applied[-1] == {"a": 0, "b": 0, "c": 100}, timeout=10)
                 # (the first window lets both replicas load the new table)
@@ -258,6 +263,9 @@ def test_thompson_converges_to_the_best_variant_and_concludes(env: Env, tmp_path
     # feedback answered by the other replica: both replicas credited some, each exactly once
     assert all(count > 0 for count in counted.values())
     assert sum(counted.values()) == sum(users.feedback.values())
+    # the controller adds up both replicas' series per variant: what it counted was posted once
+    # (Prometheus' increase() extrapolates a little)
+    assert sum(stats[v]["rewardCount"] for v in "abc") <= 1.1 * posted
     assert not users.errors
 
 
