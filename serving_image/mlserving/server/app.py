@@ -203,6 +203,7 @@ class InferenceServer:
         # generations so that collections during requests stay short (tail latency).
         gc.collect()
         gc.freeze()
+        _release_free_memory()
         self.state = "ready"
         self.metrics.ready_child.set(1)
 
@@ -579,6 +580,16 @@ class InferenceServer:
             m.feedback_correct.labels(m.model, m.revision, "true" if correct else "false").inc()
         answer = {"id": response_id, "accepted": True, "reward": reward, "correct": correct}
         await _send(send, 200, orjson.dumps(answer))
+
+
+def _release_free_memory() -> None:
+    """Give the heap freed after loading (file buffers, conversion scratch) back to the OS."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _allow(method: str, allowed: str, path: str) -> None:
