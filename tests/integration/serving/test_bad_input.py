@@ -216,7 +216,7 @@ requests_ = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(body=requests_)
 def test_arbitrary_requests_never_crash_the_server(onnx_server, client, body):
     resp = client.post(f"{onnx_server.url}/v2/models/iris/infer", json=body)

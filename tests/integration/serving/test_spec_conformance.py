@@ -47,6 +47,6 @@ schema = schemathesis.openapi.from_dict(pinned_spec("iris", "1"))
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 def test_open_inference_protocol_conformance(case, onnx_server):
     case.call_and_validate(base_url=onnx_server.url, checks=CHECKS)
