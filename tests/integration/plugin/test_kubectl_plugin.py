@@ -102,16 +102,20 @@ def _served(emu: Emulator) -> bool:
     return True
 
 
-def run_plugin(emu: Emulator, *args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     """The CLI's entry point in this process (the emulator stays a separate process, spoken to over
     HTTP); the console script itself is run as a process by the watch and kubectl tests."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            code = main([*args, "--kubeconfig", str(emu.kubeconfig)])
+            code = main(list(args))
         except SystemExit as exc:  # argparse errors
             code = int(exc.code or 0)
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+def run_plugin(emu: Emulator, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, "--kubeconfig", str(emu.kubeconfig))
 
 
 def ok(emu: Emulator, *args: str) -> str:
@@ -494,11 +498,11 @@ def test_namespace_comes_from_the_flag_or_the_context(emulator: Emulator, tmp_pa
     other["contexts"][0]["context"]["namespace"] = "elsewhere"
     path = tmp_path / "kubeconfig-elsewhere"
     path.write_text(yaml.safe_dump(other))
-    base = [str(PLUGIN), "status", name, "--kubeconfig", str(path)]
-    elsewhere = subprocess.run(base, capture_output=True, text=True, timeout=60)
+    elsewhere = run_cli("status", name, "--kubeconfig", str(path))
     assert elsewhere.returncode == 1 and 'in namespace "elsewhere" not found' in elsewhere.stderr
-    flagged = subprocess.run([*base, "-n", "default"], capture_output=True, text=True, timeout=60)
+    flagged = run_cli("status", name, "--kubeconfig", str(path), "-n", "default")
     assert flagged.returncode == 0, flagged.stderr
+    # KUBECONFIG is read when the client library loads: a process of its own
     env = {**os.environ, "KUBECONFIG": str(emulator.kubeconfig)}
     from_env = subprocess.run(
         [str(PLUGIN), "status", name], capture_output=True, text=True, timeout=60, env=env
