@@ -467,7 +467,7 @@ class Store:
             del self.objects[rt.key][key]
             self._forget(rt, key, new)
             self._emit("DELETED", rt, new, old)
-            self.request_gc()
+            self._gc_after_removal(new)
             return new
         self.objects[rt.key][key] = new
         if rt.key == _CRD_KEY:
@@ -556,8 +556,19 @@ class Store:
         del self.objects[rt.key][key]
         self._forget(rt, key, obj)
         self._emit("DELETED", rt, obj, current)
-        self.request_gc()
+        self._gc_after_removal(obj)
         return obj
+
+    def _gc_after_removal(self, obj: dict[str, Any]) -> None:
+        """Collect garbage only when the removal can matter: to dependents, owners or a namespace."""
+        meta = obj["metadata"]
+        namespace = self.objects[_NS_KEY].get(("", meta.get("namespace", "")))
+        if (
+            meta.get("ownerReferences")
+            or (namespace is not None and namespace["metadata"].get("deletionTimestamp"))
+            or self.dependents_of(meta["uid"])
+        ):
+            self.request_gc()
 
     def _forget(self, rt: ResourceType, key: ObjKey, obj: dict[str, Any]) -> None:
         for applied_key in [k for k in self.applied if k[0] == rt.key and k[1] == key]:
