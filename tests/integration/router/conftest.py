@@ -22,8 +22,7 @@ def procs(tmp_path) -> Iterator[contextlib.ExitStack]:
         yield stack
 
 
-@pytest.fixture
-def start_upstream(procs, tmp_path):
+def _upstream_starter(procs: contextlib.ExitStack, tmp_path: Path):
     def start(name: str, *extra: str, mode: str = "ok") -> Upstream:
         port = free_port()
         argv = [PYTHON, str(UPSTREAM_SCRIPT), "--port", str(port), "--name", name, "--mode", mode, *extra]
@@ -37,6 +36,19 @@ def start_upstream(procs, tmp_path):
         return Upstream(name, url, proc)
 
     return start
+
+
+@pytest.fixture
+def start_upstream(procs, tmp_path):
+    return _upstream_starter(procs, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def plain_upstreams(tmp_path_factory) -> Iterator[dict[str, Upstream]]:
+    """Upstreams ``a``, ``b`` and ``c`` shared by the tests of a module that only look at routing."""
+    with contextlib.ExitStack() as stack:
+        start = _upstream_starter(stack, tmp_path_factory.mktemp("upstreams"))
+        yield {name: start(name) for name in ("a", "b", "c")}
 
 
 def _port_open(port: int) -> bool:

@@ -78,8 +78,8 @@ def test_forwards_the_inference_protocol(start_upstream, start_router):
     assert router.metric("mlrouter_requests_total", route="iris", variant="stable", code="200") == 3
 
 
-def test_random_split_matches_weights(start_upstream, start_router):
-    a, b = start_upstream("a"), start_upstream("b")
+def test_random_split_matches_weights(plain_upstreams, start_router):
+    a, b = plain_upstreams["a"], plain_upstreams["b"]
     router = start_router(table(route(variants=[variant("a", a, weight=90), variant("b", b, weight=10)])))
     responses = asyncio.run(infer_many(router.url, 2000))
     counts = Counter(r.headers["x-mlrollouts-variant"] for r in responses)
@@ -89,8 +89,8 @@ def test_random_split_matches_weights(start_upstream, start_router):
     assert router.metric("mlrouter_requests_total", route="iris", variant="b", code="200") == counts["b"]
 
 
-def test_sticky_assignment_is_stable_and_follows_rendezvous_hashing(start_upstream, start_router):
-    ups = {name: start_upstream(name) for name in ("a", "b", "c")}
+def test_sticky_assignment_is_stable_and_follows_rendezvous_hashing(plain_upstreams, start_router):
+    ups = plain_upstreams
     weights = {"a": 70, "b": 20, "c": 10}
     variants = [variant(n, ups[n], weight=w) for n, w in weights.items()]
     router = start_router(table(route(variants=variants, stickiness={"header": "x-user-id"})))
@@ -117,8 +117,8 @@ def test_sticky_assignment_is_stable_and_follows_rendezvous_hashing(start_upstre
     assert all(moved[u] == "b" for u in users if assigned[u] == "b")
 
 
-def test_sticky_by_cookie(start_upstream, start_router):
-    a, b = start_upstream("a"), start_upstream("b")
+def test_sticky_by_cookie(plain_upstreams, start_router):
+    a, b = plain_upstreams["a"], plain_upstreams["b"]
     router = start_router(
         table(
             route(
