@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: venv test test-unit test-integration test-e2e lint crds demo bench bench-serving bench-router \
-        bench-operator bench-bandits images kind-e2e clean
+        bench-operator bench-bandits bench-apiserver images kind-e2e clean
 
 venv: $(STAMP)
 
@@ -44,7 +44,7 @@ clean:
 	rm -rf $(VENV) .mlrollouts .pytest_cache .mypy_cache .ruff_cache
 
 # Benchmarks print their numbers; they are not part of `make test`.
-bench: bench-serving bench-router bench-operator bench-bandits
+bench: bench-serving bench-router bench-operator bench-bandits bench-apiserver
 
 bench-serving: venv
 	$(PY) tests/bench/bench_serving.py
@@ -57,6 +57,9 @@ bench-operator: venv
 
 bench-bandits: venv
 	$(PY) tests/bench/bench_bandits.py
+
+bench-apiserver: venv
+	$(PY) tests/bench/bench_apiserver.py
 
 # Container images and the kind end-to-end run (need Docker; they say so and stop where it is absent).
 images:

@@ -25,3 +25,17 @@ def prometheus(tmp_path: Path) -> Iterator[PrometheusServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _kubectl_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """kubectl caches discovery per server URL for hours; emulators reuse ports, so never share it."""
+    import os
+
+    previous = os.environ.get("KUBECACHEDIR")
+    os.environ["KUBECACHEDIR"] = str(tmp_path_factory.mktemp("kubectl-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("KUBECACHEDIR", None)
+    else:
+        os.environ["KUBECACHEDIR"] = previous
