@@ -102,12 +102,15 @@ class Cluster:
         chosen = next((c for c in contexts if c["name"] == context), None) if context else active
         return ((chosen or {}).get("context") or {}).get("namespace")
 
-    def _call(self, what: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _call(self, what: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Object:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
         try:
-            return func(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+            result = func(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+            if not isinstance(result, dict):
+                raise PluginError(f"{what}: the API server sent no object but {type(result).__name__}")
+            return result
         except ApiException as exc:
             if exc.status == 404:
                 raise NotFound(f"{what} not found") from None
