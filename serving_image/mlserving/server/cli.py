@@ -117,7 +117,7 @@ def serve(settings: Any) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=_http_protocol(),
         lifespan="on",
         access_log=False,
         log_config=None,
@@ -128,3 +128,13 @@ def serve(settings: Any) -> None:
         backlog=2048,
     )
     uvicorn.Server(config).run()
+
+
+def _http_protocol() -> Any:
+    import os
+
+    if os.environ.get("MLSERVING_PLAIN_HTTPTOOLS"):
+        return "httptools"
+    from mlserving.server.http import OneWriteHttpToolsProtocol
+
+    return OneWriteHttpToolsProtocol

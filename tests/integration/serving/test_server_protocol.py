@@ -197,3 +197,11 @@ def test_unknown_model_version_and_route_are_404_with_error(onnx_server, client)
         assert resp.json()["error"], path
     assert "nope" in client.get(f"{onnx_server.url}/v2/models/nope").json()["error"]
     assert client.delete(f"{onnx_server.url}/v2/models/iris").status_code == 405
+
+
+def test_head_requests_and_keep_alive(onnx_server, client):
+    # HEAD answers carry no body; the connection stays usable for the next request.
+    for _ in range(3):
+        head = client.head(f"{onnx_server.url}/v2/health/ready")
+        assert head.status_code == 200 and head.content == b""
+        assert client.get(f"{onnx_server.url}/v2/health/live").json() == {"live": True}
