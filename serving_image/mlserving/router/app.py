@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -27,6 +27,9 @@ from mlserving.router.ids import IdSigner, InvalidId
 from mlserving.router.metrics import RouterMetrics
 from mlserving.router.split import Splitter
 from mlserving.router.table import Route, RouteTable, Variant
+
+if TYPE_CHECKING:
+    from mlserving.router.resolve import EndpointResolver
 from mlserving.router.upstream import (
     BadResponse,
     ConnectFailed,
@@ -66,6 +69,10 @@ _JSON = [(b"content-type", b"application/json")]
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+Resolve = Callable[[str], list[str]]
+"""Maps an upstream base URL to the URLs actually used (e.g. a Service to its ready endpoints)."""
 
 
 class _HTTPError(Exception):
@@ -110,12 +117,13 @@ class CompiledRoute:
     sticky_cookie: bytes | None
 
     @classmethod
-    def build(cls, route: Route) -> CompiledRoute:
+    def build(cls, route: Route, resolve: Resolve | None = None) -> CompiledRoute:
         def compile_variant(variant: Variant) -> CompiledVariant:
             timeouts = route.timeouts_for(variant)
+            urls = [u for url in variant.upstreams for u in resolve(url)] if resolve else variant.upstreams
             return CompiledVariant(
                 name=variant.name,
-                upstreams=tuple(Endpoint.parse(url) for url in variant.upstreams),
+                upstreams=tuple(Endpoint.parse(url) for url in urls),
                 model=variant.model,
                 connect_seconds=timeouts.connect_seconds,
                 request_seconds=timeouts.request_seconds,
@@ -162,8 +170,8 @@ class CompiledTable:
     by_model: dict[str, CompiledRoute]
 
     @classmethod
-    def build(cls, table: RouteTable) -> CompiledTable:
-        return cls(table=table, by_model={r.model: CompiledRoute.build(r) for r in table.routes})
+    def build(cls, table: RouteTable, resolve: Resolve | None = None) -> CompiledTable:
+        return cls(table=table, by_model={r.model: CompiledRoute.build(r, resolve) for r in table.routes})
 
 
 def _json_body(payload: Any) -> bytes:
@@ -208,8 +216,10 @@ class RouterApp:
         max_shadow_inflight: int = DEFAULT_MAX_SHADOW_INFLIGHT,
         on_startup: Callable[[RouterApp], Awaitable[None]] | None = None,
         on_shutdown: Callable[[RouterApp], Awaitable[None]] | None = None,
+        resolver: EndpointResolver | None = None,
     ) -> None:
         self.signer = signer
+        self.resolver = resolver
         self.metrics = metrics or RouterMetrics()
         self.max_body_bytes = max_body_bytes
         self.max_shadow_inflight = max_shadow_inflight
@@ -229,7 +239,16 @@ class RouterApp:
         return self._compiled.table if self._compiled else None
 
     def set_table(self, table: RouteTable) -> None:
-        self._compiled = CompiledTable.build(table)
+        if self.resolver is not None:
+            self.resolver.want(url for route in table.routes for v in route.variants for url in v.upstreams)
+            self._compiled = CompiledTable.build(table, self.resolver.resolve)
+        else:
+            self._compiled = CompiledTable.build(table)
+
+    def endpoints_changed(self) -> None:
+        """The resolver saw Service endpoints change: recompile the current table with them."""
+        if self._compiled is not None:
+            self.set_table(self._compiled.table)
 
     # -- lifecycle -------------------------------------------------------------------------------
 

@@ -50,6 +50,13 @@ def register(subparsers: Any) -> None:
         default=os.environ.get("MLROUTER_REQUIRE_SIGNING_KEY", "") in ("1", "true"),
         help="refuse to start without MLROUTER_SIGNING_KEY (production)",
     )
+    parser.add_argument(
+        "--resolve-endpoints",
+        action="store_true",
+        default=os.environ.get("MLROUTER_RESOLVE_ENDPOINTS", "").lower() in ("1", "true"),
+        help="send requests for <service>.<namespace>.svc upstreams straight to the Service's ready "
+        "endpoints, read through the Kubernetes API (env MLROUTER_RESOLVE_ENDPOINTS)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.set_defaults(handler=run)
 
@@ -93,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
         )
 
     async def on_startup(app: RouterApp) -> None:
+        if app.resolver is not None:
+            app.resolver.on_change(app.endpoints_changed)
+            tasks.append(asyncio.create_task(app.resolver.run()))
         source = make_source(app)
         if isinstance(source, FileSource):
             source.load_now()  # serve the table from the first request on
@@ -104,8 +114,14 @@ def run(args: argparse.Namespace) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    resolver = None
+    if args.resolve_endpoints:
+        from mlserving.router.resolve import EndpointResolver
+
+        resolver = EndpointResolver(KubeAccess(args.kubeconfig))
     app = RouterApp(
         signer,
+        resolver=resolver,
         max_body_bytes=args.max_body_bytes,
         max_shadow_inflight=args.max_shadow_inflight,
         on_startup=on_startup,
