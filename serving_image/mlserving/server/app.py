@@ -71,7 +71,9 @@ def _error_body(message: str) -> bytes:
 class InferenceServer:
     """ASGI application serving one model."""
 
-    def __init__(self, settings: ServerSettings, metrics: ServerMetrics | None = None) -> None:
+    def __init__(
+        self, settings: ServerSettings, metrics: ServerMetrics | None = None, arrivals: Any = None
+    ) -> None:
         self.settings = settings
         self.model_name = settings.model_name
         self.version = settings.model_version
@@ -83,6 +85,8 @@ class InferenceServer:
         self.load_error: str | None = None
         self.native_fallback: str | None = None
         self.inflight = 0
+        self.started = 0  # HTTP requests handed to the application (see waiting())
+        self.arrivals = arrivals
         self._load_task: asyncio.Task[None] | None = None
         self._metadata: bytes = b""
         self._outputs: dict[str, Any] = {}
@@ -92,6 +96,11 @@ class InferenceServer:
         self._v1_predict = f"/v1/models/{self.model_name}:predict"
 
     # ---------------------------------------------------------------- lifecycle
+
+    def waiting(self) -> int:
+        """Other requests behind the current one: parsed but not started, or started and unfinished."""
+        queued = self.arrivals.count - self.started if self.arrivals is not None else 0
+        return max(0, queued) + self.inflight - 1
 
     @property
     def ready(self) -> bool:
@@ -195,7 +204,7 @@ class InferenceServer:
             runtime,
             max_batch=self.settings.max_batch_size,
             max_wait=self.settings.max_batch_wait_ms / 1000.0,
-            inflight=lambda: self.inflight,
+            waiting=self.waiting,
             on_call=self.metrics.batch_child.observe,
         )
         self.runtime = runtime
@@ -228,6 +237,7 @@ class InferenceServer:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.started += 1
         path: str = scope["path"]
         method: str = scope["method"]
         if method == "POST" and (path in self._infer_paths):

@@ -1,6 +1,7 @@
 """Adaptive batching: requests that are waiting at the same moment run as one model call.
 
-A request that is alone in the server runs at once. With ``max_wait`` 0 (the default) nothing ever waits for a batch to fill: a request queues, and the
+A request with no other request waiting behind it runs at once (``waiting`` counts requests
+already parsed but not yet handled, and requests being handled). With ``max_wait`` 0 (the default) nothing ever waits for a batch to fill: a request queues, and the
 queue is flushed on the next turn of the event loop, so only requests that arrived together are
 merged. That costs a lone request one loop turn (microseconds) and saves a model call per merged
 request under concurrency. A positive ``max_wait`` holds the queue up to that long, but only while
@@ -42,13 +43,13 @@ class Batcher:
         *,
         max_batch: int,
         max_wait: float,
-        inflight: Callable[[], int] = lambda: 0,
+        waiting: Callable[[], int] = lambda: 0,
         on_call: Callable[[int], None] | None = None,
     ) -> None:
         self.runtime = runtime
         self.max_batch = max_batch
         self.max_wait = max_wait
-        self._inflight = inflight
+        self._waiting = waiting
         self._on_call = on_call
         self._queue: list[_Item] = []
         self._queued_rows = 0
@@ -73,7 +74,7 @@ class Batcher:
         first = next(iter(inputs.values()))
         rows = int(first.shape[0]) if first.ndim else 1
         out = tuple(outputs) if outputs else None
-        alone = self._inflight() <= 1 and not self._queue and not self._busy
+        alone = not self._queue and not self._busy and self._waiting() <= 0
         if alone or self.max_batch <= 1 or not runtime.batchable or rows >= self.max_batch:
             if runtime.blocking or rows > INLINE_MAX_ROWS:
                 loop = asyncio.get_running_loop()
@@ -90,7 +91,7 @@ class Batcher:
                     self._scheduled.cancel()
                 self._scheduled = loop.call_soon(self._flush)
             elif self._scheduled is None:
-                if self.max_wait > 0 and self._inflight() > len(self._queue):
+                if self.max_wait > 0 and self._waiting() >= len(self._queue):
                     self._scheduled = loop.call_later(self.max_wait, self._flush)
                 else:
                     self._scheduled = loop.call_soon(self._flush)

@@ -111,13 +111,19 @@ def serve(settings: Any) -> None:
     from mlserving.server.app import InferenceServer
 
     logs.configure(settings.log_level)
-    app = InferenceServer(settings)
+    protocol = _http_protocol()
+    arrivals = None
+    if not isinstance(protocol, str):
+        from mlserving.server.http import ARRIVALS
+
+        arrivals = ARRIVALS
+    app = InferenceServer(settings, arrivals=arrivals)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=_http_protocol(),
+        http=protocol,
         lifespan="on",
         access_log=False,
         log_config=None,

@@ -5,6 +5,10 @@ the body in a second write: two ``send()`` system calls, and two TCP segments, p
 head is held here until the body follows (within the same step of the event loop, as this server
 always sends them together) and both go out in one write. A head without a body in the same step
 (HEAD requests) is flushed on the next turn of the loop.
+
+It also counts requests as their headers arrive (``ARRIVALS``): requests parsed in one turn of the
+event loop are handled one after another in the next, and the count tells the adaptive batcher
+whether others are waiting behind the one being handled.
 """
 
 from __future__ import annotations
@@ -49,7 +53,24 @@ class _OneWriteTransport:
         return getattr(self._transport, name)
 
 
+class Arrivals:
+    """Requests whose headers were parsed (monotonic); the application counts those it started."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+ARRIVALS = Arrivals()
+
+
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.transport = _OneWriteTransport(transport, self.loop)  # type: ignore[assignment]
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        if self.cycle is not None and self.cycle.scope is self.scope:
+            ARRIVALS.count += 1
