@@ -58,9 +58,192 @@ def _run_apiserver(args: argparse.Namespace) -> int:
     return 0
 
 
+def _state_dir_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".mlrollouts"),
+        help="where the kubeconfig, logs and state live (default: %(default)s)",
+    )
+
+
+def _register_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "up",
+        help="start the playground: API emulator, CRDs, Prometheus, process kubelet, operator",
+        description="Start the local playground and supervise it until SIGTERM or Ctrl-C "
+        "(or, with --detach, in the background until `mlrollouts local down`).",
+    )
+    _state_dir_arg(parser)
+    parser.add_argument("--detach", action="store_true", help="run in the background and return once ready")
+    parser.set_defaults(handler=_run_up)
+
+
+def _print_summary(state: dict[str, object]) -> None:
+    print(f"API server:   {state['apiServer']}")
+    print(
+        f"kubeconfig:   {state['kubeconfig']}   (kubectl --kubeconfig {state['kubeconfig']} get mlrollouts)"
+    )
+    print(f"Prometheus:   {state['prometheus']}")
+    print(f"operator:     {state['operatorMetrics']}")
+    print(f"logs:         {state['logs']}")
+
+
+def _run_up(args: argparse.Namespace) -> int:
+    import subprocess
+    import time
+
+    from mlrollouts.local.playground import Playground, PlaygroundError, pid_alive, read_state
+
+    existing = read_state(args.state_dir)
+    if existing and pid_alive(int(existing["pid"])):
+        print(f"the playground is already running (pid {existing['pid']}):")
+        _print_summary(existing)
+        return 0
+    if args.detach:
+        args.state_dir.mkdir(parents=True, exist_ok=True)
+        log_path = args.state_dir / "up.log"
+        with open(log_path, "ab") as log:
+            child = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "mlrollouts.cli.main",
+                    "local",
+                    "up",
+                    "--state-dir",
+                    str(args.state_dir),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            state = read_state(args.state_dir)
+            if state and int(state["pid"]) == child.pid:
+                _print_summary(state)
+                return 0
+            if child.poll() is not None:
+                print(f"mlrollouts local up failed; see {log_path}:", file=sys.stderr)
+                print(log_path.read_text()[-2000:], file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+        print(f"the playground did not become ready in 120 s; see {log_path}", file=sys.stderr)
+        return 1
+    try:
+        playground = Playground(args.state_dir).start()
+    except PlaygroundError as exc:
+        print(f"mlrollouts local up: {exc}", file=sys.stderr)
+        return 1
+    state = read_state(args.state_dir) or {}
+    _print_summary(state)
+    print("playground running; Ctrl-C or `mlrollouts local down` stops it", flush=True)
+    try:
+        playground.run_forever()
+    except PlaygroundError as exc:
+        print(f"mlrollouts local up: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _register_down(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("down", help="stop a playground started with `local up`")
+    _state_dir_arg(parser)
+    parser.set_defaults(handler=_run_down)
+
+
+def _run_down(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    from mlrollouts.local.playground import pid_alive, read_state
+
+    state = read_state(args.state_dir)
+    if not state or not pid_alive(int(state["pid"])):
+        print("no playground is running")
+        return 0
+    pid = int(state["pid"])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.2)
+    if pid_alive(pid):
+        print(f"the playground (pid {pid}) did not stop within 60 s", file=sys.stderr)
+        return 1
+    print("playground stopped")
+    return 0
+
+
+def _register_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("status", help="show the playground's endpoints and resources")
+    _state_dir_arg(parser)
+    parser.set_defaults(handler=_run_status)
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    from mlrollouts.local.kube import DEPLOYMENTS, KubeClient, KubeError, ResourceRef
+    from mlrollouts.local.playground import pid_alive, read_state
+
+    state = read_state(args.state_dir)
+    if not state or not pid_alive(int(state["pid"])):
+        print("no playground is running (start one with `mlrollouts local up`)")
+        return 1
+    _print_summary(state)
+    kube = KubeClient(str(state["kubeconfig"]))
+    try:
+        print()
+        for plural in ("modeldeployments", "experiments", "compositemodels"):
+            for item in kube.list(ResourceRef("mlrollouts.io", "v1alpha1", plural)):
+                meta, status = item["metadata"], item.get("status") or {}
+                print(
+                    f"{plural[:-1]:16} {meta.get('namespace')}/{meta['name']:24} phase={status.get('phase', '-')}"
+                    f" {status.get('weightsSummary', '')}"
+                )
+        for deployment in kube.list(DEPLOYMENTS):
+            meta, status = deployment["metadata"], deployment.get("status") or {}
+            print(
+                f"{'deployment':16} {meta.get('namespace')}/{meta['name']:24} "
+                f"ready={status.get('readyReplicas', 0)}/{deployment.get('spec', {}).get('replicas', 1)}"
+            )
+    except KubeError as exc:
+        print(f"cannot read the playground's API: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        kube.close()
+    return 0
+
+
+def _register_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "demo",
+        help="canary a model on the playground: promote a better one, roll a broken one back",
+    )
+    _state_dir_arg(parser)
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("out/demo"),
+        help="models, the timeline and the plot go here (default: %(default)s)",
+    )
+    parser.add_argument("--no-live", action="store_true", help="print events only, no live view")
+    parser.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from mlrollouts.local.demo import run_demo
+
+    return run_demo(args.state_dir, args.output_dir, live=not args.no_live)
+
+
 # subcommand name -> function adding it to the `local` subparsers
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = {
     "apiserver": _register_apiserver,
+    "up": _register_up,
+    "down": _register_down,
+    "status": _register_status,
+    "demo": _register_demo,
 }
 
 

@@ -383,9 +383,12 @@ class ProcessKubelet:
                 )
             command = list(entry)
         argv = command + args
-        module = SCRIPT_MODULES.get(os.path.basename(argv[0]))
+        script = os.path.basename(argv[0])
+        module = SCRIPT_MODULES.get(script)
         if module:
             argv = [sys.executable, "-m", module, *argv[1:]]
+            if script == "mlserving" and not any(a == "--host" or a.startswith("--host=") for a in argv):
+                argv.append("--host=127.0.0.1")  # the servers' default 0.0.0.0 would expose the playground
         elif not os.path.isabs(argv[0]):
             from shutil import which
 
@@ -904,8 +907,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prometheus-sd-file", type=Path)
     parser.add_argument("--namespace")
     parser.add_argument("--poll-interval", type=float, default=0.3)
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment variable added to every process (repeatable)",
+    )
     args = parser.parse_args(argv)
+    extra_env = dict(item.split("=", 1) for item in args.env)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     kube = KubeClient(args.kubeconfig)
     kubelet = ProcessKubelet(
         kube,
@@ -914,6 +926,7 @@ def main(argv: list[str] | None = None) -> int:
         prometheus_sd_file=args.prometheus_sd_file,
         namespace=args.namespace,
         poll_interval=args.poll_interval,
+        extra_env=extra_env,
     )
     signal.signal(signal.SIGTERM, lambda *_: kubelet.stop())
     signal.signal(signal.SIGINT, lambda *_: kubelet.stop())

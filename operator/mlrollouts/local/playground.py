@@ -1,0 +1,374 @@
+"""The local playground: the real operator and data plane on one machine, without Docker or a cluster.
+
+``Playground`` starts and supervises, as child processes:
+
+- the Kubernetes API emulator (``mlrollouts local apiserver``) on a loopback port, with a kubeconfig
+  written to ``<state>/kubeconfig`` (point ``kubectl`` at it);
+- the CRDs, applied from the API models;
+- Prometheus (the ``prometheus`` binary on PATH), scraping every ready process through the file
+  service discovery that the process kubelet keeps current;
+- the process kubelet (``python -m mlrollouts.local.kubelet``), which runs Deployments as processes;
+- the operator (``mlrollouts operator run``) with the playground's Prometheus as its default.
+
+Crashed children other than the API emulator are restarted with back-off; the emulator holds all
+state in memory, so its loss ends the playground. ``stop`` ends everything with SIGTERM (then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlrollouts.local.kube import NAMESPACES, KubeClient, KubeError, ResourceRef
+
+DEFAULT_STATE_DIR = Path(".mlrollouts")
+PROMETHEUS_INSTALL_HINT = (
+    "apt-get install -y prometheus  (Debian/Ubuntu; or put the prometheus binary on PATH)"
+)
+CRDS = ResourceRef("apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False)
+
+
+class PlaygroundError(RuntimeError):
+    """The playground cannot start; the message says what to do."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return 200 <= resp.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+@dataclass
+class Child:
+    """A supervised child process."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    restartable: bool = True
+    popen: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        env.update(self.env)
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
+            )
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.kill()
+            self.popen.wait(timeout=5)
+
+
+class Playground:
+    """Start, supervise and stop the playground's processes (see the module docstring)."""
+
+    def __init__(
+        self,
+        state_dir: Path = DEFAULT_STATE_DIR,
+        *,
+        scrape_interval: str = "1s",
+        operator_tick: float = 0.5,
+        operator_args: list[str] | None = None,
+    ) -> None:
+        self.state_dir = state_dir.resolve()
+        self.kubeconfig = self.state_dir / "kubeconfig"
+        self.logs = self.state_dir / "logs"
+        self.scrape_interval = scrape_interval
+        self.operator_tick = operator_tick
+        self.operator_args = operator_args or []
+        self.children: list[Child] = []
+        self.api_url = ""
+        self.prometheus_url = ""
+        self.operator_metrics_url = ""
+
+    # ----------------------------------------------------------------- start
+    def start(self, timeout: float = 90.0) -> Playground:
+        prometheus = shutil.which("prometheus")
+        if prometheus is None:
+            raise PlaygroundError(f"the playground needs Prometheus: {PROMETHEUS_INSTALL_HINT}")
+        if self.state_dir.exists():
+            for stale in ("kubeconfig", "work", "prometheus"):
+                path = self.state_dir / stale
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+        self.logs.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_apiserver(timeout)
+            self._apply_crds()
+            self._start_prometheus(prometheus, timeout)
+            self._start_kubelet()
+            self._start_operator()
+            self._write_state()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _python(self, *args: str) -> list[str]:
+        return [sys.executable, *args]
+
+    def _add(self, child: Child) -> Child:
+        child.start()
+        self.children.append(child)
+        return child
+
+    def _start_apiserver(self, timeout: float) -> None:
+        port = free_port()
+        self.api_url = f"http://127.0.0.1:{port}"
+        child = self._add(
+            Child(
+                "apiserver",
+                self._python(
+                    "-m",
+                    "mlrollouts.cli.main",
+                    "local",
+                    "apiserver",
+                    "--port",
+                    str(port),
+                    "--kubeconfig",
+                    str(self.kubeconfig),
+                    "--audit-log",
+                    str(self.logs / "audit.jsonl"),
+                ),
+                self.logs / "apiserver.log",
+                restartable=False,
+            )
+        )
+        self._wait(
+            lambda: self.kubeconfig.exists() and http_ok(f"{self.api_url}/readyz"),
+            timeout,
+            "the API emulator",
+            child,
+        )
+
+    def _apply_crds(self) -> None:
+        from mlrollouts.api.crd import all_crds
+
+        kube = KubeClient(str(self.kubeconfig))
+        try:
+            for crd in all_crds():
+                try:
+                    kube.create(CRDS, None, crd)
+                except KubeError as exc:
+                    if exc.status != 409:
+                        raise
+            with contextlib.suppress(KubeError):
+                kube.create(
+                    NAMESPACES,
+                    None,
+                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}},
+                )
+        finally:
+            kube.close()
+
+    def _start_prometheus(self, binary: str, timeout: float) -> None:
+        workdir = self.state_dir / "prometheus"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.sd_file = workdir / "targets.json"
+        self.sd_file.write_text("[]")
+        config = {
+            "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
+            "scrape_configs": [
+                {
+                    "job_name": "playground",
+                    "scrape_interval": self.scrape_interval,
+                    "scrape_timeout": self.scrape_interval,
+                    "file_sd_configs": [{"files": [str(self.sd_file)], "refresh_interval": "1s"}],
+                }
+            ],
+        }
+        (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        port = free_port()
+        self.prometheus_url = f"http://127.0.0.1:{port}"
+        child = self._add(
+            Child(
+                "prometheus",
+                [
+                    binary,
+                    f"--config.file={workdir / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={workdir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    "--storage.tsdb.retention.time=2h",
+                    "--log.level=warn",
+                ],
+                self.logs / "prometheus.log",
+            )
+        )
+        self._wait(lambda: http_ok(f"{self.prometheus_url}/-/ready"), timeout, "Prometheus", child)
+
+    def _start_kubelet(self) -> None:
+        self._add(
+            Child(
+                "kubelet",
+                self._python(
+                    "-m",
+                    "mlrollouts.local.kubelet",
+                    "--kubeconfig",
+                    str(self.kubeconfig),
+                    "--workdir",
+                    str(self.state_dir / "work"),
+                    "--prometheus-sd-file",
+                    str(self.sd_file),
+                ),
+                self.logs / "kubelet.log",
+            )
+        )
+
+    def _start_operator(self) -> None:
+        port = free_port()
+        self.operator_metrics_url = f"http://127.0.0.1:{port}/metrics"
+        self._add(
+            Child(
+                "operator",
+                self._python(
+                    "-m",
+                    "mlrollouts.cli.main",
+                    "operator",
+                    "run",
+                    "--prometheus-url",
+                    self.prometheus_url,
+                    "--metrics-port",
+                    str(port),
+                    "--tick",
+                    str(self.operator_tick),
+                    *self.operator_args,
+                ),
+                self.logs / "operator.log",
+                env={"KUBECONFIG": str(self.kubeconfig)},
+            )
+        )
+
+    def _wait(self, ready: Any, timeout: float, what: str, child: Child) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ready():
+                return
+            if not child.alive():
+                raise PlaygroundError(f"{what} exited during start; see {child.log_path}")
+            time.sleep(0.1)
+        raise PlaygroundError(f"{what} was not ready after {timeout:.0f}s; see {child.log_path}")
+
+    def _write_state(self) -> None:
+        state = {
+            "pid": os.getpid(),
+            "apiServer": self.api_url,
+            "kubeconfig": str(self.kubeconfig),
+            "prometheus": self.prometheus_url,
+            "operatorMetrics": self.operator_metrics_url,
+            "logs": str(self.logs),
+            "children": {c.name: c.popen.pid for c in self.children if c.popen is not None},
+        }
+        (self.state_dir / "state.json").write_text(json.dumps(state, indent=2))
+
+    # ------------------------------------------------------------ supervise
+    def child(self, name: str) -> Child:
+        for child in self.children:
+            if child.name == name:
+                return child
+        raise KeyError(name)
+
+    def supervise_once(self) -> None:
+        """Restart crashed children with back-off; raise when the API emulator is gone."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.alive():
+                continue
+            if not child.restartable:
+                raise PlaygroundError(
+                    f"{child.name} exited; the playground's state is gone (see {child.log_path})"
+                )
+            if child.next_start == 0.0:
+                child.restarts += 1
+                child.next_start = now + min(30.0, 2.0 ** min(child.restarts - 1, 5))
+            elif now >= child.next_start:
+                child.next_start = 0.0
+                child.start()
+                self._write_state()
+
+    def run_forever(self) -> None:
+        stop = {"now": False}
+
+        def request_stop(*_: Any) -> None:
+            stop["now"] = True
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        try:
+            while not stop["now"]:
+                self.supervise_once()
+                time.sleep(0.5)
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        # the operator first (so it does not act on a half-stopped world), the API emulator last
+        order = {"operator": 0, "kubelet": 1, "prometheus": 2, "apiserver": 3}
+        for child in sorted(self.children, key=lambda c: order.get(c.name, 0)):
+            child.stop()
+        state = self.state_dir / "state.json"
+        with contextlib.suppress(FileNotFoundError):
+            state.unlink()
+
+    def __enter__(self) -> Playground:
+        return self.start()
+
+    def __exit__(self, *_: Any) -> None:
+        self.stop()
+
+
+def read_state(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, Any] | None:
+    path = state_dir / "state.json"
+    if not path.exists():
+        return None
+    state: dict[str, Any] = json.loads(path.read_text())
+    return state
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
