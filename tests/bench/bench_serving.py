@@ -202,8 +202,8 @@ def run_wrk(url: str, script: Path, connections: int, duration: float) -> Load:
         check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     errors_match = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = int(errors_match.group(1)) if errors_match else 0
@@ -280,6 +280,39 @@ def server_process(
 # --------------------------------------------------------------------------- the servers
 
 
+PROFILE = {"enabled": False}
+
+
+def profile_during(pid: int, url: str, script: Path, connections: int, duration: float, out: Path) -> str:
+    """Sample the server with py-spy while wrk drives it; the hottest frames (self time), as text."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        return "py-spy not installed (pip install py-spy): no profile"
+    seconds = max(2, round(duration))
+    wrk = subprocess.Popen(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url], stdout=subprocess.DEVNULL
+    )
+    try:
+        time.sleep(0.5)
+        record = [spy, "record", "--pid", str(pid), "-d", str(seconds - 1), "-r", "250", "--format", "raw"]
+        subprocess.run([*record, "-o", str(out), "--nonblocking"], capture_output=True, check=False)
+    finally:
+        wrk.wait()
+    if not out.exists():
+        return "py-spy could not sample the server (needs ptrace permission)"
+    own: dict[str, int] = {}
+    total = 0
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        total += int(count)
+        own[frames[-1]] = own.get(frames[-1], 0) + int(count)
+    top = sorted(own.items(), key=lambda kv: -kv[1])[:15]
+    lines = [f"  {n / max(total, 1) * 100:5.1f}%  {frame[:120]}" for frame, n in top]
+    header = f"py-spy, {total} samples at c={connections}, self time by frame (native calls count in their caller):"
+    return header + "\n" + "\n".join(lines)
+
+
 def measure(
     name: str,
     model: str,
@@ -312,6 +345,9 @@ def measure(
         f"  {name:9s} {model} 64-row batches c=8: {result.batch_rows_per_s:,.0f} rows/s (errors {batch_load.errors})"
     )
     result.rss_mb = tree_rss_mb(proc.pid)
+    if PROFILE["enabled"] and name == "mlserving":
+        profile_path = work / f"{name}-{model}.pyspy"
+        result.note = profile_during(proc.pid, infer_url, single_script, 32, duration, profile_path)
     return result
 
 
@@ -355,7 +391,7 @@ def bench_mlserving(model: str, paths: dict[str, Path], work: Path, duration: fl
             work,
             duration,
         )
-    result.note = f"cold start (compiling) {cold:.2f} s"
+    result.note = f"cold start (compiling) {cold:.2f} s" + (f"\n{result.note}" if result.note else "")
     return result
 
 
@@ -494,7 +530,9 @@ def main() -> int:
     )
     parser.add_argument("--models", default="rf,lr", help="comma-separated: rf, lr")
     parser.add_argument("--workdir", help="keep models, scripts and logs here")
+    parser.add_argument("--profile", action="store_true", help="sample mlserving with py-spy at c=32")
     args = parser.parse_args()
+    PROFILE["enabled"] = args.profile
     if not shutil.which("wrk"):
         print("wrk is required: apt-get install -y wrk", file=sys.stderr)
         return 2
