@@ -496,7 +496,10 @@ class InferenceServer:
             self.ids.remember(response_id, None)
             return
         self.metrics.observe_predictions(primary, value)  # type: ignore[arg-type]
+        # One row: keep the scalar (small); a few rows: the list; large batches: nothing.
         remembered = value.tolist() if value.size <= 64 else None
+        if isinstance(remembered, list) and len(remembered) == 1:
+            remembered = remembered[0]
         self.ids.remember(response_id, remembered)
 
     async def _v1_predict_handler(self, scope: Scope, receive: Receive, send: Send) -> int:
