@@ -7,12 +7,16 @@ asks), otherwise a generated one. Feedback is accepted for an id this server pro
   with the prediction, so labelled feedback can be scored; a router that puts its own response id in
   the request's ``id`` field therefore gets feedback accepted when it forwards the client's body;
 - with ``MLSERVING_ID_KEY`` set, generated ids are ``<nonce>.<hmac>`` and any replica sharing the
-  key accepts them statelessly, even after they left the cache.
+  key accepts them statelessly, even after they left the cache. Any ``<body>.<signature>`` id whose
+  signature is a truncated (>= 12 bytes) base64url HMAC-SHA256 of the body under that key is
+  accepted, so giving the servers the router's signing key makes every replica accept the ids of
+  the router (``route.variant.time.nonce.sig``) in forwarded feedback, whichever replica served it.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import random
@@ -58,11 +62,25 @@ class ResponseIds:
         for generation in (self._new, self._old):
             if response_id in generation:
                 return True, generation[response_id]
-        if self._mac is not None:
-            body, _, sig = response_id.rpartition(".")
-            if body and sig and hmac.compare_digest(self._sign(body), sig):
-                return True, None
+        if self._mac is not None and self._signed(response_id):
+            return True, None
         return False, None
+
+    def _signed(self, response_id: str) -> bool:
+        """``<body>.<signature>``: a base64url HMAC-SHA256 of the body, truncated to 12 bytes or more."""
+        assert self._mac is not None
+        body, _, sig = response_id.rpartition(".")
+        if not body or not sig or len(sig) > 64:
+            return False
+        try:
+            given = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
+        except (binascii.Error, ValueError):
+            return False
+        if len(given) < _SIG_BYTES:
+            return False
+        mac = self._mac.copy()
+        mac.update(body.encode())
+        return hmac.compare_digest(mac.digest()[: len(given)], given)
 
     @property
     def cache_size(self) -> int:

@@ -71,3 +71,13 @@ def test_settings_from_environment_and_overrides(monkeypatch):
     )
     with pytest.raises(ValueError, match="model_sha256"):
         ServerSettings(model_sha256="xyz")
+
+
+def test_router_ids_are_accepted_with_the_routers_key():
+    from mlserving.router.ids import IdSigner
+
+    key = "the-router-signing-key-0123456789"
+    router_id = IdSigner(key.encode()).issue("iris", "canary", now=1_700_000_000)
+    assert ResponseIds(key, cache_size=10).lookup(router_id) == (True, None)
+    assert ResponseIds("a-different-key-0123456789abcdef", cache_size=10).lookup(router_id)[0] is False
+    assert ResponseIds(key, cache_size=10).lookup(router_id[:-3] + "xyz")[0] is False
