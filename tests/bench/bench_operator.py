@@ -140,7 +140,10 @@ def rollback_latency(workdir: Path) -> tuple[float, float] | None:
                 lambda: route_weights(cluster, "rb", "rb").get(candidate) == 0, timeout=60, interval=0.005
             )
             seen_zero = time.time()
-            status = cluster.status("rb", "rb")
+            # the route table is applied before the status patch of the same pass: wait for the status
+            status = wait_until(
+                lambda: (s := cluster.status("rb", "rb")).get("phase") == "Degraded" and s, timeout=30
+            )
             fail = next(r for r in status["analysis"]["runs"] if r["verdict"] == "Fail")
             failed_at = datetime.fromisoformat(fail["time"].replace("Z", "+00:00")).timestamp()
             interval = 2.0
@@ -153,6 +156,19 @@ def rollback_latency(workdir: Path) -> tuple[float, float] | None:
         prom.stop()
 
 
+class Table:
+    """Rows printed as soon as they are measured (a long run keeps what it has if a later part fails)."""
+
+    WIDTH = 58
+
+    def __init__(self) -> None:
+        print(f"{'measure':<{self.WIDTH}}  value", flush=True)
+
+    def append(self, row: tuple[str, str, str]) -> None:
+        label, a, b = row
+        print(f"{label:<{self.WIDTH}}  {a}  {b}".rstrip(), flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -161,10 +177,10 @@ def main() -> int:
     parser.add_argument("--changes", type=int, default=20, help="spec changes measured per scenario")
     parser.add_argument("--steady", type=float, default=20.0, help="seconds of steady-state sampling")
     args = parser.parse_args()
-    rows: list[tuple[str, str, str]] = []
+    rows = Table()
     with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
         workdir = Path(tmp)
-        cluster = Cluster(workdir, kubelet_interval=0.5)
+        cluster = Cluster(workdir, kubelet_interval=2.0)
         proc, _ = start_operator(cluster, workdir, None, tick=1.0, poll=1.0)
         try:
             cluster.create_namespace("bench")
@@ -244,10 +260,6 @@ def main() -> int:
                     f"interval {interval:.0f} s",
                 )
             )
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measure':<{width}}  value")
-    for label, a, b in rows:
-        print(f"{label:<{width}}  {a}  {b}".rstrip())
     print("\n(shared machine: other jobs run at the same time, numbers are noisy)")
     print(yaml.safe_dump({"load_average": list(os.getloadavg())}).strip())
     return 0

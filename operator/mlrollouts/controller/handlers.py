@@ -72,7 +72,12 @@ async def _pass(body: kopf.Body, memo: kopf.Memo, logger: Any) -> None:
             cache = memo.get("applied")
             if cache is None:
                 cache = memo.applied = {}
-            outcome = await reconcile(dict(body), kube, config, applied_cache=cache)
+            provider = memo.get("provider")
+            if provider is None:
+                provider = memo.provider = []
+            outcome = await reconcile(
+                dict(body), kube, config, applied_cache=cache, previous_provider=provider
+            )
         except KubeError as exc:
             metrics.RECONCILE_ERRORS.labels("api").inc()
             if exc.status == 409:
@@ -122,9 +127,9 @@ async def drive(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None
     await _pass(body, memo, logger)
 
 
-async def deleted(name: str, namespace: str, **_: Any) -> None:
+async def deleted(name: str, namespace: str | None, **_: Any) -> None:
     # children carry owner references: the garbage collector removes them
-    metrics.forget(namespace, name)
+    metrics.forget(namespace or "", name)
 
 
 def registry(tick: float = 1.0) -> kopf.OperatorRegistry:

@@ -61,7 +61,11 @@ class Kube:
         verify: Any = configuration.verify_ssl
         if verify and configuration.ssl_ca_cert:
             verify = configuration.ssl_ca_cert
-        cert = (configuration.cert_file, configuration.key_file) if configuration.cert_file else None
+        cert = (
+            (configuration.cert_file, configuration.key_file)
+            if configuration.cert_file and configuration.key_file
+            else None
+        )
         limits = httpx.Limits(max_connections=20, max_keepalive_connections=20)
         http = httpx.AsyncClient(
             base_url=configuration.host.rstrip("/"),

@@ -167,11 +167,14 @@ async def reconcile(
     config: OperatorConfig,
     now: datetime | None = None,
     applied_cache: dict[str, str] | None = None,
+    previous_provider: list[str] | None = None,
 ) -> Outcome:
     """One observe -> decide -> apply pass over the resource ``body`` (as kopf hands it over).
 
     ``applied_cache`` (per resource, kept by the caller) remembers what was last applied, so an
     unchanged child is not sent again; a fresh cache (after a restart) re-applies everything once.
+    ``previous_provider`` (a one-element list kept by the caller) names the traffic provider of the
+    last pass: when ``spec.traffic.provider`` changes, the old provider's objects are deleted.
     """
     now = now or datetime.now(UTC)
     cache = applied_cache if applied_cache is not None else {}
@@ -281,13 +284,32 @@ async def reconcile(
         scale(rev_name, count)
         for rev_name, count in replicas.items()
         if rev_name != target
-        and (dep := live_deployments.get(rev_name)) is not None
-        and (dep.get("spec") or {}).get("replicas") != count
+        and (live_dep := live_deployments.get(rev_name)) is not None
+        and (live_dep.get("spec") or {}).get("replicas") != count
     ]
+    finalize: list[ObjectRef] = []
+    last = previous_provider[0] if previous_provider else None
+    if last is not None and last != provider.name:
+        kept = {(o["kind"], o["metadata"]["name"]) for o in objects}
+        finalize = [r for r in provider_for(last).finalize(new_ctx) if (r.kind, r.name) not in kept]
+        events.append(
+            Event("Normal", "TrafficProviderChanged", f"traffic moved from {last} to {provider.name}")
+        )
+
+    async def drop(ref: ObjectRef) -> int:
+        await kube.delete(ref.api_version, ref.kind, ref.namespace, ref.name)
+        cache.pop(f"{ref.kind}/{ref.name}", None)
+        return 1
+
     done = await asyncio.gather(
-        *(apply(obj) for obj in objects), *scalings, *(remove(r) for r in decision.delete)
+        *(drop(r) for r in finalize),
+        *(apply(obj) for obj in objects),
+        *scalings,
+        *(remove(r) for r in decision.delete),
     )
     applied = sum(done)
+    if previous_provider is not None:
+        previous_provider[:] = [provider.name]
     verified_now = readback.confirmed is not None and _positive(readback.confirmed) == _positive(
         decision.weights
     )

@@ -159,6 +159,19 @@ def test_immediate_strategy_creates_owned_children_and_switches(env):
         in text
     )
     assert "mlrollouts_reconcile_duration_seconds_count" in text
+    # switching the traffic provider removes the old provider's objects
+    case.cluster.patch(case.ns, case.name, {"spec": {"traffic": {"provider": "Service"}}})
+    deployments = f"/apis/apps/v1/namespaces/{case.ns}/deployments"
+    wait_until(
+        lambda: "plain-router" not in {d["metadata"]["name"] for d in case.cluster.objects(deployments)},
+        timeout=20,
+        message="router removed",
+    )
+    svc = case.cluster.request("GET", f"/api/v1/namespaces/{case.ns}/services/plain")
+    assert "mlrollouts.io/revision" not in svc["spec"]["selector"]
+    assert svc["spec"]["selector"]["app.kubernetes.io/component"] == "serving"
+    cms = {c["metadata"]["name"] for c in case.cluster.objects(f"/api/v1/namespaces/{case.ns}/configmaps")}
+    assert "plain-routes" not in cms
 
 
 def test_good_candidate_is_promoted_through_every_step(env, exporters):
