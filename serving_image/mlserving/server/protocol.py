@@ -20,6 +20,7 @@ import numpy as np
 from mlserving.runtimes.base import DATATYPES, TensorSpec, datatype_of
 
 MAX_RANK = 8
+_FLOAT_MAX = {2: float(np.finfo(np.float16).max), 4: float(np.finfo(np.float32).max), 8: float("inf")}
 _INT_KINDS = "iu"
 _FLOAT_KINDS = "iuf"
 
@@ -120,14 +121,21 @@ def to_array(data: Any, datatype: str, where: str, allow_nan: bool, keep_shape: 
         raise ProtocolError(
             f"{where}.data must hold numbers for datatype {datatype}, found {_kind_name(raw)}"
         )
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes Inf, rejected below
-        arr = (raw if keep_shape else raw.reshape(-1)).astype(target, copy=False)
-    if not allow_nan and not np.isfinite(arr).all():
-        bad = int(np.flatnonzero(~np.isfinite(arr.reshape(-1)))[0])
-        raise ProtocolError(
-            f"{where}.data[{bad}] is not a finite {datatype} number (NaN and Inf are not allowed)"
-        )
-    return arr
+    flat = raw if keep_shape else raw.reshape(-1)
+    # JSON numbers are always finite (the parser rejects NaN and Infinity); only a narrowing cast
+    # can overflow to Inf, so check the magnitude before casting to FP32/FP16.
+    if target.itemsize < 8:
+        limit = _FLOAT_MAX[target.itemsize]
+        magnitude = np.abs(flat)
+        if magnitude.max() > limit:
+            if not allow_nan:
+                bad = int(np.argmax(magnitude.reshape(-1) > limit))
+                raise ProtocolError(
+                    f"{where}.data[{bad}] is not a finite {datatype} number (NaN and Inf are not allowed)"
+                )
+            with np.errstate(over="ignore"):
+                return flat.astype(target)
+    return flat.astype(target, copy=False)
 
 
 def _kind_name(arr: np.ndarray) -> str:
@@ -316,6 +324,12 @@ def _cast(arr: np.ndarray, target: np.dtype, datatype: str, where: str) -> np.nd
             raise ProtocolError(f"{where}: BYTES values include NaN or Inf")
         return parsed.astype(target)
     if target.kind == "f":
+        if target.itemsize < arr.dtype.itemsize or kind in "iu":
+            limit = _FLOAT_MAX[target.itemsize]
+            if arr.size and float(np.abs(arr).max()) > limit:
+                raise ProtocolError(
+                    f"{where}: values exceed the range of the model's {datatype} (max {limit:g})"
+                )
         return arr.astype(target)
     if target.kind == "b":
         raise ProtocolError(f"{where}: the model expects BOOL, got {datatype_of(arr.dtype)}")

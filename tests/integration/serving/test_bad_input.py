@@ -100,6 +100,12 @@ CASES = [
         400,
         "inputs[0].data[0] is not a finite FP32",
     ),
+    (
+        "FP64 beyond the model's FP32",
+        json.dumps(tensor(datatype="FP64", data=[1e39, 1, 1, 1])).encode(),
+        400,
+        "exceed the range of the model's FP32",
+    ),
     ("NaN as BYTES", json.dumps(tensor(datatype="BYTES", data=["nan", "1", "1", "1"])).encode(), 400, "NaN"),
     (
         "memory bomb shape",
