@@ -209,6 +209,7 @@ def test_thompson_converges_to_the_best_variant_and_concludes(env: Env, tmp_path
                 "minSamplesPerVariant": 120,
             },
             "onConclusion": "RouteToWinner",
+            "reward": {"source": "Feedback", "distribution": "Bernoulli", "rewardWait": "1s"},
             "traffic": {"provider": "Router", "stickiness": {"header": "x-user-id"}},
         },
     )
@@ -249,7 +250,7 @@ def test_thompson_converges_to_the_best_variant_and_concludes(env: Env, tmp_path
     assert {v: stats[v]["weight"] for v in "abc"} == {"a": 0, "b": 0, "c": 100}
     # on the way the split moved towards c, never below the 10 % floor, and each change was an event
     adaptive = sync.applied[:-1]
-    assert len(adaptive) >= 3 and adaptive[-1]["c"] >= 50 > adaptive[0]["c"]
+    assert len(adaptive) >= 2 and adaptive[-1]["c"] >= 50 > adaptive[0]["c"]
     assert all(w >= 10 for split in adaptive for w in split.values())
     reasons = [e["reason"] for e in events(env.api, ns, name)]
     detail = [
