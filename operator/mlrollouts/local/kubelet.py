@@ -152,6 +152,8 @@ class ContainerProcess:
     liveness_failures: int = 0
     readiness_failures: int = 0
     next_probe: float = 0.0
+    next_readiness: float = 0.0
+    next_liveness: float = 0.0
     last_error: str = ""
 
     def running(self) -> bool:
@@ -342,7 +344,7 @@ class ProcessKubelet:
         argv = self._argv(container, ports)
         env = self._env(pod, container, ports)
 
-        def probe(spec: Obj | None) -> Probe | None:
+        def probe(spec: Obj | None, fast: bool) -> Probe | None:
             if not spec or "httpGet" not in spec:
                 return None
             http = spec["httpGet"]
@@ -355,7 +357,9 @@ class ProcessKubelet:
             return Probe(
                 path=http.get("path", "/"),
                 port=local,
-                period=max(0.5, min(period, 2.0)),  # probed faster than in a cluster, same semantics
+                # readiness is probed faster than in a cluster so the playground reacts quickly;
+                # liveness keeps its period, or slow starters would be killed sooner than on a cluster
+                period=max(0.5, min(period, 2.0)) if fast else max(1.0, period),
                 failure_threshold=int(spec.get("failureThreshold", 3)),
                 initial_delay=float(spec.get("initialDelaySeconds", 0)),
                 timeout=float(spec.get("timeoutSeconds", 1)),
@@ -366,8 +370,8 @@ class ProcessKubelet:
             argv=argv,
             env=env,
             ports=ports,
-            readiness=probe(container.get("readinessProbe")),
-            liveness=probe(container.get("livenessProbe")),
+            readiness=probe(container.get("readinessProbe"), fast=True),
+            liveness=probe(container.get("livenessProbe"), fast=False),
             log_path=pod.workdir / f"{container['name']}.log",
         )
 
@@ -505,9 +509,14 @@ class ProcessKubelet:
                 stdin=subprocess.DEVNULL,
             )
         container.started_at = time.monotonic()
-        container.next_probe = container.started_at + (
+        container.next_readiness = container.started_at + (
             container.readiness.initial_delay if container.readiness else 0
         )
+        # the first liveness check comes one period after start, as on a kubelet
+        container.next_liveness = container.started_at + (
+            max(container.liveness.initial_delay, container.liveness.period) if container.liveness else 0
+        )
+        container.next_probe = container.next_readiness
         container.ready = container.readiness is None
         container.liveness_failures = 0
         container.readiness_failures = 0
@@ -562,25 +571,27 @@ class ProcessKubelet:
             except (urllib.error.URLError, OSError, ValueError):
                 return False
 
-        period = (
-            min(p.period for p in (container.readiness, container.liveness) if p)
-            if (container.readiness or container.liveness)
-            else 1.0
-        )
-        container.next_probe = now + period
-        if container.readiness:
+        # readiness and liveness run on their own schedules; the next wake-up is the earlier one
+        if container.readiness and now >= container.next_readiness:
+            container.next_readiness = now + container.readiness.period
             ok = check(container.readiness)
             container.readiness_failures = 0 if ok else container.readiness_failures + 1
             if ok:
                 container.ready = True
             elif container.readiness_failures >= container.readiness.failure_threshold:
                 container.ready = False
-        if container.liveness and now - container.started_at >= container.liveness.initial_delay:
-            if check(container.liveness):
+        liveness = container.liveness
+        if (
+            liveness
+            and now >= container.next_liveness
+            and now - container.started_at >= liveness.initial_delay
+        ):
+            container.next_liveness = now + liveness.period
+            if check(liveness):
                 container.liveness_failures = 0
             else:
                 container.liveness_failures += 1
-                if container.liveness_failures >= container.liveness.failure_threshold:
+                if container.liveness_failures >= liveness.failure_threshold:
                     log.warning(
                         "container %s of %s/%s failed its liveness probe; restarting",
                         container.name,
@@ -588,6 +599,12 @@ class ProcessKubelet:
                         pod.name,
                     )
                     self._signal(container, signal.SIGKILL)
+        pending = [
+            t
+            for t, p in ((container.next_readiness, container.readiness), (container.next_liveness, liveness))
+            if p
+        ]
+        container.next_probe = min(pending) if pending else now + 1.0
 
     # --------------------------------------------------------------- publish
     def _pod_object(self, pod: PodProcess) -> Obj:

@@ -249,6 +249,9 @@ class Playground:
                     str(self.state_dir / "work"),
                     "--prometheus-sd-file",
                     str(self.sd_file),
+                    # no cluster DNS here: routers reach Services through their Endpoints
+                    "--env",
+                    "MLROUTER_RESOLVE_ENDPOINTS=true",
                 ),
                 self.logs / "kubelet.log",
             )

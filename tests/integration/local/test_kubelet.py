@@ -204,7 +204,8 @@ def test_crashed_process_is_restarted_and_readiness_follows_the_probe(cluster, t
         timeout=30,
         message="restarted and ready again",
     )
-    assert fetch(ready_addresses(kube)[0]).endswith("v1")
+    addresses = wait_until(lambda: ready_addresses(kube), message="endpoint back")
+    assert fetch(addresses[0]).endswith("v1")
 
 
 def test_unknown_command_marks_the_pod_failed(cluster):
