@@ -30,12 +30,13 @@ from typing import Any
 from urllib.parse import quote
 
 import kopf
+from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
 from mlrollouts.analysis import AnalysisContext, QueryError, prometheus_provider, read_rewards, run_checks
 from mlrollouts.api import format_validation_error
 from mlrollouts.api.common import parse_duration
-from mlrollouts.api.experiment import Experiment, ExperimentTrafficProvider, RewardSource
+from mlrollouts.api.experiment import Experiment, ExperimentPhase, ExperimentTrafficProvider, RewardSource
 from mlrollouts.builders.common import ACTION_ANNOTATION
 from mlrollouts.builders.experiment import (
     SIGNING_KEY_FIELD,
@@ -47,7 +48,7 @@ from mlrollouts.builders.experiment import (
     signing_key_secret,
     signing_key_secret_name,
 )
-from mlrollouts.controller import handlers
+from mlrollouts.controller import handlers, metrics
 from mlrollouts.controller.config import OperatorConfig
 from mlrollouts.controller.kube import Kube, KubeError, merge_patch_for
 from mlrollouts.rollout.experiment_plan import (
@@ -358,6 +359,54 @@ async def _invalid(
     return Outcome(plan=None)
 
 
+# --- operator metrics ----------------------------------------------------------------------------
+
+EXPERIMENT_PHASE = Gauge(
+    "mlrollouts_experiment_phase",
+    "1 for the current phase of an Experiment, 0 for the others",
+    ["namespace", "name", "phase"],
+    registry=metrics.REGISTRY,
+)
+EXPERIMENT_WEIGHT = Gauge(
+    "mlrollouts_experiment_weight_percent",
+    "Traffic weight of an Experiment's variant, percent",
+    ["namespace", "name", "variant"],
+    registry=metrics.REGISTRY,
+)
+EXPERIMENT_BEST = Gauge(
+    "mlrollouts_experiment_probability_to_be_best",
+    "Posterior probability that the variant is the best one, at the last evaluation",
+    ["namespace", "name", "variant"],
+    registry=metrics.REGISTRY,
+)
+EXPERIMENT_EVENTS = Counter(
+    "mlrollouts_experiment_events",
+    "Experiment events by reason (WeightChanged, GuardrailBreached, Concluded, ...)",
+    ["namespace", "name", "reason"],
+    registry=metrics.REGISTRY,
+)
+
+
+def _record(namespace: str, name: str, decided: ExperimentPlan) -> None:
+    status = decided.status
+    for phase in ExperimentPhase:
+        EXPERIMENT_PHASE.labels(namespace, name, phase.value).set(1 if status.phase is phase else 0)
+    _forget(namespace, name, (EXPERIMENT_WEIGHT, EXPERIMENT_BEST))
+    for variant in status.variants:
+        EXPERIMENT_WEIGHT.labels(namespace, name, variant.name).set(variant.weight)
+        if variant.probability_to_be_best is not None:
+            EXPERIMENT_BEST.labels(namespace, name, variant.name).set(variant.probability_to_be_best)
+    for event in decided.events:
+        EXPERIMENT_EVENTS.labels(namespace, name, event.reason).inc()
+
+
+def _forget(namespace: str, name: str, gauges: tuple[Gauge, ...]) -> None:
+    for gauge in gauges:
+        for labels in list(gauge._metrics):
+            if labels[:2] == (namespace, name):
+                gauge.remove(*labels)
+
+
 # --- kopf handlers -------------------------------------------------------------------------------
 
 
@@ -405,11 +454,20 @@ async def _pass(body: kopf.Body, memo: kopf.Memo) -> None:
         cache = memo.get("experiment_applied")
         if cache is None:
             cache = memo.experiment_applied = {}
+        started = time.perf_counter()
         try:
             outcome = await reconcile_experiment(dict(body), kube, config, applied_cache=cache)
         except KubeError as exc:
+            metrics.RECONCILE_ERRORS.labels("api").inc()
             cache.clear()  # unsure what was applied: send everything again next time
             raise kopf.TemporaryError(str(exc), delay=1 if exc.status == 409 else 5) from exc
+        except Exception:
+            metrics.RECONCILE_ERRORS.labels("internal").inc()
+            raise
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        if outcome.plan is not None:
+            _record(body.metadata.namespace or "", body.metadata.name or "", outcome.plan)
         if outcome.wrote and outcome.plan is not None:
             key = _progress_key(_status_dict(outcome.plan))
             memo.experiment_written = (key, time.monotonic() + STALE_BODY_TIMEOUT)
@@ -435,11 +493,17 @@ async def drive(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await _pass(body, memo)
 
 
+async def deleted(name: str, namespace: str | None, **_: Any) -> None:
+    # children carry owner references: the garbage collector removes them
+    _forget(namespace or "", name, (EXPERIMENT_PHASE, EXPERIMENT_WEIGHT, EXPERIMENT_BEST))
+
+
 def register(registry: kopf.OperatorRegistry, tick: float = 1.0) -> kopf.OperatorRegistry:
     """Add the Experiment handlers to ``registry`` (which carries login/startup/cleanup)."""
     for decorator in (kopf.on.resume, kopf.on.create, kopf.on.update):
         decorator(GROUP, VERSION, PLURAL, registry=registry, backoff=2)(changed)
     kopf.timer(GROUP, VERSION, PLURAL, interval=tick, sharp=False, backoff=2, registry=registry)(drive)
+    kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, registry=registry)(deleted)
     return registry
 
 

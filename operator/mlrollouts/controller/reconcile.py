@@ -206,10 +206,15 @@ async def reconcile(
     owner = Owner(name=name, namespace=namespace, uid=meta.get("uid", ""))
     ctx = traffic_context(md, owner, state.stable, state.candidate, config)
     refs = provider.read_back(ctx) if state.desired_weights else []
-    deployments, live = await asyncio.gather(
-        kube.list("apps/v1", "Deployment", namespace, {OWNER_LABEL: owner.label, COMPONENT_LABEL: "serving"}),
-        _read_back(kube, refs),
+    # one LIST gives every Deployment of this resource (revisions and router); GET only the rest
+    other_refs = [r for r in refs if r.kind != "Deployment"]
+    owned, fetched = await asyncio.gather(
+        kube.list("apps/v1", "Deployment", namespace, {OWNER_LABEL: owner.label}),
+        _read_back(kube, other_refs),
     )
+    by_name = {d["metadata"]["name"]: d for d in owned}
+    live = {**fetched, **{r: by_name.get(r.name) for r in refs if r.kind == "Deployment"}}
+    deployments = [d for d in owned if d["metadata"].get("labels", {}).get(COMPONENT_LABEL) == "serving"]
     live_deployments = {d["metadata"]["labels"].get(REVISION_LABEL): d for d in deployments}
     health = {}
     for rev, dep in live_deployments.items():
