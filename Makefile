@@ -36,6 +36,10 @@ lint: venv
 	$(VENV)/bin/mypy -p mlrollouts.api -p mlrollouts.experiment -p mlrollouts.rollout
 	$(VENV)/bin/lint-imports
 
+# The local playground end to end: a canary promoted and a broken model rolled back (plot in out/demo/).
+demo: venv
+	$(VENV)/bin/mlrollouts local demo --output-dir out/demo
+
 crds: venv
 	$(VENV)/bin/mlrollouts crds --output-dir crds
 	$(VENV)/bin/mlrollouts crds --output-dir charts/mlrollouts/crds
