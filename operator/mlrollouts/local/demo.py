@@ -162,6 +162,7 @@ class Sample:
     stable: str | None
     candidate: str | None
     weights: dict[str, int]
+    shadow: dict[str, int]
     rps: dict[str, float]
     error_rate: dict[str, float]
     p99: dict[str, float]
@@ -182,6 +183,7 @@ def sample(kube: KubeClient, prometheus: str, namespace: str, name: str, model: 
         stable=status.get("stableRevision"),
         candidate=status.get("candidateRevision"),
         weights=weights,
+        shadow={w["revision"]: int(w["shadow"]) for w in status.get("weights") or [] if w.get("shadow")},
         rps=prometheus_by_revision(
             prometheus, f"sum by (revision) (rate(mlserving_requests_total{{{selector}}}[10s]))"
         ),
@@ -228,11 +230,24 @@ def plot(samples: list[Sample], labels: dict[str, str], path: Path) -> None:
 
     revisions = sorted({r for s in samples for r in (*s.weights, *s.rps)})
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    times = [s.t for s in samples]
     for revision in revisions:
         label = f"{labels.get(revision, '?')} ({revision})"
-        top.plot([s.t for s in samples], [s.weights.get(revision, 0) for s in samples], label=label)
+        (line,) = top.plot(times, [s.weights.get(revision, 0) for s in samples], label=label)
+        if any(revision in s.shadow for s in samples):
+            top.plot(
+                times,
+                [s.shadow.get(revision, float("nan")) for s in samples],
+                linestyle="--",
+                color=line.get_color(),
+                label=f"{labels.get(revision, '?')} shadow",
+            )
+        # no traffic in the window: a gap, not a zero
         bottom.plot(
-            [s.t for s in samples], [s.error_rate.get(revision, 0) * 100 for s in samples], label=label
+            times,
+            [s.error_rate.get(revision, float("nan")) * 100 for s in samples],
+            label=label,
+            color=line.get_color(),
         )
     top.set_ylabel("traffic weight (%)")
     top.set_ylim(-5, 105)
