@@ -279,6 +279,8 @@ class Demo:
         self.name = manifest["metadata"]["name"]
         self.model = manifest["spec"]["model"]["name"]
         self.samples: list[Sample] = []
+        # (time, desired weights, answers so far by (variant, code)) at every sample: the client's view
+        self.answers: list[tuple[float, dict[str, int], Counter[tuple[str, int]]]] = []
         self.labels: dict[str, str] = {}
         self.t0 = time.monotonic()
         self.traffic = TrafficGenerator(self.kube, self.namespace, self.name, self.model, models.rows)
@@ -315,6 +317,7 @@ class Demo:
                 self.kube, self.playground.prometheus_url, self.namespace, self.name, self.model, self.t0
             )
             self.samples.append(s)
+            self.answers.append((s.t, dict(s.weights), Counter(self.traffic.counts)))
             if self.live:
                 print("\x1b[H\x1b[J" + render(s, self.labels, title), flush=True)
             elif time.monotonic() - self._last_print >= 5:
