@@ -1,7 +1,7 @@
 """Operator latency and footprint on the API emulator.
 
 What it measures, with the real operator process (``mlrollouts operator run``, production defaults:
-timer tick 1 s, poll 1 s) against the API emulator and a stand-in for the kubelet that reports every
+driver re-check 30 s, poll 1 s) against the API emulator and a stand-in for the kubelet that reports every
 Deployment ready:
 
 - ``spec change -> children applied``: a ModelDeployment's model changes (strategy Immediate); time
@@ -181,7 +181,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
         workdir = Path(tmp)
         cluster = Cluster(workdir, kubelet_interval=2.0)
-        proc, _ = start_operator(cluster, workdir, None, tick=1.0, poll=1.0)
+        proc, _ = start_operator(cluster, workdir, None, tick=30.0, poll=1.0)
         try:
             cluster.create_namespace("bench")
             cluster.create("bench", immediate("solo", "file:///models/solo-1.onnx"))

@@ -39,7 +39,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="kopf peering name: several replicas with one active (default: standalone)",
     )
     run.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
-    run.add_argument("--tick", type=float, default=1.0, help="seconds between checks of in-flight rollouts")
+    run.add_argument(
+        "--tick",
+        type=float,
+        default=30.0,
+        help="longest sleep of a resource's driver between re-checks (it wakes earlier when work is due)",
+    )
     run.add_argument(
         "--poll",
         type=float,

@@ -11,7 +11,7 @@ class OperatorConfig:
     prometheus_url: str | None = None
     upstream_template: str = "http://{service}.{namespace}.svc:80"
     history_size: int = 10
-    tick: float = 1.0
-    """Seconds between timer checks of in-flight rollouts (the work itself runs only when due)."""
+    tick: float = 30.0
+    """Longest sleep of a resource's driver between re-checks (it wakes earlier when work is due)."""
     poll: float = 1.0
     """Seconds between passes while waiting for readiness or for the traffic provider."""

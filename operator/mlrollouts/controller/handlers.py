@@ -1,16 +1,18 @@
 """kopf handlers: they only wire events to :func:`mlrollouts.controller.reconcile.reconcile`.
 
 - create / update / resume: reconcile at once (an annotation change is an update too);
-- a timer per resource drives in-flight rollouts: it reconciles when the last decision asked to be
-  requeued and that time has come, or when the rollout is in flight and nothing is scheduled;
+- a driver (kopf daemon) per resource drives in-flight rollouts: it sleeps until the time the last
+  decision asked to be requeued, then reconciles; the resume handler schedules the first pass;
 - nothing sleeps in a handler; failures become ``kopf.TemporaryError`` with a delay.
 
-Passes over one resource are serialised by a per-resource lock (timers run beside change handlers).
+Passes over one resource are serialised by a per-resource lock (the driver runs beside the change
+handlers).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -25,7 +27,7 @@ from mlrollouts.controller.reconcile import reconcile
 GROUP = "mlrollouts.io"
 VERSION = "v1alpha1"
 PLURAL = "modeldeployments"
-IN_FLIGHT = {"Pending", "Progressing", "Paused"}
+KOPF_PREFIX = f"kopf.{GROUP}"
 
 log = logging.getLogger("mlrollouts.controller")
 
@@ -34,9 +36,11 @@ def settings(peering: str | None, priority: int = 0) -> kopf.OperatorSettings:
     """kopf settings: our own prefix for finalizers and progress, peering, watch timeouts."""
     settings = kopf.OperatorSettings()
     settings.persistence.finalizer = f"{GROUP}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    # kopf ignores annotations under its own storage prefix when it diffs an object, so its storage
+    # lives under a sub-domain: mlrollouts.io/action changes must still reach the update handler
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
+        prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     if peering:
         settings.peering.name = peering
@@ -95,6 +99,14 @@ async def _pass(body: kopf.Body, memo: kopf.Memo, logger: Any) -> None:
             else:
                 kopf.event(body, type="Normal", reason=event.reason, message=event.message)
         memo.next_at = time.monotonic() + outcome.requeue_after if outcome.requeue_after is not None else None
+        _wake(memo).set()  # the driver recomputes its sleep
+
+
+def _wake(memo: kopf.Memo) -> asyncio.Event:
+    event = getattr(memo, "wake", None)
+    if event is None:
+        event = memo.wake = asyncio.Event()
+    return event
 
 
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -116,15 +128,31 @@ async def changed(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> No
     await _pass(body, memo, logger)
 
 
-async def drive(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    next_at = memo.get("next_at")
-    phase = (body.get("status") or {}).get("phase")
-    if next_at is not None:
-        if time.monotonic() < next_at:
-            return
-    elif phase not in IN_FLIGHT:
-        return
-    await _pass(body, memo, logger)
+async def drive(body: kopf.Body, memo: kopf.Memo, stopped: Any, logger: Any, **_: Any) -> None:
+    """One driver per resource: it sleeps until the time the last decision asked to be woken up.
+
+    An idle resource costs nothing but a re-check every ``tick`` seconds; change handlers wake the
+    driver after their own pass so it follows the new schedule at once.
+    """
+    config: OperatorConfig = memo.config
+    wake = _wake(memo)
+    while not stopped:
+        wake.clear()
+        next_at = memo.get("next_at")
+        now = time.monotonic()
+        if next_at is not None and now >= next_at:
+            try:
+                await _pass(body, memo, logger)
+            except kopf.TemporaryError as exc:
+                logger.warning("reconcile failed, retrying in %ss: %s", exc.delay, exc)
+                memo.next_at = time.monotonic() + float(exc.delay or 5)
+            except Exception:
+                logger.exception("reconcile failed, retrying in 5s")
+                memo.next_at = time.monotonic() + 5.0
+            continue
+        timeout = config.tick if next_at is None else min(config.tick, next_at - now)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=max(timeout, 0.0))
 
 
 async def deleted(name: str, namespace: str | None, **_: Any) -> None:
@@ -132,14 +160,14 @@ async def deleted(name: str, namespace: str | None, **_: Any) -> None:
     metrics.forget(namespace or "", name)
 
 
-def registry(tick: float = 1.0) -> kopf.OperatorRegistry:
-    """A fresh registry with every handler of the operator; ``tick`` is the timer interval."""
+def registry() -> kopf.OperatorRegistry:
+    """A fresh registry with every handler of the operator."""
     reg = kopf.OperatorRegistry()
     kopf.on.login(registry=reg)(login)
     kopf.on.startup(registry=reg)(startup)
     kopf.on.cleanup(registry=reg)(cleanup)
     for decorator in (kopf.on.resume, kopf.on.create, kopf.on.update):
         decorator(GROUP, VERSION, PLURAL, registry=reg, backoff=2)(changed)
-    kopf.timer(GROUP, VERSION, PLURAL, interval=tick, sharp=False, backoff=2, registry=reg)(drive)
+    kopf.daemon(GROUP, VERSION, PLURAL, registry=reg, cancellation_timeout=1.0, backoff=2)(drive)
     kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, registry=reg)(deleted)
     return reg

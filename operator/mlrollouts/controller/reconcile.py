@@ -242,7 +242,7 @@ async def reconcile(
         run = await _run_analysis(md, state.candidate, state.stable, now, config)
     action = requested_action(md)
     events: list[Event] = []
-    if isinstance(action, str):
+    if action is not None and not isinstance(action, Action):
         events.append(Event("Warning", "UnknownAction", f"unknown {ACTION_ANNOTATION} value {action!r}"))
     observation = Observation(
         revisions=health,
@@ -337,7 +337,7 @@ async def reconcile(
             {"status": patch},
             subresource="status",
         )
-    if decision.clear_action or isinstance(action, str):
+    if decision.clear_action or (action is not None and not isinstance(action, Action)):
         try:
             await kube.merge_patch(
                 "mlrollouts.io/v1alpha1",

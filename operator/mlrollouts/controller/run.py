@@ -1,4 +1,4 @@
-"""Run the operator: kopf's event loop with our handlers, settings and metrics."""
+"""Run the operator: kopf's event loop with the ModelDeployment and Experiment controllers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 
 import kopf
 
-from mlrollouts.controller import handlers, metrics
+from mlrollouts.controller import experiments, handlers, metrics
 from mlrollouts.controller.config import OperatorConfig
 
 
@@ -32,7 +32,7 @@ def run(
                 clusterwide=not namespaces,
                 namespaces=namespaces or [],
                 memo=memo,
-                registry=handlers.registry(config.tick),
+                registry=experiments.register(handlers.registry()),
                 settings=handlers.settings(peering, priority),
                 standalone=peering is None,
                 peering_name=peering,

@@ -156,7 +156,7 @@ def start_operator(
     tick: float = 0.25,
     poll: float = 0.3,
 ) -> tuple[Proc, int]:
-    """The operator process; short tick and poll keep the tests quick (defaults are 1 s each)."""
+    """The operator process; a short tick and poll keep the tests quick (defaults: 30 s and 1 s)."""
     metrics_port = free_port()
     argv = [
         PYTHON,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import kopf
 import pytest
 
 from mlrollouts.cli.main import main
@@ -32,15 +33,21 @@ def test_resource_paths_for_core_and_grouped_kinds():
 def test_kopf_settings_use_our_prefix_and_peering():
     s = settings("mlrollouts", priority=5)
     assert s.persistence.finalizer == "mlrollouts.io/finalizer"
+    assert s.persistence.progress_storage.prefix == "kopf.mlrollouts.io"
+    # the action annotation must stay visible to the update handler (kopf hides its own prefix)
+    marker = f"{s.persistence.diffbase_storage.prefix}/kopf-managed"  # what kopf writes on our objects
+    annotations = {marker: "yes", "mlrollouts.io/action": "abort"}
+    essence = s.persistence.diffbase_storage.build(body=kopf.Body({"metadata": {"annotations": annotations}}))
+    assert essence["metadata"]["annotations"] == {"mlrollouts.io/action": "abort"}
     assert s.peering.name == "mlrollouts" and s.peering.priority == 5 and not s.peering.mandatory
     assert s.watching.server_timeout and s.watching.client_timeout > s.watching.server_timeout
     assert settings(None).peering.standalone is True
 
 
-def test_registry_has_change_handlers_and_a_timer():
-    reg = registry(tick=0.5)
-    resource_handlers = list(reg._spawning.get_all_handlers())
-    assert [h.interval for h in resource_handlers] == [0.5]
+def test_registry_has_change_handlers_and_a_driver():
+    reg = registry()
+    spawned = list(reg._spawning.get_all_handlers())
+    assert [h.id for h in spawned] == ["drive"]
     assert len(list(reg._changing.get_all_handlers())) >= 4  # resume, create, update, delete
 
 
