@@ -40,13 +40,14 @@ OPERATOR_SCRIPT = textwrap.dedent(
     """
     import asyncio, logging, sys
     import kopf
-    from mlrollouts.controller import experiments, handlers
+    from mlrollouts.controller import experiments, handlers, metrics
     from mlrollouts.controller.config import OperatorConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     config = OperatorConfig(prometheus_url=sys.argv[1], tick=float(sys.argv[2]))
+    metrics.serve(int(sys.argv[3]), host="127.0.0.1")
     asyncio.run(
         kopf.operator(
             clusterwide=True,
@@ -105,13 +106,16 @@ class Api:
         self.proc.stop()
 
 
-def start_operator(api: Api, workdir: Path, prometheus_url: str, tick: float = 0.5) -> Proc:
+def start_operator(api: Api, workdir: Path, prometheus_url: str, tick: float = 0.5) -> tuple[Proc, str]:
+    """The operator process and the URL of its own metrics."""
     env = {"KUBECONFIG": str(api.kubeconfig), "PYTHONUNBUFFERED": "1"}
-    return Proc(
-        [PYTHON, "-c", OPERATOR_SCRIPT, prometheus_url, str(tick)],
+    port = free_port()
+    proc = Proc(
+        [PYTHON, "-c", OPERATOR_SCRIPT, prometheus_url, str(tick), str(port)],
         workdir / f"operator-{time.monotonic_ns()}.log",
         env={**os.environ, **env},
     )
+    return proc, f"http://127.0.0.1:{port}/metrics"
 
 
 @dataclass

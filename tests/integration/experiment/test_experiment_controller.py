@@ -50,13 +50,13 @@ class Env:
         stack.callback(self.api.stop)
         self.model = train_classifier(workdir / "model.skops")
         self.servers = stack.enter_context(model_servers(workdir, self.model, REVISIONS))
-        self.operator = start_operator(self.api, workdir, self.prom.url, tick=0.5)
+        self.operator, self.operator_metrics = start_operator(self.api, workdir, self.prom.url, tick=0.5)
         stack.callback(lambda: self.operator.stop())
 
     def restart_operator(self) -> None:
         self.operator.kill()
         self.operator.stop()
-        self.operator = start_operator(self.api, self.workdir, self.prom.url, tick=0.5)
+        self.operator, self.operator_metrics = start_operator(self.api, self.workdir, self.prom.url, tick=0.5)
 
     def services(self, ns: str, dead: str | None = None) -> dict[str, str]:
         """Service name -> local URL of its server; ``dead`` points at a closed port."""
@@ -245,7 +245,9 @@ def test_thompson_converges_to_the_best_variant_and_concludes(env: Env, tmp_path
     assert winner["evidence"]["expectedLoss"] <= 0.01
     stats = variants_of(status)
     assert stats["c"]["mean"] > stats["a"]["mean"] and stats["c"]["mean"] > stats["b"]["mean"]
-    assert all(stats[v]["requests"] >= 120 for v in "abc")
+    # the sample size of a Bernoulli arm: its eligible requests (older than rewardWait), or its
+    # rewards when more of them were scraped
+    assert all(max(stats[v]["requests"], stats[v]["rewardCount"]) >= 120 for v in "abc")
     assert stats["c"]["interval"]["low"] < stats["c"]["mean"] < stats["c"]["interval"]["high"]
     assert {v: stats[v]["weight"] for v in "abc"} == {"a": 0, "b": 0, "c": 100}
     # on the way the split moved towards c, never below the 10 % floor, and each change was an event
@@ -355,6 +357,11 @@ def test_pending_until_the_model_deployments_serve_then_abort(env: Env):
         ),
         timeout=10,
         message="action annotation removed",
+    )
+    # the operator's own metrics follow the phase
+    stopped = f'mlrollouts_experiment_phase{{name="{name}",namespace="{ns}",phase="Stopped"}} 1.0'
+    wait_until(
+        lambda: stopped in httpx.get(env.operator_metrics, timeout=5).text, timeout=10, message=stopped
     )
     # the ModelDeployments were only read
     md = env.api.request("GET", f"/apis/mlrollouts.io/v1alpha1/namespaces/{ns}/modeldeployments/md-a")
