@@ -55,7 +55,9 @@ def settings(peering: str | None, priority: int = 0) -> kopf.OperatorSettings:
     settings.watching.reconnect_backoff = 1.0
     settings.posting.level = logging.WARNING  # our own events only, not every handler success
     settings.execution.max_workers = 20
-    settings.batching.worker_limit = 300
+    settings.batching.worker_limit = (
+        50  # bounds memory in a burst of changes; the API server is the limit anyway
+    )
     settings.batching.idle_timeout = 30.0
     return settings
 
