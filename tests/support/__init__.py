@@ -154,3 +154,7 @@ def running(
 
 
 PYTHON = sys.executable
+
+
+SPECS_DIR = Path(__file__).resolve().parents[1] / "specs"
+"""Contracts the project implements or validates against (Open Inference Protocol REST, Gateway API)."""

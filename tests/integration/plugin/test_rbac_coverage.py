@@ -21,7 +21,7 @@ import httpx
 import pytest
 import yaml
 
-from support import Proc, free_port, wait_until
+from support import SPECS_DIR, Proc, free_port, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests" / "unit" / "chart"))
 from chart_render import VALUE_SETS, render  # noqa: E402
 
 BIN = Path(sys.executable).parent
-GATEWAY_SPECS = Path("/work/shared/specs/gateway-api-v1.6.1")
+GATEWAY_SPECS = SPECS_DIR / "gateway-api-v1.6.1"
 TEST_AGENT = "mlrollouts-rbac-test"
 MD = "/apis/mlrollouts.io/v1alpha1/namespaces/{ns}/modeldeployments"
 PEERING = "mlr-mlrollouts"  # the chart's peering name for release "mlr"

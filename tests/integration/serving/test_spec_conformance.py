@@ -8,7 +8,6 @@ requests reach the model (the unpinned variant would only exercise the 404 path)
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import schemathesis
@@ -21,11 +20,11 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
 )
 
+from support import SPECS_DIR
+
 pytestmark = pytest.mark.integration
 
-SPEC = Path(__file__).resolve().parents[3] / "shared" / "specs" / "open_inference_rest.yaml"
-if not SPEC.exists():
-    SPEC = Path("/work/shared/specs/open_inference_rest.yaml")
+SPEC = SPECS_DIR / "open_inference_rest.yaml"
 
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance, negative_data_rejection]
 

@@ -11,8 +11,10 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
+from support import SPECS_DIR
+
 K8S_VERSION = "1.32.0"
-GATEWAY_SPECS = Path(os.environ.get("MLROLLOUTS_GATEWAY_SPECS", "/work/shared/specs/gateway-api-v1.6.1"))
+GATEWAY_SPECS = Path(os.environ.get("MLROLLOUTS_GATEWAY_SPECS", str(SPECS_DIR / "gateway-api-v1.6.1")))
 
 
 def validate_builtin(obj: dict[str, Any]) -> None:
