@@ -600,7 +600,11 @@ class RouterApp:
         self.metrics.count(self.metrics.feedback, route.name, credited.variant)
         reward = feedback.get("reward")
         if reward is not None:
-            self.metrics.count(self.metrics.reward, route.name, credited.variant, amount=float(reward))
+            reward = float(reward)
+            self.metrics.count(self.metrics.reward, route.name, credited.variant, amount=reward)
+            self.metrics.count(
+                self.metrics.reward_squares, route.name, credited.variant, amount=reward * reward
+            )
         upstream_status: int | None = None
         variant = route.variants.get(credited.variant)
         if variant is not None:
@@ -645,4 +649,6 @@ class RouterApp:
             isinstance(reward, bool) or not isinstance(reward, int | float) or not math.isfinite(reward)
         ):
             raise _HTTPError(400, "'reward' must be a finite number")
+        if reward is not None and not math.isfinite(float(reward) * float(reward)):
+            raise _HTTPError(400, f"'reward' {reward!r} is too large: its square must be a finite number")
         return feedback

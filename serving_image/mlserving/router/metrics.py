@@ -43,6 +43,11 @@ class RouterMetrics:
         self.reward = Gauge(
             "mlrouter_reward_sum", "Sum of rewards credited to a variant.", ["route", "variant"], registry=r
         )
+        # Sum of squared rewards, for the mean and variance of unbounded (Gaussian) rewards.
+        self.reward_squares = Gauge(
+            "mlrouter_reward_sum_squares", "Sum of squared rewards credited to a variant.",
+            ["route", "variant"], registry=r,
+        )  # fmt: skip
         self.table_reloads = Counter(
             "mlrouter_table_reloads",
             "Route table loads, by result (applied, rejected).",

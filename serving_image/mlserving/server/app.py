@@ -568,6 +568,8 @@ class InferenceServer:
             isinstance(reward, bool) or not isinstance(reward, int | float) or not math.isfinite(reward)
         ):
             raise HttpError(400, "'reward' must be a finite number")
+        if has_reward and not math.isfinite(float(reward) * float(reward)):
+            raise HttpError(400, f"'reward' {reward!r} is too large: its square must be a finite number")
         known, prediction = self.ids.lookup(response_id)
         if not known:
             raise HttpError(
@@ -589,6 +591,7 @@ class InferenceServer:
         m.feedback_child.inc()
         if reward is not None:
             m.reward_child.inc(float(reward))
+            m.reward_squares_child.inc(float(reward) * float(reward))
         if correct is not None:
             m.feedback_correct.labels(m.model, m.revision, "true" if correct else "false").inc()
         answer = {"id": response_id, "accepted": True, "reward": reward, "correct": correct}

@@ -76,6 +76,10 @@ class ServerMetrics:
         self.reward = Gauge(
             "mlserving_reward_sum", "Sum of rewards received as feedback.", labels, registry=r
         )
+        # Sum of squared rewards, for the mean and variance of unbounded (Gaussian) rewards.
+        self.reward_squares = Gauge(
+            "mlserving_reward_sum_squares", "Sum of squared rewards received as feedback.", labels, registry=r
+        )
         self.feedback_correct = Counter(
             "mlserving_feedback_labels",
             "Labelled feedback, by whether the served prediction was correct.",
@@ -111,6 +115,7 @@ class ServerMetrics:
         self._bucket_count: dict[str, int] = {}
         self.feedback_child = self.feedback.labels(*lv)
         self.reward_child = self.reward.labels(*lv)
+        self.reward_squares_child = self.reward_squares.labels(*lv)
         self.load_failures_child = self.load_failures.labels(*lv)
         self.ready_child = self.ready.labels(*lv)
         self.batch_child = self.batch_rows.labels(*lv)
