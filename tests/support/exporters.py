@@ -35,13 +35,15 @@ Metrics (label values ``model``, ``revision`` from the flags; ``code`` is ``200`
   ``tail_latency``, so a tail regression can move p99 without moving p50/p95.
 - ``mlserving_predictions_total{model,revision,output,bucket}``: one prediction per successful request,
   spread over the buckets of ``predictions`` (``bucket=weight,...``) in proportion to the weights.
-- ``mlserving_feedback_total{model,revision}``, ``mlserving_reward_sum{model,revision}``: a share
-  ``feedback_ratio`` of successful requests gets feedback with reward 1 for a share ``reward_mean`` of
-  them and 0 otherwise.
+- ``mlserving_feedback_total{model,revision}``, ``mlserving_reward_sum{model,revision}``,
+  ``mlserving_reward_sum_squares{model,revision}``: a share ``feedback_ratio`` of successful requests
+  gets feedback with reward 1 for a share ``reward_mean`` of them and 0 otherwise, or, when
+  ``rewards`` is set (``"2,-3"`` or a list of numbers), the values of ``rewards`` in turn (unbounded,
+  possibly negative rewards; ``reward_mean`` is then unused).
 - With ``--route``: the router's view of the same traffic for variant ``--variant`` (default: the
   revision): ``mlrouter_requests_total{route,variant,code}``,
   ``mlrouter_request_duration_seconds{route,variant}``, ``mlrouter_feedback_total{route,variant}``,
-  ``mlrouter_reward_sum{route,variant}`` and, when ``shadow_agreement`` is set (a share in 0..1),
+  ``mlrouter_reward_sum{route,variant}``, ``mlrouter_reward_sum_squares{route,variant}`` and, when ``shadow_agreement`` is set (a share in 0..1),
   ``mlrouter_shadow_agreement_total{route,variant,agree="true"|"false"}``.
 
 All series are created at 0 at start, so ``rate`` and ``increase`` see the first requests.
@@ -93,6 +95,7 @@ class Settings:
     output: str = "label"
     feedback_ratio: float = 0.0
     reward_mean: float = 0.0
+    rewards: list[float] | None = None
     shadow_agreement: float | None = None
 
     def updated(self, changes: dict[str, Any]) -> Settings:
@@ -110,6 +113,8 @@ class Settings:
                 new[key] = value
             elif key == "shadow_agreement" and value is None:
                 new[key] = None
+            elif key == "rewards":
+                new[key] = _reward_list(value)
             else:
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise ValueError(f"{key} must be a number, got {value!r}")
@@ -128,6 +133,24 @@ class Settings:
             raise ValueError("shadow_agreement must be within 0..1")
         if self.latency < 0 or self.tail_latency < 0:
             raise ValueError("latency and tail_latency must be >= 0")
+
+
+def _reward_list(value: Any) -> list[float] | None:
+    if value is None or value == "":
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise ValueError("rewards must be a non-empty list of numbers or a '2,-3' string")
+    out = []
+    for item in items:
+        try:
+            number = float(item) if not isinstance(item, bool) else float("nan")
+        except (TypeError, ValueError):
+            number = float("nan")
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ValueError(f"rewards: {item!r} is not a finite number")
+        out.append(number)
+    return out
 
 
 def _predictions_dict(value: Any) -> dict[str, float]:
@@ -161,6 +184,7 @@ class Simulator:
         self.lock = threading.Lock()
         self.rng = random.Random(args.seed)
         self.spreads = {k: _Spread() for k in ("error", "tail", "feedback", "reward", "agree")}
+        self.reward_turn = 0
         self.bucket_counts: dict[str, int] = {}
         self.model, self.revision = args.model, args.revision
         server = ["model", "revision"]
@@ -177,6 +201,9 @@ class Simulator:
         self.feedback = Counter("mlserving_feedback", "Feedback received", server, registry=self.registry)
         # A gauge keeps the exact contract name (a Counter would add "_total"); it only ever grows here.
         self.reward = Gauge("mlserving_reward_sum", "Sum of rewards", server, registry=self.registry)
+        self.reward_squares = Gauge(
+            "mlserving_reward_sum_squares", "Sum of squared rewards", server, registry=self.registry
+        )
         self.route = args.route
         self.variant = args.variant or args.revision
         if self.route:
@@ -189,6 +216,9 @@ class Simulator:
             )
             self.r_feedback = Counter("mlrouter_feedback", "Router feedback", router, registry=self.registry)
             self.r_reward = Gauge("mlrouter_reward_sum", "Router reward sum", router, registry=self.registry)
+            self.r_reward_squares = Gauge(
+                "mlrouter_reward_sum_squares", "Router sum of squared rewards", router, registry=self.registry
+            )
             self.r_shadow = Counter(
                 "mlrouter_shadow_agreement", "Shadow agreement", [*router, "agree"], registry=self.registry
             )
@@ -201,6 +231,7 @@ class Simulator:
         self.duration.labels(m, r)
         self.feedback.labels(m, r)
         self.reward.labels(m, r)
+        self.reward_squares.labels(m, r)
         for bucket in self.settings.predictions:
             self.predictions.labels(m, r, self.settings.output, bucket)
         if self.route:
@@ -209,6 +240,7 @@ class Simulator:
             self.r_duration.labels(self.route, self.variant)
             self.r_feedback.labels(self.route, self.variant)
             self.r_reward.labels(self.route, self.variant)
+            self.r_reward_squares.labels(self.route, self.variant)
             if self.settings.shadow_agreement is not None:
                 for agree in ("true", "false"):
                     self.r_shadow.labels(self.route, self.variant, agree)
@@ -246,12 +278,18 @@ class Simulator:
             agree = "true" if self.spreads["agree"].take(s.shadow_agreement) else "false"
             self.r_shadow.labels(self.route, self.variant, agree).inc()
         if self.spreads["feedback"].take(s.feedback_ratio):
-            reward = 1.0 if self.spreads["reward"].take(s.reward_mean) else 0.0
+            if s.rewards:
+                reward = s.rewards[self.reward_turn % len(s.rewards)]
+                self.reward_turn += 1
+            else:
+                reward = 1.0 if self.spreads["reward"].take(s.reward_mean) else 0.0
             self.feedback.labels(m, r).inc()
             self.reward.labels(m, r).inc(reward)
+            self.reward_squares.labels(m, r).inc(reward * reward)
             if self.route:
                 self.r_feedback.labels(self.route, self.variant).inc()
                 self.r_reward.labels(self.route, self.variant).inc(reward)
+                self.r_reward_squares.labels(self.route, self.variant).inc(reward * reward)
 
     def run(self, stop: threading.Event) -> None:
         carry = 0.0
@@ -338,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=defaults.output, help="output label of the predictions")
     p.add_argument("--feedback-ratio", type=float, default=0.0, help="share of requests with feedback")
     p.add_argument("--reward-mean", type=float, default=0.0, help="share of feedback with reward 1")
+    p.add_argument("--rewards", default=None, help="reward values given in turn, e.g. 2,-3")
     p.add_argument(
         "--shadow-agreement", type=float, default=None, help="share of shadowed requests that agree"
     )
@@ -359,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
                 "output": args.output,
                 "feedback_ratio": args.feedback_ratio,
                 "reward_mean": args.reward_mean,
+                "rewards": args.rewards,
                 "shadow_agreement": args.shadow_agreement,
             }
         )
@@ -460,8 +500,11 @@ def serving_exporter(
     for key, value in settings.items():
         if key == "predictions" and isinstance(value, dict):
             value = ",".join(f"{k}={v}" for k, v in value.items())
+        if key == "rewards" and isinstance(value, list):
+            value = ",".join(str(float(v)) for v in value)
         if value is not None:
-            argv += [f"--{key.replace('_', '-')}", str(value)]
+            # One "--key=value" word, so a negative value is not read as an option.
+            argv += [f"--{key.replace('_', '-')}={value}"]
     log = Path(workdir) / f"exporter-{model}-{revision}-{port}.log"
     with running(argv, log, ready_url=f"http://127.0.0.1:{port}/healthz", timeout=30) as proc:
         yield Exporter(proc, port, model, revision)

@@ -1,10 +1,18 @@
-"""Reward reader for experiments: per variant, feedback count, reward sum and request count.
+"""Reward reader for experiments: per variant, feedback count, reward sum and request count, and
+for unbounded (Gaussian) rewards the sum of squared rewards.
 
 By default the numbers come from the router's metrics (``mlrouter_feedback_total``,
-``mlrouter_reward_sum``, ``mlrouter_requests_total``, selected by ``route`` and grouped by
-``variant``), as ``increase(...)`` over a window or since a start time. Custom PromQL per variant
-(rendered with ``{{ variant }}`` and the other template variables) can replace the reward sum and
-the feedback count. ``increase`` extrapolates to the window edges, so counts may be fractional.
+``mlrouter_reward_sum``, ``mlrouter_reward_sum_squares``, ``mlrouter_requests_total``, selected by
+``route`` and grouped by ``variant``), as ``increase(...)`` over a window or since a start time.
+Custom PromQL per variant (rendered with ``{{ variant }}`` and the other template variables) can
+replace the reward sum, the sum of squares and the feedback count. ``increase`` extrapolates to the
+window edges, so counts may be fractional.
+
+``mlrouter_reward_sum`` is a gauge. Rewards in [0, 1] only make it grow, so ``increase`` reads it
+like a counter and a router restart (a drop to 0) is corrected. Gaussian rewards may be negative:
+a drop is then a negative reward, not a restart, so the sum is read with ``delta`` (last minus
+first value, extrapolated like ``increase``), and a router restart inside the range is not
+corrected. The sum of squares only grows, so ``increase`` is right for it in both cases.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ class VariantRewards:
     requests: float
     feedback: float
     reward_sum: float
+    # Sum of squared rewards; read only for Gaussian rewards (``None`` otherwise).
+    reward_sum_squares: float | None = None
 
     @property
     def mean(self) -> float | None:
@@ -106,13 +116,22 @@ async def read_rewards(
     feedback_query: str | None = None,
     variables: Mapping[str, str | None] | None = None,
     reward_wait: str | float | None = None,
+    gaussian: bool = False,
+    reward_squares_query: str | None = None,
 ) -> dict[str, VariantRewards] | QueryError:
     """Rewards per variant over ``window`` (a duration) or ``since`` a Unix time up to ``now``.
 
-    ``reward_query``/``feedback_query`` are custom per-variant templates (``{{ variant }}``,
-    ``{{ interval }}`` and the others in ``variables``); a template error or a failed query gives a
-    :class:`QueryError` naming it. Variants without any data read as zeros.
+    ``reward_query``/``feedback_query``/``reward_squares_query`` are custom per-variant templates
+    (``{{ variant }}``, ``{{ interval }}`` and the others in ``variables``); a template error or a
+    failed query gives a :class:`QueryError` naming it. Variants without any data read as zeros.
+    With ``gaussian`` the rewards may be negative (the sum is read with ``delta``) and each variant's
+    ``reward_sum_squares`` is read too; a custom ``reward_query`` then needs ``reward_squares_query``.
     """
+    if gaussian and reward_query and not reward_squares_query:
+        return QueryError(
+            "Gaussian rewards from a custom reward query need a second query for the per-variant sum "
+            "of squared rewards; the router's feedback metrics have it"
+        )
     try:
         rng = _window(window, since, now)
         wait = parse_duration(reward_wait) if reward_wait not in (None, "0", 0) else 0.0
@@ -123,28 +142,41 @@ async def read_rewards(
     at = now
     selector = _route_selector(route)
 
-    def router_query(metric: str) -> str:
-        return f"sum by (variant) (increase({metric}{{{selector}}}[{rng}]))"
+    def router_query(metric: str, function: str = "increase") -> str:
+        return f"sum by (variant) ({function}({metric}{{{selector}}}[{rng}]))"
 
     reward_task = (
         _per_variant_custom(provider, reward_query, variants, base, at)
         if reward_query
-        else _by_variant(provider, router_query("mlrouter_reward_sum"), at)
+        else _by_variant(
+            provider, router_query("mlrouter_reward_sum", "delta" if gaussian else "increase"), at
+        )
     )
+    squares_task = None
+    if gaussian:
+        squares_task = (
+            _per_variant_custom(provider, reward_squares_query, variants, base, at)
+            if reward_squares_query
+            else _by_variant(provider, router_query("mlrouter_reward_sum_squares"), at)
+        )
     feedback_task = (
         _per_variant_custom(provider, feedback_query, variants, base, at)
         if feedback_query
         else _by_variant(provider, router_query("mlrouter_feedback_total"), at)
     )
+    tasks = [reward_task, feedback_task, _by_variant(provider, requests_query, at)]
+    if squares_task is not None:
+        tasks.append(squares_task)
     try:
-        rewards, feedback, requests = await asyncio.gather(
-            reward_task, feedback_task, _by_variant(provider, requests_query, at)
-        )
+        outcomes = await asyncio.gather(*tasks)
     except TemplateError as exc:
         return QueryError(f"reward query: {exc}")
-    for what, outcome in (("reward", rewards), ("feedback", feedback), ("requests", requests)):
+    names = ("reward", "feedback", "requests", "reward sum of squares")[: len(outcomes)]
+    for what, outcome in zip(names, outcomes, strict=True):
         if isinstance(outcome, QueryError):
             return QueryError(f"{what}: {outcome.reason}")
+    rewards, feedback, requests = outcomes[:3]
+    squares = outcomes[3] if len(outcomes) > 3 else None
     assert isinstance(rewards, dict) and isinstance(feedback, dict) and isinstance(requests, dict)
     return {
         v: VariantRewards(
@@ -152,6 +184,7 @@ async def read_rewards(
             requests=requests.get(v, 0.0),
             feedback=feedback.get(v, 0.0),
             reward_sum=rewards.get(v, 0.0),
+            reward_sum_squares=squares.get(v, 0.0) if isinstance(squares, dict) else None,
         )
         for v in variants
     }
