@@ -34,6 +34,7 @@ from mlrollouts.api.experiment import (
     OnConclusion,
     PolicyType,
     RewardDistribution,
+    RewardSource,
     VariantStatus,
     Winner,
 )
@@ -59,6 +60,7 @@ ABORT_ACTION = "abort"
 KNOWN_ACTIONS = ("abort",)
 # Bernoulli reward sums a hair above the feedback count come from Prometheus extrapolating two
 # counters scraped together; beyond this share they are a client sending rewards outside [0, 1].
+# The same share bounds the correction of a Gaussian sum of squares a hair below sum^2 / count.
 REWARD_SUM_SLACK = 0.01
 # How long to wait before looking again at an experiment whose variants are not serving yet.
 NOT_READY_RETRY_SECONDS = 2.0
@@ -93,6 +95,8 @@ class RewardCounts:
     requests: float
     feedback: float
     reward_sum: float
+    # Sum of squared rewards (the Gaussian reward model needs it; Bernoulli ignores it).
+    reward_sum_squares: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -356,12 +360,27 @@ def _observations(
         reward_sum = counts.reward_sum if feedback > 0 else 0.0
         if bernoulli and feedback < reward_sum <= feedback * (1 + REWARD_SUM_SLACK):
             reward_sum = feedback
+        squares = 0.0
+        if not bernoulli and feedback > 0:
+            # Count, sum and sum of squares are extrapolated separately by Prometheus, so the sum of
+            # squares can fall a little short of sum^2 / count (a negative variance); only that
+            # small shortfall is corrected; a larger one (a router without the metric) is reported.
+            squares = max(0.0, counts.reward_sum_squares)
+            least = reward_sum * reward_sum / feedback
+            if squares < least * (1 - REWARD_SUM_SLACK):
+                raise ValueError(
+                    f"variant {v.name!r}: the sum of squared rewards ({squares:g}) is below "
+                    f"sum^2 / count ({least:g}); Gaussian rewards need the router's "
+                    "mlrouter_reward_sum_squares (a router without it reads as 0)"
+                )
+            squares = max(squares, least)
         out.append(
             VariantObservation(
                 name=v.name,
                 requests=max(0.0, counts.requests),
                 reward_count=feedback,
                 reward_sum=reward_sum,
+                reward_sum_squares=squares,
                 guardrail_failed=guardrails[v.name][0] is GuardrailState.BREACHED,
             )
         )
@@ -536,11 +555,12 @@ def plan(experiment: Experiment, observation: ExperimentObservation, now: dateti
                 f"variant {name!r} removed from the split: {guardrails[name][1]}",
             )
         )
-    if spec.reward.distribution is RewardDistribution.GAUSSIAN:
-        # The Gaussian model needs each variant's sum of squared rewards; no reward source has it.
+    if spec.reward.distribution is RewardDistribution.GAUSSIAN and spec.reward.source is RewardSource.QUERY:
+        # The Gaussian model needs each variant's sum of squared rewards: the router's feedback
+        # metrics have it, a single custom reward query does not.
         message = (
-            "reward.distribution Gaussian: the reward sources give no per-variant sum of squared "
-            "rewards, which the Gaussian model needs; use Bernoulli (rewards in [0, 1])"
+            "reward.distribution Gaussian needs reward.source Feedback (the router counts the sum of "
+            "squared rewards per variant); a custom reward query gives only the sum"
         )
         status.phase = ExperimentPhase.DEGRADED
         status.message = message
