@@ -12,6 +12,8 @@ from mlrollouts.builders.router import (
     router_role_binding,
     router_service,
     router_service_account,
+    signing_key_secret,
+    signing_key_secret_name,
 )
 from mlrollouts.builders.serving import (
     ServingRevision,
@@ -40,5 +42,7 @@ __all__ = [
     "router_service_account",
     "serving_deployment",
     "serving_service",
+    "signing_key_secret",
+    "signing_key_secret_name",
     "stable_ingress",
 ]

@@ -13,48 +13,46 @@ Objects (all owned by the Experiment, labelled ``mlrollouts.io/owner: Experiment
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mlrollouts.builders.common import Object, Owner, metadata, revision_name
+from mlrollouts.builders.common import Object, Owner, revision_name
 from mlrollouts.builders.router import (
-    ROUTER_COMPONENT,
+    SIGNING_KEY_ENV,
+    SIGNING_KEY_FIELD,
     route_table_configmap,
     router_deployment,
     router_role,
     router_role_binding,
     router_service,
     router_service_account,
+    signing_key_secret,
+    signing_key_secret_name,
 )
 from mlserving.router.table import Route, RouteTable, Stickiness, Variant
 
+__all__ = [
+    "DEFAULT_UPSTREAM_TEMPLATE",
+    "EXPERIMENT_KIND",
+    "SIGNING_KEY_ENV",
+    "SIGNING_KEY_FIELD",
+    "Arm",
+    "experiment_owner",
+    "experiment_route_configmap",
+    "experiment_route_table",
+    "experiment_router_deployment",
+    "experiment_router_objects",
+    "signing_key_secret",
+    "signing_key_secret_name",
+]
+
 EXPERIMENT_KIND = "Experiment"
-SIGNING_KEY_ENV = "MLROUTER_SIGNING_KEY"
-SIGNING_KEY_FIELD = "signing-key"
 DEFAULT_UPSTREAM_TEMPLATE = "http://{service}.{namespace}.svc:80"
 
 
 def experiment_owner(name: str, namespace: str, uid: str = "") -> Owner:
     return Owner(name=name, namespace=namespace, uid=uid, kind=EXPERIMENT_KIND)
-
-
-def signing_key_secret_name(owner: Owner) -> str:
-    return f"{owner.name}-router-key"
-
-
-def signing_key_secret(owner: Owner, key: str) -> Object:
-    """The router replicas' shared id-signing key (created once; never rotated by the operator)."""
-    if len(key.encode()) < 16:
-        raise ValueError("signing key: needs at least 16 bytes")
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": metadata(owner, signing_key_secret_name(owner), ROUTER_COMPONENT),
-        "type": "Opaque",
-        "data": {SIGNING_KEY_FIELD: base64.b64encode(key.encode()).decode()},
-    }
 
 
 @dataclass(frozen=True)
@@ -104,18 +102,8 @@ def experiment_route_configmap(owner: Owner, table: RouteTable) -> Object:
 def experiment_router_deployment(
     owner: Owner, image: str, replicas: int, resources: Mapping[str, Any] | None = None
 ) -> Object:
-    """The router Deployment with the signing key from the Secret; the router refuses to start
-    without it (a per-replica random key would lose feedback sent to another replica)."""
-    deployment = router_deployment(owner, image=image, replicas=replicas, resources=resources)
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    container["env"] = [
-        {
-            "name": SIGNING_KEY_ENV,
-            "valueFrom": {"secretKeyRef": {"name": signing_key_secret_name(owner), "key": SIGNING_KEY_FIELD}},
-        },
-        {"name": "MLROUTER_REQUIRE_SIGNING_KEY", "value": "1"},
-    ]
-    return deployment
+    """The router Deployment, signing response ids with the key from ``<name>-router-key``."""
+    return router_deployment(owner, image=image, replicas=replicas, resources=resources)
 
 
 def experiment_router_objects(owner: Owner, image: str, replicas: int) -> list[Object]:

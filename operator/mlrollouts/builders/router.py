@@ -1,7 +1,10 @@
-"""The mlserving router in front of the revisions: its route-table ConfigMap, RBAC, Deployment, Service."""
+"""The mlserving router in front of the revisions: its route-table ConfigMap, RBAC, Deployment, Service,
+and the Secret ``<name>-router-key`` every replica signs response ids with, so feedback sent to any
+replica is credited to the variant that answered."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +22,9 @@ from mlrollouts.builders.common import (
 from mlrollouts.builders.serving import DEFAULT_SERVING_IMAGE
 
 ROUTER_COMPONENT = "router"
+SIGNING_KEY_ENV = "MLROUTER_SIGNING_KEY"
+SIGNING_KEY_FIELD = "signing-key"
+SIGNING_KEY_MIN_BYTES = 16
 DEFAULT_ROUTER_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "100m", "memory": "128Mi"},
     "limits": {"memory": "512Mi"},
@@ -31,6 +37,24 @@ def route_table_name(owner: Owner) -> str:
 
 def router_name(owner: Owner) -> str:
     return f"{owner.name}-router"
+
+
+def signing_key_secret_name(owner: Owner) -> str:
+    return f"{owner.name}-router-key"
+
+
+def signing_key_secret(owner: Owner, key: str) -> Object:
+    """The router replicas' shared id-signing key; ``key`` comes from the caller (created once,
+    never rotated by the operator)."""
+    if len(key.encode()) < SIGNING_KEY_MIN_BYTES:
+        raise ValueError(f"signing key: needs at least {SIGNING_KEY_MIN_BYTES} bytes")
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(owner, signing_key_secret_name(owner), ROUTER_COMPONENT),
+        "type": "Opaque",
+        "data": {SIGNING_KEY_FIELD: base64.b64encode(key.encode()).decode()},
+    }
 
 
 def route_table_configmap(owner: Owner, data: Mapping[str, str]) -> Object:
@@ -85,6 +109,8 @@ def router_deployment(
     replicas: int = 2,
     resources: Mapping[str, Any] | None = None,
 ) -> Object:
+    """The router pods; they read the signing key from ``<name>-router-key`` and refuse to start
+    without it (a per-replica random key would lose feedback sent to another replica)."""
     volume, mount = tmp_volume()
     pod_meta = metadata(
         owner,
@@ -125,6 +151,7 @@ def router_deployment(
                                 str(SERVING_PORT),
                             ],
                             "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
+                            "env": signing_key_env(owner),
                             "readinessProbe": http_probe("/v2/health/ready", period=2, failure_threshold=3),
                             "livenessProbe": http_probe("/v2/health/live", period=10, failure_threshold=3),
                             "resources": dict(resources or DEFAULT_ROUTER_RESOURCES),
@@ -137,6 +164,16 @@ def router_deployment(
             },
         },
     }
+
+
+def signing_key_env(owner: Owner) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": SIGNING_KEY_ENV,
+            "valueFrom": {"secretKeyRef": {"name": signing_key_secret_name(owner), "key": SIGNING_KEY_FIELD}},
+        },
+        {"name": "MLROUTER_REQUIRE_SIGNING_KEY", "value": "1"},
+    ]
 
 
 def router_service(owner: Owner) -> Object:

@@ -22,7 +22,6 @@ import base64
 import hashlib
 import json
 import logging
-import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,13 +35,7 @@ from pydantic import ValidationError
 from mlrollouts.analysis import AnalysisContext, QueryError, prometheus_provider, read_rewards, run_checks
 from mlrollouts.api import format_validation_error
 from mlrollouts.api.common import parse_duration
-from mlrollouts.api.experiment import (
-    Experiment,
-    ExperimentPhase,
-    ExperimentTrafficProvider,
-    RewardDistribution,
-    RewardSource,
-)
+from mlrollouts.api.experiment import Experiment, ExperimentPhase, ExperimentTrafficProvider, RewardSource
 from mlrollouts.builders.common import ACTION_ANNOTATION
 from mlrollouts.builders.experiment import (
     SIGNING_KEY_FIELD,
@@ -51,12 +44,10 @@ from mlrollouts.builders.experiment import (
     experiment_route_configmap,
     experiment_route_table,
     experiment_router_objects,
-    signing_key_secret,
-    signing_key_secret_name,
 )
 from mlrollouts.controller import handlers, metrics
 from mlrollouts.controller.config import OperatorConfig
-from mlrollouts.controller.kube import Kube, KubeError, merge_patch_for
+from mlrollouts.controller.kube import Kube, KubeError, ensure_signing_key, merge_patch_for
 from mlrollouts.rollout.experiment_plan import (
     TERMINAL,
     ExperimentObservation,
@@ -169,9 +160,6 @@ async def observe_metrics(
         reward_query=spec.reward.query if spec.reward.source is RewardSource.QUERY else None,
         variables={"namespace": namespace, "name": name},
         reward_wait=wait if wait > 0 else None,
-        # Gaussian rewards from a custom query are refused by the plan (no sum of squares).
-        gaussian=spec.reward.distribution is RewardDistribution.GAUSSIAN
-        and spec.reward.source is RewardSource.FEEDBACK,
     )
     already = {v.name for v in (status.variants if status else []) if v.guardrail.value == "Breached"}
 
@@ -197,10 +185,7 @@ async def observe_metrics(
     guardrails = dict(zip(names, checks, strict=True))
     if isinstance(rewards, QueryError):
         return rewards.reason, guardrails
-    counts = {
-        k: RewardCounts(r.requests, r.feedback, r.reward_sum, r.reward_sum_squares or 0.0)
-        for k, r in rewards.items()
-    }
+    counts = {k: RewardCounts(r.requests, r.feedback, r.reward_sum) for k, r in rewards.items()}
     return counts, guardrails
 
 
@@ -219,36 +204,6 @@ class Outcome:
 
 def _status_dict(plan_: ExperimentPlan) -> Obj:
     return plan_.status.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-async def _ensure_signing_key(kube: Kube, exp: Experiment, cache: dict[str, str]) -> int:
-    owner = experiment_owner(exp.metadata.name or "", exp.metadata.namespace or "", exp.metadata.uid or "")
-    name = signing_key_secret_name(owner)
-    if cache.get(f"Secret/{name}") == "present":
-        return 0
-    existing = await _call(kube, "GET", _path("v1", "Secret", owner.namespace, name))
-    if existing is not None and ((existing.get("data") or {}).get(SIGNING_KEY_FIELD)):
-        cache[f"Secret/{name}"] = "present"
-        return 0
-    secret = signing_key_secret(owner, secrets.token_urlsafe(32))
-    if existing is None:
-        try:
-            await _call(
-                kube, "POST", _path("v1", "Secret", owner.namespace), content=json.dumps(secret).encode()
-            )
-        except KubeError as exc:
-            if exc.status != 409:  # another pass created it a moment ago: keep that key
-                raise
-    else:
-        await _call(
-            kube,
-            "PATCH",
-            _path("v1", "Secret", owner.namespace, name),
-            content=json.dumps({"data": secret["data"]}).encode(),
-            headers={"Content-Type": "application/merge-patch+json"},
-        )
-    cache[f"Secret/{name}"] = "present"
-    return 1
 
 
 async def reconcile_experiment(
@@ -324,7 +279,7 @@ async def reconcile_experiment(
             stickiness_cookie=sticky.cookie if sticky else None,
             upstream_template=config.upstream_template,
         )
-        applied += await _ensure_signing_key(kube, exp, cache)
+        applied += await ensure_signing_key(kube, owner, cache)
         for obj in experiment_router_objects(owner, router.image or config.serving_image, router.replicas):
             applied += await apply(obj)
         applied += await apply(experiment_route_configmap(owner, table))

@@ -7,12 +7,16 @@ come from the in-cluster service account or the kubeconfig, through the ``kubern
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+
+from mlrollouts.builders.common import Owner
+from mlrollouts.builders.router import signing_key_secret, signing_key_secret_name
 
 Obj = dict[str, Any]
 FIELD_MANAGER = "mlrollouts-operator"
@@ -27,6 +31,8 @@ PLURALS = {
     "Ingress": "ingresses",
     "HTTPRoute": "httproutes",
     "ModelDeployment": "modeldeployments",
+    "Experiment": "experiments",
+    "Secret": "secrets",
     "Event": "events",
 }
 
@@ -113,6 +119,12 @@ class Kube:
         )
         return result or {}
 
+    async def create(self, obj: Obj) -> Obj:
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], meta["namespace"])
+        result = await self._call("POST", path, content=json.dumps(obj).encode())
+        return result or {}
+
     async def merge_patch(
         self,
         api_version: str,
@@ -154,3 +166,21 @@ def merge_patch_for(old: Any, new: Any) -> Any:
         elif old[key] != value:
             patch[key] = merge_patch_for(old[key], value)
     return patch
+
+
+async def ensure_signing_key(kube: Kube, owner: Owner, cache: dict[str, str]) -> int:
+    """Create the router's signing-key Secret once with a random key; an existing one is kept (never
+    rotated: ids signed before a restart must still verify). Create-only, so the operator needs no
+    right to read or change any Secret. Returns the number of objects created (0 or 1)."""
+    key = f"Secret/{signing_key_secret_name(owner)}"
+    if cache.get(key) == "present":
+        return 0
+    created = 1
+    try:
+        await kube.create(signing_key_secret(owner, secrets.token_urlsafe(32)))
+    except KubeError as exc:
+        if exc.status != 409:
+            raise
+        created = 0  # it exists (an earlier pass or run made it): keep that key
+    cache[key] = "present"
+    return created

@@ -25,13 +25,14 @@ from mlrollouts.builders import (
     Owner,
     ServingRevision,
     revision_name,
+    router_name,
     serving_deployment,
     serving_service,
 )
 from mlrollouts.builders.common import COMPONENT_LABEL, OWNER_LABEL, REVISION_LABEL
 from mlrollouts.controller import metrics
 from mlrollouts.controller.config import OperatorConfig
-from mlrollouts.controller.kube import Kube, KubeError, merge_patch_for
+from mlrollouts.controller.kube import Kube, KubeError, ensure_signing_key, merge_patch_for
 from mlrollouts.rollout import (
     Action,
     AnalysisRun,
@@ -306,13 +307,17 @@ async def reconcile(
         cache.pop(f"{ref.kind}/{ref.name}", None)
         return 1
 
+    signing_key = 0
+    if any(o["kind"] == "Deployment" and o["metadata"]["name"] == router_name(owner) for o in objects):
+        # before the router pods: they refuse to start without the shared key
+        signing_key = await ensure_signing_key(kube, owner, cache)
     done = await asyncio.gather(
         *(drop(r) for r in finalize),
         *(apply(obj) for obj in objects),
         *scalings,
         *(remove(r) for r in decision.delete),
     )
-    applied = sum(done)
+    applied = signing_key + sum(done)
     if previous_provider is not None:
         previous_provider[:] = [provider.name]
     verified_now = readback.confirmed is not None and _positive(readback.confirmed) == _positive(

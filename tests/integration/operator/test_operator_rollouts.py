@@ -5,6 +5,7 @@ each test has its own namespace and model."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import time
 import urllib.request
@@ -141,6 +142,11 @@ def test_immediate_strategy_creates_owned_children_and_switches(env):
     assert names == {f"plain-{case.stable}", "plain-router"}
     cms = {c["metadata"]["name"] for c in case.cluster.objects(f"/api/v1/namespaces/{case.ns}/configmaps")}
     assert "plain-routes" in cms
+    # the router replicas share one signing key, kept in an owned Secret
+    key_path = f"/api/v1/namespaces/{case.ns}/secrets/plain-router-key"
+    key = case.cluster.request("GET", key_path)
+    assert key["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
+    assert len(base64.b64decode(key["data"]["signing-key"])) >= 32
     conditions = {c["type"]: c for c in status["conditions"]}
     assert conditions["Ready"]["status"] == "True" and conditions["Ready"]["observedGeneration"] == 1
     case.roll_out()
@@ -148,6 +154,7 @@ def test_immediate_strategy_creates_owned_children_and_switches(env):
         lambda s: s.get("stableRevision") == case.candidate and s.get("phase") == "Healthy", 30, "switched"
     )
     assert status["weightsSummary"] == f"{case.candidate}:100"
+    assert case.cluster.request("GET", key_path)["data"] == key["data"], "the signing key was rotated"
     wait_until(
         lambda: case.deployment(case.stable)["spec"]["replicas"] == 0, timeout=20, message="old scaled down"
     )

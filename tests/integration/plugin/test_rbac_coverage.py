@@ -379,4 +379,5 @@ def test_every_operator_call_is_allowed_by_the_chart(emulator: Emulator, tmp_pat
     used = {(r["apiGroup"], r["resource"], r["subresource"]) for r in calls}
     assert ("mlrollouts.io", "modeldeployments", "status") in used
     assert ("apps", "deployments", "") in used
+    assert ("", "secrets", "") in used, "the Router provider's signing key was never created"
     assert ("kopf.dev", "clusterkopfpeerings" if mode == "cluster" else "kopfpeerings", "") in used

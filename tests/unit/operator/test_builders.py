@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from k8s_validation import validate_builtin, validate_http_route
 
@@ -20,6 +22,7 @@ from mlrollouts.builders import (
     router_service_account,
     serving_deployment,
     serving_service,
+    signing_key_secret,
     stable_ingress,
 )
 from mlrollouts.rollout.revision import revision_hash
@@ -139,6 +142,22 @@ def test_router_objects_are_valid_and_wired_to_the_route_table():
     assert router_service(OWNER)["metadata"]["name"] == "iris"
     assert router_service(OWNER)["spec"]["selector"]["app.kubernetes.io/component"] == "router"
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_router_signs_ids_with_the_key_of_its_owned_secret():
+    secret = signing_key_secret(OWNER, "k" * 43)
+    validate_builtin(secret)
+    assert secret["metadata"]["name"] == "iris-router-key"
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == OWNER.uid
+    assert base64.b64decode(secret["data"]["signing-key"]).decode() == "k" * 43
+    env = {e["name"]: e for e in _container(router_deployment(OWNER))["env"]}
+    assert env["MLROUTER_SIGNING_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "iris-router-key",
+        "key": "signing-key",
+    }
+    assert env["MLROUTER_REQUIRE_SIGNING_KEY"]["value"] == "1"
+    with pytest.raises(ValueError, match="signing key"):
+        signing_key_secret(OWNER, "too-short")
 
 
 def test_http_route_validates_against_gateway_api_schema():
