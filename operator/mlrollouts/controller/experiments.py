@@ -35,7 +35,13 @@ from pydantic import ValidationError
 from mlrollouts.analysis import AnalysisContext, QueryError, prometheus_provider, read_rewards, run_checks
 from mlrollouts.api import format_validation_error
 from mlrollouts.api.common import parse_duration
-from mlrollouts.api.experiment import Experiment, ExperimentPhase, ExperimentTrafficProvider, RewardSource
+from mlrollouts.api.experiment import (
+    Experiment,
+    ExperimentPhase,
+    ExperimentTrafficProvider,
+    RewardDistribution,
+    RewardSource,
+)
 from mlrollouts.builders.common import ACTION_ANNOTATION
 from mlrollouts.builders.experiment import (
     SIGNING_KEY_FIELD,
@@ -160,6 +166,9 @@ async def observe_metrics(
         reward_query=spec.reward.query if spec.reward.source is RewardSource.QUERY else None,
         variables={"namespace": namespace, "name": name},
         reward_wait=wait if wait > 0 else None,
+        # Gaussian rewards from a custom query are refused by the plan (no sum of squares).
+        gaussian=spec.reward.distribution is RewardDistribution.GAUSSIAN
+        and spec.reward.source is RewardSource.FEEDBACK,
     )
     already = {v.name for v in (status.variants if status else []) if v.guardrail.value == "Breached"}
 
@@ -185,7 +194,10 @@ async def observe_metrics(
     guardrails = dict(zip(names, checks, strict=True))
     if isinstance(rewards, QueryError):
         return rewards.reason, guardrails
-    counts = {k: RewardCounts(r.requests, r.feedback, r.reward_sum) for k, r in rewards.items()}
+    counts = {
+        k: RewardCounts(r.requests, r.feedback, r.reward_sum, r.reward_sum_squares or 0.0)
+        for k, r in rewards.items()
+    }
     return counts, guardrails
 
 
