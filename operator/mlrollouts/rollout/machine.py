@@ -431,16 +431,31 @@ class _Tick:
         stable = self.s.stable
         if stable is None:
             return
-        if self.s.phase is Phase.DEGRADED:
-            return
+        first_deployment_stuck = self.s.phase is Phase.DEGRADED and self.s.rollout_started_at is not None
+        if self.s.phase is Phase.DEGRADED and not first_deployment_stuck:
+            return  # a rolled-back candidate: Degraded until the spec changes or a retry
         self.set_weights({stable: 100}, None)
         if self.ready(stable) and self.verified():
             if self.s.phase is not Phase.HEALTHY:
                 self.event("Available", f"revision {stable} is serving")
             self.update(phase=Phase.HEALTHY, message=f"serving revision {stable}", rollout_started_at=None)
-        else:
+            return
+        # There is nothing to roll back to: past the deadline the first revision is reported Degraded
+        # and still watched, so it turns Healthy when it becomes ready after all.
+        if not first_deployment_stuck and self.s.rollout_started_at is not None and self.deadline_exceeded():
+            waited = int((self.now - self.progress_marker()).total_seconds())
+            what = (
+                "not ready" if not self.ready(stable) else "ready, but its traffic weight was not confirmed"
+            )
+            message = (
+                f"ProgressDeadlineExceeded: first revision {stable} {what} after {waited}s "
+                f"(progressDeadline {int(self.spec.progress_deadline)}s)"
+            )
+            self.update(phase=Phase.DEGRADED, message=message)
+            self.event("ProgressDeadlineExceeded", message.split(": ", 1)[1], warning=True)
+        elif not first_deployment_stuck:
             self.update(message=f"waiting for revision {stable} to become ready")
-            self.wait()
+        self.wait()
 
     # -- 5. housekeeping ----------------------------------------------------------------------------
 

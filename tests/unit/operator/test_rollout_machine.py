@@ -396,6 +396,51 @@ def test_progress_deadline_rolls_back_a_candidate_that_never_gets_ready():
     assert positive(d.weights) == {"r1": 100}
 
 
+def test_first_deployment_never_ready_is_degraded_after_the_progress_deadline():
+    sim = Sim(spec())  # progressDeadline 60s
+    sim.broken.add("r1")
+    d = sim.tick()
+    assert sim.phase is Phase.PROGRESSING and d.weights == {"r1": 100}
+    d = sim.tick(30)
+    assert sim.phase is Phase.PROGRESSING and "waiting for revision r1" in sim.state.message
+    assert d.requeue_after is not None
+    d = sim.tick(29)  # 59s: still within the deadline
+    assert sim.phase is Phase.PROGRESSING and "ProgressDeadlineExceeded" not in sim.reasons()
+    d = sim.tick(2)  # 61s
+    assert sim.phase is Phase.DEGRADED
+    assert sim.state.message == (
+        "ProgressDeadlineExceeded: first revision r1 not ready after 61s (progressDeadline 60s)"
+    )
+    assert sim.reasons() == ["ProgressDeadlineExceeded"]
+    assert sim.decision.events[0].type == "Warning"
+    conditions = {c.type: c for c in sim.state.conditions}
+    assert conditions["Degraded"].status == "True"
+    assert conditions["Degraded"].reason == "ProgressDeadlineExceeded"
+    assert conditions["Ready"].status == "False" and conditions["Progressing"].status == "False"
+    # nothing to roll back to: the revision keeps its replicas and all traffic, and is still watched
+    assert d.weights == {"r1": 100} and d.replicas == {"r1": 2} and d.requeue_after is not None
+    since = conditions["Degraded"].last_transition_time
+    d = sim.tick(30)
+    assert sim.phase is Phase.DEGRADED and sim.reasons() == []
+    assert {c.type: c for c in sim.state.conditions}["Degraded"].last_transition_time == since
+    # ready after all: Healthy, and the Degraded condition clears
+    sim.broken.clear()
+    d = sim.tick(5)
+    assert sim.phase is Phase.HEALTHY and "Available" in sim.reasons()
+    conditions = {c.type: c for c in sim.state.conditions}
+    assert conditions["Degraded"].status == "False" and conditions["Ready"].status == "True"
+    assert d.requeue_after is None
+
+
+def test_first_deployment_with_unconfirmed_weights_is_degraded_after_the_progress_deadline():
+    sim = Sim(spec())
+    sim.provider_confirms = False
+    sim.tick()
+    sim.tick(61)
+    assert sim.phase is Phase.DEGRADED
+    assert "ready, but its traffic weight was not confirmed" in sim.state.message
+
+
 def test_unconfirmed_weights_neither_start_a_step_nor_scale_down():
     sim = Sim(spec())
     sim.healthy_on("r1")
