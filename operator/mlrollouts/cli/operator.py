@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlrollouts.controller.config import OperatorConfig
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("json", "text")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,9 +31,36 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="Prometheus used when a resource names none (env MLROLLOUTS_PROMETHEUS_URL)",
     )
     run.add_argument(
+        "--prometheus-timeout",
+        default=os.environ.get("MLROLLOUTS_PROMETHEUS_TIMEOUT", "10s"),
+        help="longest a Prometheus query may take when a resource names no timeout, e.g. 10s "
+        "(env MLROLLOUTS_PROMETHEUS_TIMEOUT)",
+    )
+    run.add_argument(
+        "--allowed-images",
+        default=os.environ.get("MLROLLOUTS_ALLOWED_IMAGES", ""),
+        help="comma-separated shell patterns of the serving and router images a resource may use, "
+        "e.g. 'registry.example.com/models/*'; empty allows any; the default image is always allowed "
+        "(env MLROLLOUTS_ALLOWED_IMAGES)",
+    )
+    run.add_argument(
+        "--log-level",
+        default=os.environ.get("MLROLLOUTS_LOG_LEVEL", "INFO"),
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="DEBUG, INFO, WARNING or ERROR (env MLROLLOUTS_LOG_LEVEL)",
+    )
+    run.add_argument(
+        "--log-format",
+        default=os.environ.get("MLROLLOUTS_LOG_FORMAT", "text"),
+        type=str.lower,
+        choices=LOG_FORMATS,
+        help="json (one object a line) or text (env MLROLLOUTS_LOG_FORMAT)",
+    )
+    run.add_argument(
         "--serving-image",
         default=os.environ.get("MLROLLOUTS_SERVING_IMAGE", "mlrollouts/serving:0.1.0"),
-        help="image of the model server and router when a resource names none",
+        help="image of the model server and router when a resource names none (env MLROLLOUTS_SERVING_IMAGE)",
     )
     run.add_argument(
         "--upstream-template",
@@ -58,20 +92,51 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from mlrollouts.controller.config import OperatorConfig
-    from mlrollouts.controller.run import run
+def operator_config(args: argparse.Namespace) -> OperatorConfig:
+    """The operator's settings from the ``operator run`` flags (which default to MLROLLOUTS_* env);
+    a bad value stops with the flag and its environment variable named."""
+    from mlrollouts.api.common import parse_duration
+    from mlrollouts.controller.config import OperatorConfig, parse_image_patterns
 
     for flag, value in (("--tick", args.tick), ("--poll", args.poll)):
         if value <= 0:
             raise SystemExit(f"{flag}: must be a positive number of seconds, got {value}")
-    config = OperatorConfig(
+    for flag, env, value, allowed in (
+        ("--log-level", "MLROLLOUTS_LOG_LEVEL", args.log_level, LOG_LEVELS),
+        ("--log-format", "MLROLLOUTS_LOG_FORMAT", args.log_format, LOG_FORMATS),
+    ):
+        if value not in allowed:
+            raise SystemExit(f"{flag} (env {env}): {value!r} is not one of {', '.join(allowed)}")
+    try:
+        prometheus_timeout = parse_duration(str(args.prometheus_timeout))
+    except ValueError as exc:
+        raise SystemExit(f"--prometheus-timeout (env MLROLLOUTS_PROMETHEUS_TIMEOUT): {exc}") from None
+    if prometheus_timeout <= 0:
+        raise SystemExit(
+            f"--prometheus-timeout (env MLROLLOUTS_PROMETHEUS_TIMEOUT): must be positive, got {args.prometheus_timeout!r}"
+        )
+    return OperatorConfig(
         serving_image=args.serving_image,
         prometheus_url=args.prometheus_url,
+        prometheus_timeout=prometheus_timeout,
+        allowed_images=parse_image_patterns(args.allowed_images),
         upstream_template=args.upstream_template,
         tick=args.tick,
         poll=args.poll,
     )
+
+
+def parse_run_args(argv: list[str]) -> argparse.Namespace:
+    """``operator run`` arguments as the CLI parses them (for tools and tests)."""
+    parser = argparse.ArgumentParser(prog="mlrollouts")
+    register(parser.add_subparsers())
+    return parser.parse_args(["operator", "run", *argv])
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mlrollouts.controller.run import run
+
+    config = operator_config(args)
     run(
         config,
         namespaces=args.namespaces,
@@ -79,5 +144,7 @@ def _run(args: argparse.Namespace) -> int:
         peering=args.peering,
         priority=args.priority,
         liveness=args.liveness,
+        log_level=args.log_level,
+        log_format=args.log_format,
     )
     return 0

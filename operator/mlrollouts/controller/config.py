@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 
 @dataclass(frozen=True)
 class OperatorConfig:
     serving_image: str = "mlrollouts/serving:0.1.0"
     prometheus_url: str | None = None
+    prometheus_timeout: float = 10.0
+    """Seconds one Prometheus query may take when a resource names no ``prometheus.timeout``."""
     upstream_template: str = "http://{service}.{namespace}.svc:80"
     history_size: int = 10
     tick: float = 30.0
     """Longest sleep of a resource's driver between re-checks (it wakes earlier when work is due)."""
     poll: float = 1.0
     """Seconds between passes while waiting for readiness or for the traffic provider."""
+    allowed_images: tuple[str, ...] = ()
+    """Shell-style patterns of the images a resource may ask for; empty allows every image. The
+    default serving image is always allowed."""
+
+    def image_allowed(self, image: str) -> bool:
+        if not self.allowed_images or image == self.serving_image:
+            return True
+        return any(fnmatchcase(image, pattern) for pattern in self.allowed_images)
+
+
+def parse_image_patterns(text: str | None) -> tuple[str, ...]:
+    """``MLROLLOUTS_ALLOWED_IMAGES``: patterns separated by commas (or whitespace)."""
+    return tuple(p for p in (text or "").replace(",", " ").split() if p)

@@ -147,7 +147,7 @@ async def observe_metrics(
     address = (spec.prometheus.address if spec.prometheus else None) or config.prometheus_url
     if not address:
         return "no Prometheus address: set spec.prometheus.address or the operator's --prometheus-url", {}
-    timeout = parse_duration(spec.prometheus.timeout) if spec.prometheus else 10.0
+    timeout = parse_duration(spec.prometheus.timeout) if spec.prometheus else config.prometheus_timeout
     try:
         provider = prometheus_provider(address, timeout)
     except ValueError as exc:

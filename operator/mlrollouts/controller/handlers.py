@@ -32,9 +32,13 @@ KOPF_PREFIX = f"kopf.{GROUP}"
 log = logging.getLogger("mlrollouts.controller")
 
 
-def settings(peering: str | None, priority: int = 0) -> kopf.OperatorSettings:
-    """kopf settings: our own prefix for finalizers and progress, peering, watch timeouts."""
+def settings(peering: str | None, priority: int = 0, namespaced: bool = False) -> kopf.OperatorSettings:
+    """kopf settings: our own prefix for finalizers and progress, peering, watch timeouts.
+
+    ``namespaced``: the operator watches given namespaces only, so kopf does not scan the cluster's
+    CRDs and namespaces (which a namespaced Role cannot allow)."""
     settings = kopf.OperatorSettings()
+    settings.scanning.disabled = namespaced
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # kopf ignores annotations under its own storage prefix when it diffs an object, so its storage
     # lives under a sub-domain: mlrollouts.io/action changes must still reach the update handler

@@ -9,6 +9,7 @@ removes a handled action annotation.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -126,6 +127,18 @@ def traffic_context(
     )
 
 
+def disallowed_image(md: ModelDeployment, provider: str, config: OperatorConfig) -> str | None:
+    """Why the resource may not be rolled out under the operator's allowed images, or ``None``."""
+    images = {"spec.serving.image": md.spec.serving.image}
+    if provider == "Router":
+        images["spec.traffic.router.image"] = md.spec.traffic.router.image
+    for location, image in images.items():
+        if image is not None and not config.image_allowed(image):
+            allowed = ", ".join((config.serving_image, *config.allowed_images))
+            return f"{location}: image {image!r} is not allowed by the operator (allowed: {allowed})"
+    return None
+
+
 async def _run_analysis(
     md: ModelDeployment, candidate: str, stable: str | None, now: datetime, config: OperatorConfig
 ) -> AnalysisRun:
@@ -140,6 +153,8 @@ async def _run_analysis(
         stable_revision=stable,
         default_prometheus_address=config.prometheus_url,
     )
+    if analysis.prometheus is None:  # the operator's default Prometheus, with its timeout
+        context = dataclasses.replace(context, prometheus_timeout=config.prometheus_timeout)
     results = await run_checks(analysis.checks, context)
     outcomes = []
     for r in results:
@@ -200,6 +215,20 @@ async def reconcile(
         provider = provider_for(md.spec.traffic.provider.value)
     except ValueError as exc:
         return await _invalid(kube, namespace, name, meta, status_before, str(exc), now)
+
+    refused = disallowed_image(md, provider.name, config)
+    if refused is not None:
+        return await _invalid(
+            kube,
+            namespace,
+            name,
+            meta,
+            status_before,
+            refused,
+            now,
+            reason="ImageNotAllowed",
+            phase="Degraded",
+        )
 
     # -- observe ------------------------------------------------------------------------------------
     spec = rollout_spec(md, history_size=config.history_size, poll_interval=config.poll)
@@ -367,22 +396,42 @@ async def _invalid(
     status_before: dict[str, Any],
     message: str,
     now: datetime,
+    reason: str = "InvalidSpec",
+    phase: str | None = None,
 ) -> Outcome:
-    """Bad input: say which field is wrong in status and an event; touch no child."""
-    condition = {
-        "type": "Ready",
-        "status": "False",
-        "reason": "InvalidSpec",
-        "message": message,
-        "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "observedGeneration": meta.get("generation") or 0,
-    }
-    conditions = [c for c in status_before.get("conditions") or [] if c.get("type") != "Ready"] + [condition]
-    patch = {"status": {"message": f"invalid spec: {message}", "conditions": conditions}}
+    """Bad input or a refused one: say which field is wrong in status and an event; touch no child.
+    With ``phase`` (e.g. ``Degraded``) the status also shows it, with a ``Degraded`` condition."""
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    generation = meta.get("generation") or 0
+    changed = [("Ready", "False")] + ([("Degraded", "True")] if phase == "Degraded" else [])
+    previous = {c.get("type"): c for c in status_before.get("conditions") or []}
+    conditions = [c for c in status_before.get("conditions") or [] if c.get("type") not in dict(changed)]
+    for ctype, cstatus in changed:
+        old = previous.get(ctype) or {}
+        since = old.get("lastTransitionTime") if old.get("status") == cstatus else None
+        conditions.append(
+            {
+                "type": ctype,
+                "status": cstatus,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": since or stamp,
+                "observedGeneration": generation,
+            }
+        )
+    prefix = "invalid spec" if reason == "InvalidSpec" else reason
+    status: dict[str, Any] = {"message": f"{prefix}: {message}", "conditions": conditions}
+    if phase is not None:
+        status["phase"] = phase
     try:
         await kube.merge_patch(
-            "mlrollouts.io/v1alpha1", "ModelDeployment", namespace, name, patch, subresource="status"
+            "mlrollouts.io/v1alpha1",
+            "ModelDeployment",
+            namespace,
+            name,
+            {"status": status},
+            subresource="status",
         )
     except KubeError as exc:
-        log.warning("could not report the invalid spec of %s/%s: %s", namespace, name, exc)
-    return Outcome(decision=None, events=[Event("Warning", "InvalidSpec", message)])
+        log.warning("could not report the %s of %s/%s: %s", reason, namespace, name, exc)
+    return Outcome(decision=None, events=[Event("Warning", reason, message)])

@@ -11,6 +11,15 @@ import kopf
 from mlrollouts.controller import experiments, handlers, metrics
 from mlrollouts.controller.config import OperatorConfig
 
+LOG_FORMATS = {"json": kopf.LogFormat.JSON, "text": kopf.LogFormat.FULL}
+
+
+def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
+    """Root logging for the operator and kopf: ``json`` (one object a line) or ``text``."""
+    kopf.configure(log_format=LOG_FORMATS[log_format], log_refkey="object" if log_format == "json" else None)
+    logging.getLogger().setLevel(level.upper())
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
 
 def run(
     config: OperatorConfig,
@@ -19,10 +28,12 @@ def run(
     peering: str | None = None,
     priority: int = 0,
     liveness: str | None = None,
+    log_level: str = "INFO",
+    log_format: str = "text",
 ) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # per-pass "succeeded" lines
+    configure_logging(log_level, log_format)
+    if log_level.upper() != "DEBUG":
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # per-pass "succeeded" lines
     if metrics_port is not None:
         metrics.serve(metrics_port)
     memo = kopf.Memo(config=config)
@@ -33,7 +44,7 @@ def run(
                 namespaces=namespaces or [],
                 memo=memo,
                 registry=experiments.register(handlers.registry()),
-                settings=handlers.settings(peering, priority),
+                settings=handlers.settings(peering, priority, namespaced=bool(namespaces)),
                 standalone=peering is None,
                 peering_name=peering,
                 priority=priority,
