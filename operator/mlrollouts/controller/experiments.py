@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 import kopf
 from prometheus_client import Counter, Gauge
@@ -53,7 +50,15 @@ from mlrollouts.builders.experiment import (
 )
 from mlrollouts.controller import handlers, metrics
 from mlrollouts.controller.config import OperatorConfig
-from mlrollouts.controller.kube import Kube, KubeError, ensure_signing_key, merge_patch_for
+from mlrollouts.controller.kube import (
+    Kube,
+    KubeError,
+    apply_cached,
+    clear_action,
+    ensure_signing_key,
+    merge_patch_for,
+    refused_status,
+)
 from mlrollouts.rollout.experiment_plan import (
     TERMINAL,
     ExperimentObservation,
@@ -77,38 +82,9 @@ log = logging.getLogger("mlrollouts.controller.experiments")
 Obj = dict[str, Any]
 
 
-# --- API paths the shared client does not know ---------------------------------------------------
-
-_PLURALS = {"Experiment": "experiments", "Secret": "secrets", "ModelDeployment": "modeldeployments"}
-
-
-def _path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
-    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-    path = f"{base}/namespaces/{quote(namespace)}/{_PLURALS[kind]}"
-    return f"{path}/{quote(name)}" if name else path
-
-
-async def _call(kube: Kube, method: str, path: str, **kw: Any) -> Obj | None:
-    response = await kube.http.request(method, path, **kw)
-    if response.status_code == 404 and method == "GET":
-        return None
-    if response.status_code >= 400:
-        try:
-            message = response.json().get("message", response.text)
-        except ValueError:
-            message = response.text
-        raise KubeError(response.status_code, f"{method} {path}: {message}")
-    return response.json() if response.content else {}
-
-
 async def _patch_experiment(kube: Kube, namespace: str, name: str, patch: Obj, status: bool = False) -> None:
-    path = _path(API_VERSION, KIND, namespace, name) + ("/status" if status else "")
-    await _call(
-        kube,
-        "PATCH",
-        path,
-        content=json.dumps(patch).encode(),
-        headers={"Content-Type": "application/merge-patch+json"},
+    await kube.merge_patch(
+        API_VERSION, KIND, namespace, name, patch, subresource="status" if status else None
     )
 
 
@@ -261,15 +237,6 @@ async def reconcile_experiment(
     # -- apply ------------------------------------------------------------------------------------
     applied = 0
 
-    async def apply(obj: Obj) -> int:
-        key = f"{obj['kind']}/{obj['metadata']['name']}"
-        digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
-        if cache.get(key) == digest:
-            return 0
-        await kube.apply(obj)
-        cache[key] = digest
-        return 1
-
     if decided.weights is not None:
         owner = experiment_owner(name, namespace, meta.get("uid", ""))
         router = exp.spec.traffic.router
@@ -293,19 +260,14 @@ async def reconcile_experiment(
         )
         applied += await ensure_signing_key(kube, owner, cache)
         for obj in experiment_router_objects(owner, router.image or config.serving_image, router.replicas):
-            applied += await apply(obj)
-        applied += await apply(experiment_route_configmap(owner, table))
+            applied += await apply_cached(kube, obj, cache)
+        applied += await apply_cached(kube, experiment_route_configmap(owner, table), cache)
     patch = merge_patch_for(status_before, _status_dict(decided))
     if patch:
         await _patch_experiment(kube, namespace, name, {"status": patch}, status=True)
     wrote = bool(patch) or decided.clear_action
     if decided.clear_action:
-        try:
-            await _patch_experiment(
-                kube, namespace, name, {"metadata": {"annotations": {ACTION_ANNOTATION: None}}}
-            )
-        except KubeError as exc:
-            log.warning("could not remove %s from %s/%s: %s", ACTION_ANNOTATION, namespace, name, exc)
+        await clear_action(kube, KIND, namespace, name)
     return Outcome(
         plan=decided,
         events=list(decided.events),
@@ -319,16 +281,7 @@ async def _invalid(
     kube: Kube, namespace: str, name: str, meta: Obj, status_before: Obj, message: str, now: datetime
 ) -> Outcome:
     """Bad input: name the field in the status and an event; touch no child."""
-    condition = {
-        "type": "Ready",
-        "status": "False",
-        "reason": "InvalidSpec",
-        "message": message,
-        "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "observedGeneration": meta.get("generation") or 0,
-    }
-    conditions = [c for c in status_before.get("conditions") or [] if c.get("type") != "Ready"] + [condition]
-    patch = {"status": {"message": f"invalid spec: {message}", "conditions": conditions}}
+    patch = {"status": refused_status(status_before, meta.get("generation") or 0, message, now)}
     if status_before.get("message") != patch["status"]["message"]:
         try:
             await _patch_experiment(kube, namespace, name, patch, status=True)

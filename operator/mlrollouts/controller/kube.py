@@ -6,8 +6,11 @@ come from the in-cluster service account or the kubeconfig, through the ``kubern
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import secrets
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -15,11 +18,14 @@ import httpx
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from mlrollouts.builders.common import Owner
+from mlrollouts.builders.common import ACTION_ANNOTATION, Owner
 from mlrollouts.builders.router import signing_key_secret, signing_key_secret_name
 
 Obj = dict[str, Any]
 FIELD_MANAGER = "mlrollouts-operator"
+API_VERSION = "mlrollouts.io/v1alpha1"
+
+log = logging.getLogger("mlrollouts.controller")
 
 PLURALS = {
     "Deployment": "deployments",
@@ -184,3 +190,62 @@ async def ensure_signing_key(kube: Kube, owner: Owner, cache: dict[str, str]) ->
         created = 0  # it exists (an earlier pass or run made it): keep that key
     cache[key] = "present"
     return created
+
+
+async def apply_cached(kube: Kube, obj: Obj, cache: dict[str, str]) -> int:
+    """Server-side apply ``obj`` unless the same content was applied last (``cache`` maps
+    ``Kind/name`` to a digest, kept per resource by the caller). Returns the number of writes."""
+    key = f"{obj['kind']}/{obj['metadata']['name']}"
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+    if cache.get(key) == digest:
+        return 0
+    await kube.apply(obj)
+    cache[key] = digest
+    return 1
+
+
+def refused_status(
+    status_before: Obj,
+    generation: int,
+    message: str,
+    now: datetime,
+    reason: str = "InvalidSpec",
+    phase: str | None = None,
+) -> Obj:
+    """The status of a resource the operator will not act on (bad spec, refused image): ``Ready``
+    False with ``reason`` and, with ``phase="Degraded"``, a ``Degraded`` condition; other conditions
+    are kept, and a condition that keeps its status keeps its ``lastTransitionTime``."""
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    changed = {"Ready": "False", **({"Degraded": "True"} if phase == "Degraded" else {})}
+    before = list(status_before.get("conditions") or [])
+    previous = {c.get("type"): c for c in before}
+    conditions = [c for c in before if c.get("type") not in changed]
+    for ctype, cstatus in changed.items():
+        old = previous.get(ctype) or {}
+        since = old.get("lastTransitionTime") if old.get("status") == cstatus else None
+        conditions.append(
+            {
+                "type": ctype,
+                "status": cstatus,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": since or stamp,
+                "observedGeneration": generation,
+            }
+        )
+    prefix = "invalid spec" if reason == "InvalidSpec" else reason
+    status: Obj = {"message": f"{prefix}: {message}", "conditions": conditions}
+    if phase is not None:
+        status["phase"] = phase
+    return status
+
+
+async def clear_action(kube: Kube, kind: str, namespace: str, name: str) -> None:
+    """Remove the handled ``mlrollouts.io/action`` annotation; a failure is only logged (the next
+    pass sees the annotation again and the action is idempotent)."""
+    try:
+        await kube.merge_patch(
+            API_VERSION, kind, namespace, name, {"metadata": {"annotations": {ACTION_ANNOTATION: None}}}
+        )
+    except KubeError as exc:
+        log.warning("could not remove %s from %s/%s: %s", ACTION_ANNOTATION, namespace, name, exc)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,7 +31,15 @@ from mlrollouts.builders import (
 from mlrollouts.builders.common import COMPONENT_LABEL, OWNER_LABEL, REVISION_LABEL
 from mlrollouts.controller import metrics
 from mlrollouts.controller.config import OperatorConfig
-from mlrollouts.controller.kube import Kube, KubeError, ensure_signing_key, merge_patch_for
+from mlrollouts.controller.kube import (
+    Kube,
+    KubeError,
+    apply_cached,
+    clear_action,
+    ensure_signing_key,
+    merge_patch_for,
+    refused_status,
+)
 from mlrollouts.rollout import (
     Action,
     AnalysisRun,
@@ -195,15 +201,6 @@ async def reconcile(
     now = now or datetime.now(UTC)
     cache = applied_cache if applied_cache is not None else {}
 
-    async def apply(obj: Object) -> int:
-        key = f"{obj['kind']}/{obj['metadata']['name']}"
-        digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
-        if cache.get(key) == digest:
-            return 0
-        await kube.apply(obj)
-        cache[key] = digest
-        return 1
-
     meta = body.get("metadata") or {}
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
     status_before = dict(body.get("status") or {})
@@ -342,7 +339,7 @@ async def reconcile(
         signing_key = await ensure_signing_key(kube, owner, cache)
     done = await asyncio.gather(
         *(drop(r) for r in finalize),
-        *(apply(obj) for obj in objects),
+        *(apply_cached(kube, obj, cache) for obj in objects),
         *scalings,
         *(remove(r) for r in decision.delete),
     )
@@ -372,16 +369,7 @@ async def reconcile(
             subresource="status",
         )
     if decision.clear_action or (action is not None and not isinstance(action, Action)):
-        try:
-            await kube.merge_patch(
-                "mlrollouts.io/v1alpha1",
-                "ModelDeployment",
-                namespace,
-                name,
-                {"metadata": {"annotations": {ACTION_ANNOTATION: None}}},
-            )
-        except KubeError as exc:
-            log.warning("could not remove %s from %s/%s: %s", ACTION_ANNOTATION, namespace, name, exc)
+        await clear_action(kube, "ModelDeployment", namespace, name)
     metrics.record_state(namespace, name, new.phase, decision.weights)
     for event in events:
         metrics.TRANSITIONS.labels(namespace, name, event.reason).inc()
@@ -401,28 +389,8 @@ async def _invalid(
 ) -> Outcome:
     """Bad input or a refused one: say which field is wrong in status and an event; touch no child.
     With ``phase`` (e.g. ``Degraded``) the status also shows it, with a ``Degraded`` condition."""
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     generation = meta.get("generation") or 0
-    changed = [("Ready", "False")] + ([("Degraded", "True")] if phase == "Degraded" else [])
-    previous = {c.get("type"): c for c in status_before.get("conditions") or []}
-    conditions = [c for c in status_before.get("conditions") or [] if c.get("type") not in dict(changed)]
-    for ctype, cstatus in changed:
-        old = previous.get(ctype) or {}
-        since = old.get("lastTransitionTime") if old.get("status") == cstatus else None
-        conditions.append(
-            {
-                "type": ctype,
-                "status": cstatus,
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": since or stamp,
-                "observedGeneration": generation,
-            }
-        )
-    prefix = "invalid spec" if reason == "InvalidSpec" else reason
-    status: dict[str, Any] = {"message": f"{prefix}: {message}", "conditions": conditions}
-    if phase is not None:
-        status["phase"] = phase
+    status = refused_status(status_before, generation, message, now, reason=reason, phase=phase)
     try:
         await kube.merge_patch(
             "mlrollouts.io/v1alpha1",
