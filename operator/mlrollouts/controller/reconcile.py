@@ -338,12 +338,14 @@ async def reconcile(
         # before the router pods: they refuse to start without the shared key
         signing_key = await ensure_signing_key(kube, owner, cache)
     done = await asyncio.gather(
-        *(drop(r) for r in finalize),
         *(apply_cached(kube, obj, cache) for obj in objects),
         *scalings,
         *(remove(r) for r in decision.delete),
     )
-    applied = signing_key + sum(done)
+    # the old provider's objects go only once the new entry point is applied: a provider switch must
+    # never leave a moment in which no object routes traffic to a ready revision
+    dropped = await asyncio.gather(*(drop(r) for r in finalize))
+    applied = signing_key + sum(done) + sum(dropped)
     if previous_provider is not None:
         previous_provider[:] = [provider.name]
     verified_now = readback.confirmed is not None and _positive(readback.confirmed) == _positive(

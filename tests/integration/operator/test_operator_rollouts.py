@@ -174,6 +174,7 @@ def test_immediate_strategy_creates_owned_children_and_switches(env):
         timeout=20,
         message="router removed",
     )
+    # the entry Service was switched to the serving pods before the router went away
     svc = case.cluster.request("GET", f"/api/v1/namespaces/{case.ns}/services/plain")
     assert "mlrollouts.io/revision" not in svc["spec"]["selector"]
     assert svc["spec"]["selector"]["app.kubernetes.io/component"] == "serving"
