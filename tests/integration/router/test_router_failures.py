@@ -113,14 +113,17 @@ def test_hot_reload_applies_within_a_second_keeps_in_flight_requests_and_rejects
     for thread in threads:
         thread.start()
     wait_until(lambda: slow.stats()["infer"] >= 4, timeout=5, message="slow requests in flight")
+    applied = router.metric("mlrouter_table_reloads_total", result="applied")
     changed = time.monotonic()
     router.write_table(table(route(variants=[variant("new", fast, weight=1)])))
+    # watch the reload counter, not requests: a request polled too early would itself wait 1.5 s on "old"
     wait_until(
-        lambda: post(f"{router.url}/v2/models/iris/infer").headers["x-mlrollouts-variant"] == "new",
+        lambda: router.metric("mlrouter_table_reloads_total", result="applied") > applied,
         timeout=5,
         interval=0.02,
     )
     assert time.monotonic() - changed < 1.0
+    assert post(f"{router.url}/v2/models/iris/infer").headers["x-mlrollouts-variant"] == "new"
     for thread in threads:
         thread.join()
     assert [r.status_code for r in in_flight] == [200] * 4
