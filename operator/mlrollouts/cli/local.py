@@ -93,10 +93,10 @@ def _run_up(args: argparse.Namespace) -> int:
     import subprocess
     import time
 
-    from mlrollouts.local.playground import Playground, PlaygroundError, pid_alive, read_state
+    from mlrollouts.local.playground import Playground, PlaygroundError, read_state, running_state
 
-    existing = read_state(args.state_dir)
-    if existing and pid_alive(int(existing["pid"])):
+    existing = running_state(args.state_dir)
+    if existing:
         print(f"the playground is already running (pid {existing['pid']}):")
         _print_summary(existing)
         return 0
@@ -158,10 +158,10 @@ def _run_down(args: argparse.Namespace) -> int:
     import os
     import time
 
-    from mlrollouts.local.playground import pid_alive, read_state
+    from mlrollouts.local.playground import pid_alive, running_state
 
-    state = read_state(args.state_dir)
-    if not state or not pid_alive(int(state["pid"])):
+    state = running_state(args.state_dir)
+    if not state:
         print("no playground is running")
         return 0
     pid = int(state["pid"])
@@ -184,10 +184,10 @@ def _register_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def _run_status(args: argparse.Namespace) -> int:
     from mlrollouts.local.kube import DEPLOYMENTS, KubeClient, KubeError, ResourceRef
-    from mlrollouts.local.playground import pid_alive, read_state
+    from mlrollouts.local.playground import running_state
 
-    state = read_state(args.state_dir)
-    if not state or not pid_alive(int(state["pid"])):
+    state = running_state(args.state_dir)
+    if not state:
         print("no playground is running (start one with `mlrollouts local up`)")
         return 1
     _print_summary(state)

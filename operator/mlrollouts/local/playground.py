@@ -367,6 +367,12 @@ def read_state(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, Any] | None:
     return state
 
 
+def running_state(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, Any] | None:
+    """The state of the playground in ``state_dir`` if its supervisor is still running."""
+    state = read_state(state_dir)
+    return state if state and pid_alive(int(state["pid"])) else None
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
