@@ -4,13 +4,18 @@ Every field can be set through the environment (``MLSERVING_<FIELD>``, e.g. ``ML
 flags given to ``mlserving serve`` win over the environment. ``MLSERVING_MODEL`` and
 ``MLSERVING_REVISION`` are the ``model`` and ``revision`` labels of every metric, so that Prometheus
 queries do not depend on scrape relabelling.
+
+Online learning is off unless configured: ``learner_url`` logs every served request to the learner
+and forwards labelled feedback to it; ``snapshot_uri`` with ``snapshot_key_file`` hot-loads the
+learner's signed snapshots.
 """
 
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlparse
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -77,6 +82,41 @@ class ServerSettings(BaseSettings):
     shutdown_timeout_seconds: float = Field(default=20.0, ge=0, description="Drain deadline on SIGTERM.")
     log_level: str = "INFO"
 
+    # Online learning: request logging and feedback forwarding to the learner.
+    learner_url: str | None = Field(
+        default=None,
+        description="Base URL of the learner, e.g. http://mymodel-learner:8080 (off when unset).",
+    )
+    learning_log_queue: int = Field(
+        default=50_000, ge=1, description="Logged requests held while the learner is slow; more are dropped."
+    )
+    learning_log_batch: int = Field(default=512, ge=1, description="Logged requests per POST to the learner.")
+    learning_log_flush_seconds: float = Field(
+        default=0.05, gt=0, description="Longest time a logged request waits before it is sent."
+    )
+    learner_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="Longest wait for the learner (feedback is answered once it is written).",
+    )
+
+    # Online learning: hot-loading of signed snapshots.
+    snapshot_uri: str | None = Field(
+        default=None, description="file:// or s3:// storage URI the learner publishes snapshots under."
+    )
+    snapshot_key_file: str | None = Field(
+        default=None, description="File holding the key that signs snapshots (a mounted Secret)."
+    )
+    pinned_snapshot: int | None = Field(
+        default=None, ge=0, description="Serve this snapshot instead of the latest one."
+    )
+    snapshot_poll_seconds: float = Field(
+        default=0.5, gt=0, description="Interval between two reads of the latest snapshot pointer."
+    )
+    snapshot_storage_options: dict[str, str] = Field(
+        default_factory=dict, description="AWS_* options of the snapshot storage (endpoint, region, keys)."
+    )
+
     @field_validator("model_sha256")
     @classmethod
     def _sha256_hex(cls, value: str | None) -> str | None:
@@ -86,6 +126,37 @@ class ServerSettings(BaseSettings):
         if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
             raise ValueError("model_sha256 must be 64 hexadecimal characters")
         return value
+
+    @field_validator("learner_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"learner_url {value!r} must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _snapshot_settings_together(self) -> ServerSettings:
+        if not self.snapshot_uri:
+            self.snapshot_uri = None
+            if self.pinned_snapshot is not None:
+                raise ValueError("pinned_snapshot needs snapshot_uri (where the snapshots are)")
+            return self
+        if not self.snapshot_key_file:
+            raise ValueError(
+                "snapshot_key_file is required with snapshot_uri: unsigned snapshots are refused"
+            )
+        return self
+
+    @property
+    def learning_storage_options(self) -> dict[str, str]:
+        """The snapshot storage options, with the server's S3 endpoint unless one is given."""
+        options = dict(self.snapshot_storage_options)
+        if self.s3_endpoint_url:
+            options.setdefault("AWS_ENDPOINT_URL", self.s3_endpoint_url)
+        return options
 
     @property
     def metric_model(self) -> str:

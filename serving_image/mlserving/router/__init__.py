@@ -1,4 +1,5 @@
-"""mlserving.router: weighted split, sticky assignment, shadow traffic and feedback attribution.
+"""mlserving.router: weighted split, sticky assignment, shadow traffic, feedback attribution, and
+graphs of components behind one model name (``mlserving.router.graph``).
 
 The route table model (``RouteTable`` and friends) is shared with the operator, which writes it
 into the router's ConfigMap under ``ROUTES_CONFIGMAP_KEY``.

@@ -2,8 +2,9 @@
 
 It sits in front of model revisions and speaks the Open Inference Protocol: V2 and V1 paths are
 forwarded to the variant chosen for the request over pooled keep-alive connections, health is
-answered by the router itself, feedback is credited from the signed response id. A framework would
-add per-request work on the hot path, so routing here is a handful of string operations.
+answered by the router itself, feedback is credited from the signed response id. The model of a
+graph route (a composite model) is answered by its graph (``mlserving.router.graph``). A framework
+would add per-request work on the hot path, so routing here is a handful of string operations.
 """
 
 from __future__ import annotations
@@ -12,17 +13,36 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 
 from mlserving import __version__
+from mlserving.feedback import parse_feedback
+from mlserving.http import (
+    JSON_HEADERS,
+    Application,
+    ClientDisconnected,
+    HttpError,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    require_method,
+    send_body,
+    send_error,
+    send_json,
+)
 from mlserving.router.agreement import predictions_agree
+from mlserving.router.graph.calls import pooled_call, pooled_fetch
+from mlserving.router.graph.endpoint import GraphEndpoint
+from mlserving.router.graph.metadata import GraphDescriptions
+from mlserving.router.graph.runtime import GraphRuntime, graph_upstreams
+from mlserving.router.headers import end_to_end_headers
 from mlserving.router.ids import IdSigner, InvalidId
 from mlserving.router.metrics import RouterMetrics
 from mlserving.router.split import Splitter
@@ -46,44 +66,8 @@ ID_HEADER = b"x-mlrollouts-id"
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_SHADOW_INFLIGHT = 256
 
-# Hop-by-hop headers (RFC 9110 §7.6.1) and headers the router recomputes.
-_HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
-        b"host",
-        b"content-length",
-        b"expect",
-    }
-)
-_JSON = [(b"content-type", b"application/json")]
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
 Resolve = Callable[[str], list[str]]
 """Maps an upstream base URL to the URLs actually used (e.g. a Service to its ready endpoints)."""
-
-
-class _HTTPError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class _ClientGone(Exception):
-    pass
 
 
 @dataclass(eq=False)
@@ -171,11 +155,9 @@ class CompiledTable:
 
     @classmethod
     def build(cls, table: RouteTable, resolve: Resolve | None = None) -> CompiledTable:
-        return cls(table=table, by_model={r.model: CompiledRoute.build(r, resolve) for r in table.routes})
-
-
-def _json_body(payload: Any) -> bytes:
-    return orjson.dumps(payload)
+        """The routes with variants; graph routes are the ``GraphRuntime``'s."""
+        routes = {r.model: CompiledRoute.build(r, resolve) for r in table.routes if r.graph is None}
+        return cls(table=table, by_model=routes)
 
 
 def _with_request_id(body: bytes, response_id: str) -> bytes:
@@ -195,17 +177,7 @@ def _with_request_id(body: bytes, response_id: str) -> bytes:
     return inner + b"," + member + b"}"
 
 
-def _filter_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """Drop hop-by-hop headers, including those the Connection header names."""
-    headers = list(headers)
-    extra: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            extra.update(token.strip().lower() for token in value.split(b","))
-    return [(n, v) for n, v in headers if n.lower() not in _HOP_BY_HOP and n.lower() not in extra]
-
-
-class RouterApp:
+class RouterApp(Application):
     """ASGI app; ``set_table`` swaps the route table atomically (in-flight requests keep theirs)."""
 
     def __init__(
@@ -230,7 +202,21 @@ class RouterApp:
         # Shadow traffic has its own pool, so a slow shadow can never hold the primaries' connections.
         self._shadow_session = UpstreamPool()
         self._shadow_tasks: set[asyncio.Task[None]] = set()
+        resolve = resolver.resolve if resolver is not None else None
+        # Graphs reach their components over the primaries' pool, resolved like the variants.
+        self.graphs = GraphRuntime(
+            pooled_call(self._session, connect_seconds=1.0, resolve=resolve), self.metrics.registry
+        )
+        self._graph_endpoint = GraphEndpoint(
+            self.graphs,
+            GraphDescriptions(pooled_fetch(self._session, connect_seconds=1.0, resolve=resolve)),
+            signer,
+            max_body_bytes,
+        )
         self._random = random.Random()
+        self._metadata = orjson.dumps(
+            {"name": "mlserving-router", "version": __version__, "extensions": ["feedback"]}
+        )
 
     # -- route table -----------------------------------------------------------------------------
 
@@ -240,15 +226,27 @@ class RouterApp:
 
     def set_table(self, table: RouteTable) -> None:
         if self.resolver is not None:
-            self.resolver.want(url for route in table.routes for v in route.variants for url in v.upstreams)
-            self._compiled = CompiledTable.build(table, self.resolver.resolve)
-        else:
-            self._compiled = CompiledTable.build(table)
+            variant_urls = [url for route in table.routes for v in route.variants for url in v.upstreams]
+            self.resolver.want([*variant_urls, *graph_upstreams(table)])
+        self._compile(table)
+        self.graphs.update(table)
+
+    def _compile(self, table: RouteTable) -> None:
+        resolve = self.resolver.resolve if self.resolver is not None else None
+        self._compiled = CompiledTable.build(table, resolve)
 
     def endpoints_changed(self) -> None:
-        """The resolver saw Service endpoints change: recompile the current table with them."""
+        """The resolver saw Service endpoints change: recompile the variants with them (graphs resolve
+        their components on every call)."""
         if self._compiled is not None:
-            self.set_table(self._compiled.table)
+            self._compile(self._compiled.table)
+
+    def _route_for(self, model: str) -> CompiledRoute:
+        compiled = self._compiled
+        route = compiled.by_model.get(model) if compiled else None
+        if route is None:
+            raise HttpError(404, f"no route for model {model!r}")
+        return route
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -259,6 +257,7 @@ class RouterApp:
     async def shutdown(self) -> None:
         if self._on_shutdown is not None:
             await self._on_shutdown(self)
+        await self.graphs.close()  # drains the result events still queued
         for task in list(self._shadow_tasks):
             task.cancel()
         if self._shadow_tasks:
@@ -266,47 +265,18 @@ class RouterApp:
         self._session.close()
         self._shadow_session.close()
 
-    # -- ASGI ------------------------------------------------------------------------------------
+    # -- requests --------------------------------------------------------------------------------
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "lifespan":
-            await self._lifespan(receive, send)
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.startup()
-                except Exception as exc:
-                    log.exception("router startup failed")
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    async def _respond(
-        self, send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
-    ) -> None:
-        all_headers = list(headers) if headers else []
-        all_headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": all_headers})
-        await send({"type": "http.response.body", "body": body})
-
-    async def _error(self, send: Send, status: int, message: str, headers: list[Any] | None = None) -> None:
-        await self._respond(send, status, _json_body({"error": message}), [*_JSON, *(headers or [])])
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         try:
             if path.startswith("/v2/models/"):
                 model, slash, tail = path[11:].partition("/")
+                graph = self.graphs.graph_for_model(model)
+                if graph is not None:
+                    headers = end_to_end_headers(scope["headers"])
+                    await self._graph_endpoint.v2(scope, receive, send, graph, tail, headers)
+                    return
                 if slash and tail == "feedback":
                     await self._feedback(scope, receive, send, model)
                     return
@@ -315,32 +285,42 @@ class RouterApp:
                     scope, receive, send, model, "/v2/models/", raw_tail, tail.endswith("infer")
                 )
             elif path.startswith("/v1/models/"):
-                rest = path[11:]
-                model, _, verb = rest.partition(":")
+                model, _, verb = path[11:].partition(":")
+                graph = self.graphs.graph_for_model(model)
+                if graph is not None:
+                    headers = end_to_end_headers(scope["headers"])
+                    await self._graph_endpoint.v1(scope, receive, send, graph, verb, headers)
+                    return
                 raw_tail = self._raw_tail(scope, 11 + len(model))
                 await self._forward(scope, receive, send, model, "/v1/models/", raw_tail, verb == "predict")
-            elif path == "/v2/health/live":
-                await self._respond(send, 200, b'{"live":true}', _JSON)
-            elif path == "/v2/health/ready":
-                ready = self._compiled is not None
-                await self._respond(send, 200 if ready else 503, _json_body({"ready": ready}), _JSON)
-            elif path in ("/v2", "/v2/"):
-                metadata = {"name": "mlserving-router", "version": __version__, "extensions": ["feedback"]}
-                await self._respond(send, 200, _json_body(metadata), _JSON)
-            elif path == "/metrics":
-                body = self.metrics.exposition()
-                await self._respond(send, 200, body, [(b"content-type", self.metrics.content_type.encode())])
-            elif path == "/routes":
-                table = self.table
-                await self._respond(send, 200, _json_body(table.to_dict() if table else None), _JSON)
             else:
-                await self._error(send, 404, f"no such path: {path}")
-        except _ClientGone:
+                await self._own_endpoint(send, path)
+        except HttpError as exc:
+            await send_error(send, exc)
+        except ClientDisconnected:
             return
         except Exception:
             log.exception("unexpected error on %s %s", scope["method"], path)
             with contextlib.suppress(Exception):  # fails harmlessly when the response already started
-                await self._error(send, 500, "internal router error (logged)")
+                await send_error(send, HttpError(500, "internal router error (logged)"))
+
+    async def _own_endpoint(self, send: Send, path: str) -> None:
+        """Health, metadata, metrics and the table in force: answered by the router itself."""
+        if path == "/v2/health/live":
+            await send_body(send, 200, b'{"live":true}')
+        elif path == "/v2/health/ready":
+            ready = self._compiled is not None
+            await send_json(send, 200 if ready else 503, {"ready": ready})
+        elif path in ("/v2", "/v2/"):
+            await send_body(send, 200, self._metadata)
+        elif path == "/metrics":
+            body = self.metrics.exposition()
+            await send_body(send, 200, body, [(b"content-type", self.metrics.content_type.encode())])
+        elif path == "/routes":
+            table = self.table
+            await send_json(send, 200, table.to_dict() if table else None)
+        else:
+            raise HttpError(404, f"no such path: {path}")
 
     @staticmethod
     def _raw_tail(scope: Scope, prefix_length: int) -> str:
@@ -356,38 +336,6 @@ class RouterApp:
         query: bytes = scope.get("query_string", b"")
         return f"{tail}?{query.decode('latin-1')}" if query else tail
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        limit = self.max_body_bytes
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    raise _HTTPError(400, "invalid Content-Length header") from None
-                if declared > limit:
-                    raise _HTTPError(
-                        413, f"request body of {declared} bytes exceeds the limit of {limit} bytes"
-                    )
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _ClientGone
-        body: bytes = message.get("body", b"")
-        if not message.get("more_body"):
-            return body
-        chunks = [body]
-        size = len(body)
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _ClientGone
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise _HTTPError(413, f"request body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                return b"".join(chunks)
-
     # -- forwarding ------------------------------------------------------------------------------
 
     async def _forward(
@@ -400,79 +348,48 @@ class RouterApp:
         raw_tail: str,
         inference: bool,
     ) -> None:
+        """Proxy one request to the variant chosen for it, and count it under that variant."""
         started = time.perf_counter()
-        compiled = self._compiled
-        route = compiled.by_model.get(model) if compiled else None
-        if route is None:
-            await self._error(send, 404, f"no route for model {model!r}")
-            return
-        request_headers: list[tuple[bytes, bytes]] = scope["headers"]
-        variant = route.choose(request_headers, self._random.random())
+        route = self._route_for(model)
+        variant = route.choose(scope["headers"], self._random.random())
         status = 500
         try:
-            try:
-                body = await self._read_body(scope, receive)
-            except _HTTPError as exc:
-                status = exc.status
-                await self._error(send, exc.status, exc.message, [(VARIANT_HEADER, variant.name.encode())])
-                return
+            body = await read_body(scope, receive, self.max_body_bytes)
             method: str = scope["method"]
-            upstream_headers = _filter_headers(request_headers)
+            headers = end_to_end_headers(scope["headers"])
             response_id = self.signer.issue(route.name, variant.name, time.time()) if inference else None
             if response_id is not None:
-                upstream_headers.append((ID_HEADER, response_id.encode()))
-
+                headers.append((ID_HEADER, response_id.encode()))
             primary_done: asyncio.Future[bytes | None] | None = None
-            shadow = route.shadow
-            if (
-                inference
-                and shadow is not None
-                and shadow is not variant
-                and self._random.random() < route.shadow_fraction
-            ):
-                primary_done = self._start_shadow(
-                    route, shadow, method, prefix, raw_tail, upstream_headers, body
-                )
+            if inference and route.shadow is not None:
+                primary_done = self._start_shadow(route, variant, method, prefix, raw_tail, headers, body)
             if response_id is not None:
                 body = _with_request_id(body, response_id)
-
             response_body: bytes | None = None
             try:
                 path = f"{prefix}{variant.model or model}{raw_tail}"
                 status, raw_headers, response_body = await self._call(
-                    self._session, route, variant, method, path, upstream_headers, body
+                    self._session, route, variant, method, path, headers, body
                 )
-            except _HTTPError as exc:
-                status = exc.status
-                await self._error(send, exc.status, exc.message, [(VARIANT_HEADER, variant.name.encode())])
-                return
             finally:
                 if primary_done is not None and not primary_done.done():
                     primary_done.set_result(response_body if 200 <= status < 300 else None)
-
-            headers = _filter_headers(raw_headers)
-            if response_id is not None and 200 <= status < 300 and response_id.encode() not in response_body:
-                # The upstream did not echo the id (the protocol asks it to): put it in the body here.
-                try:
-                    payload = orjson.loads(response_body)
-                except orjson.JSONDecodeError:
-                    status = 502
-                    await self._error(
-                        send,
-                        502,
-                        f"variant {variant.name!r} returned invalid JSON",
-                        [(VARIANT_HEADER, variant.name.encode())],
-                    )
-                    return
-                if isinstance(payload, dict):
-                    payload["id"] = response_id
-                    response_body = orjson.dumps(payload)
+            if response_id is not None and 200 <= status < 300:
+                response_body = _with_response_id(response_body, response_id, variant.name)
+            response_headers = end_to_end_headers(raw_headers)
             if response_id is not None:
-                headers.append((ID_HEADER, response_id.encode()))
-            headers.append((VARIANT_HEADER, variant.name.encode()))
-            await self._respond(send, status, response_body, headers)
+                response_headers.append((ID_HEADER, response_id.encode()))
+            response_headers.append((VARIANT_HEADER, variant.name.encode()))
+            await send_body(send, status, response_body, response_headers)
+        except HttpError as exc:
+            status = exc.status
+            await send_error(send, exc, ((VARIANT_HEADER, variant.name.encode()),))
+        except ClientDisconnected:
+            status = 0  # nobody to answer, and nothing the variant did: not counted
+            raise
         finally:
-            self.metrics.observe_request(route.name, variant.name, status, time.perf_counter() - started)
+            if status:
+                self.metrics.observe_request(route.name, variant.name, status, time.perf_counter() - started)
 
     async def _call(
         self,
@@ -500,16 +417,14 @@ class RouterApp:
                 if retry:
                     self.metrics.count(self.metrics.upstream_retries, route.name, variant.name)
                     continue
-                raise _HTTPError(
-                    502, f"variant {variant.name!r}: upstream connection failed: {exc}"
-                ) from None
+                raise HttpError(502, f"variant {variant.name!r}: upstream connection failed: {exc}") from None
             except RequestTimeout:
-                raise _HTTPError(
+                raise HttpError(
                     504,
                     f"variant {variant.name!r}: upstream did not answer within {variant.request_seconds:g} s",
                 ) from None
             except BadResponse as exc:
-                raise _HTTPError(502, f"variant {variant.name!r}: invalid upstream response: {exc}") from None
+                raise HttpError(502, f"variant {variant.name!r}: invalid upstream response: {exc}") from None
         raise AssertionError("unreachable")
 
     # -- shadow ----------------------------------------------------------------------------------
@@ -517,13 +432,18 @@ class RouterApp:
     def _start_shadow(
         self,
         route: CompiledRoute,
-        shadow: CompiledVariant,
+        primary: CompiledVariant,
         method: str,
         prefix: str,
         raw_tail: str,
         headers: list[tuple[bytes, bytes]],
         body: bytes,
     ) -> asyncio.Future[bytes | None] | None:
+        """Mirror a share of the inference requests to the shadow variant; the future returned
+        takes the primary's answer, for the comparison (None: this request is not mirrored)."""
+        shadow = route.shadow
+        if shadow is None or shadow is primary or self._random.random() >= route.shadow_fraction:
+            return None
         if len(self._shadow_tasks) >= self.max_shadow_inflight:
             self.metrics.count(self.metrics.shadow_requests, route.name, shadow.name, "dropped")
             return None
@@ -551,7 +471,7 @@ class RouterApp:
             status, _, shadow_body = await self._call(
                 self._shadow_session, route, shadow, method, path, headers, body
             )
-        except _HTTPError:
+        except HttpError:
             status, shadow_body = 502, b""
         except asyncio.CancelledError:
             raise
@@ -574,81 +494,62 @@ class RouterApp:
     # -- feedback --------------------------------------------------------------------------------
 
     async def _feedback(self, scope: Scope, receive: Receive, send: Send, model: str) -> None:
-        if scope["method"] != "POST":
-            await self._error(send, 405, "feedback must be POSTed", [(b"allow", b"POST")])
-            return
-        compiled = self._compiled
-        route = compiled.by_model.get(model) if compiled else None
-        if route is None:
-            await self._error(send, 404, f"no route for model {model!r}")
-            return
-        try:
-            body = await self._read_body(scope, receive)
-            feedback = self._parse_feedback(body)
-            try:
-                credited = self.signer.verify(feedback["id"], time.time(), route.spec.feedback.id_ttl_seconds)
-            except InvalidId as exc:
-                raise _HTTPError(exc.status, str(exc)) from None
-            if credited.route != route.name:
-                raise _HTTPError(
-                    400,
-                    f"'id' was issued for route {credited.route!r}, not for model {model!r} (route {route.name!r})",
-                )
-        except _HTTPError as exc:
-            await self._error(send, exc.status, exc.message)
-            return
-        self.metrics.count(self.metrics.feedback, route.name, credited.variant)
-        reward = feedback.get("reward")
-        if reward is not None:
-            reward = float(reward)
-            self.metrics.count(self.metrics.reward, route.name, credited.variant, amount=reward)
-            self.metrics.count(
-                self.metrics.reward_squares, route.name, credited.variant, amount=reward * reward
-            )
-        upstream_status: int | None = None
-        variant = route.variants.get(credited.variant)
-        if variant is not None:
-            path = f"/v2/models/{variant.model or model}/feedback"
-            try:
-                upstream_status, _, _ = await self._call(
-                    self._session,
-                    route,
-                    variant,
-                    "POST",
-                    path,
-                    [(b"content-type", b"application/json")],
-                    body,
-                )
-            except _HTTPError as exc:
-                log.warning("feedback not forwarded to variant %s: %s", variant.name, exc.message)
+        """Credit the variant named by the signed id, then forward the feedback to that variant."""
+        require_method(scope["method"], "POST", scope["path"])
+        route = self._route_for(model)
+        body = await read_body(scope, receive, self.max_body_bytes)
+        feedback = parse_feedback(body)
+        variant = self._credited_variant(route, model, feedback.id)
+        self.metrics.rewards.observe(feedback.reward, route.name, variant)
+        upstream_status = await self._forward_feedback(route, variant, model, body)
         answer = {
-            "id": feedback["id"],
+            "id": feedback.id,
             "route": route.name,
-            "variant": credited.variant,
+            "variant": variant,
             "forwarded": upstream_status is not None and 200 <= upstream_status < 300,
             "upstreamStatus": upstream_status,
         }
-        await self._respond(
-            send, 200, _json_body(answer), [*_JSON, (VARIANT_HEADER, credited.variant.encode())]
-        )
+        await send_json(send, 200, answer, (*JSON_HEADERS, (VARIANT_HEADER, variant.encode())))
 
-    @staticmethod
-    def _parse_feedback(body: bytes) -> dict[str, Any]:
+    def _credited_variant(self, route: CompiledRoute, model: str, response_id: str) -> str:
         try:
-            feedback = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise _HTTPError(400, f"feedback body is not valid JSON: {exc}") from None
-        if not isinstance(feedback, dict):
-            raise _HTTPError(400, 'feedback body must be a JSON object like {"id": ..., "reward": 1.0}')
-        if "id" not in feedback:
-            raise _HTTPError(400, "feedback needs 'id': the id of the response being rated")
-        if "reward" not in feedback and "label" not in feedback:
-            raise _HTTPError(400, "feedback needs 'reward' and/or 'label'")
-        reward = feedback.get("reward")
-        if reward is not None and (
-            isinstance(reward, bool) or not isinstance(reward, int | float) or not math.isfinite(reward)
-        ):
-            raise _HTTPError(400, "'reward' must be a finite number")
-        if reward is not None and not math.isfinite(float(reward) * float(reward)):
-            raise _HTTPError(400, f"'reward' {reward!r} is too large: its square must be a finite number")
-        return feedback
+            credited = self.signer.verify(response_id, time.time(), route.spec.feedback.id_ttl_seconds)
+        except InvalidId as exc:
+            raise HttpError(exc.status, str(exc)) from None
+        if credited.route != route.name:
+            raise HttpError(
+                400,
+                f"'id' was issued for route {credited.route!r}, not for model {model!r} (route {route.name!r})",
+            )
+        return credited.variant
+
+    async def _forward_feedback(
+        self, route: CompiledRoute, variant_name: str, model: str, body: bytes
+    ) -> int | None:
+        """The serving variant's status for the forwarded feedback; None when it was not reached."""
+        variant = route.variants.get(variant_name)
+        if variant is None:
+            return None
+        path = f"/v2/models/{variant.model or model}/feedback"
+        headers = [(b"content-type", b"application/json")]
+        try:
+            status, _, _ = await self._call(self._session, route, variant, "POST", path, headers, body)
+        except HttpError as exc:
+            log.warning("feedback not forwarded to variant %s: %s", variant.name, exc.message)
+            return None
+        return status
+
+
+def _with_response_id(body: bytes, response_id: str, variant: str) -> bytes:
+    """The upstream's answer with the router's id, when the upstream did not echo it (the protocol
+    asks it to)."""
+    if response_id.encode() in body:
+        return body
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise HttpError(502, f"variant {variant!r} returned invalid JSON") from None
+    if not isinstance(payload, dict):
+        return body
+    payload["id"] = response_id
+    return orjson.dumps(payload)

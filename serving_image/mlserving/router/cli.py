@@ -7,7 +7,12 @@ import asyncio
 import contextlib
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlserving.router.app import RouterApp
+    from mlserving.router.resolve import EndpointResolver
+    from mlserving.router.sources import ConfigMapSource, FileSource
 
 log = logging.getLogger("mlserving.router")
 
@@ -15,7 +20,7 @@ log = logging.getLogger("mlserving.router")
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "route",
-        help="run the router (weighted split, sticky assignment, shadow, feedback)",
+        help="run the router (weighted split, sticky assignment, shadow, feedback, composite graphs)",
         description="Route Open Inference Protocol traffic over model variants. The signing key of "
         "response ids comes from MLROUTER_SIGNING_KEY (the same on every replica).",
     )
@@ -62,11 +67,9 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from mlserving.http.run import run_uvicorn
     from mlserving.router.app import RouterApp
     from mlserving.router.ids import SIGNING_KEY_ENV, IdSigner
-    from mlserving.router.sources import ConfigMapSource, FileSource, KubeAccess
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -74,17 +77,76 @@ def run(args: argparse.Namespace) -> int:
     if args.require_signing_key and not os.environ.get(SIGNING_KEY_ENV):
         log.error("%s is required (--require-signing-key) but not set", SIGNING_KEY_ENV)
         return 2
-    signer = IdSigner.from_environment()
-    tasks: list[asyncio.Task[None]] = []
+    background = _Background(args)
+    app = RouterApp(
+        IdSigner.from_environment(),
+        resolver=_resolver(args),
+        max_body_bytes=args.max_body_bytes,
+        max_shadow_inflight=args.max_shadow_inflight,
+        on_startup=background.start,
+        on_shutdown=background.stop,
+    )
+    started = run_uvicorn(
+        app,
+        host=args.host,
+        port=args.port,
+        http="httptools",
+        drain_seconds=30,
+        backlog=4096,
+        log_level=args.log_level,
+    )
+    return 0 if started else 1
 
-    def make_source(app: RouterApp) -> FileSource | ConfigMapSource:
+
+def _resolver(args: argparse.Namespace) -> EndpointResolver | None:
+    if not args.resolve_endpoints:
+        return None
+    from mlserving.router.resolve import EndpointResolver
+    from mlserving.router.sources import KubeAccess
+
+    return EndpointResolver(KubeAccess(args.kubeconfig))
+
+
+class _Background:
+    """The route table source (and endpoint resolver) running beside the router while it serves."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self._args = args
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, app: RouterApp) -> None:
+        from mlserving.router.sources import FileSource
+
+        if app.resolver is not None:
+            app.resolver.on_change(app.endpoints_changed)
+            self._tasks.append(asyncio.create_task(app.resolver.run()))
+        source = self._source(app)
+        if isinstance(source, FileSource):
+            source.load_now()  # serve the table from the first request on
+        self._tasks.append(asyncio.create_task(source.run()))
+
+    async def stop(self, _app: RouterApp) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _source(self, app: RouterApp) -> FileSource | ConfigMapSource:
+        from mlserving.router.sources import ConfigMapSource, FileSource, KubeAccess
+
         def reject(_message: str) -> None:
             app.metrics.count(app.metrics.table_reloads, "rejected")
 
         def apply(table: Any) -> None:
-            app.set_table(table)
+            try:
+                app.set_table(table)
+            except Exception:  # the source must keep watching whatever one table does
+                log.exception("route table could not be applied; keeping the last good table")
+                app.metrics.count(app.metrics.table_reloads, "rejected")
+                return
             app.metrics.count(app.metrics.table_reloads, "applied")
 
+        args = self._args
         if args.config:
             return FileSource(args.config, apply, reject)
         namespace, slash, name = args.configmap.partition("/")
@@ -98,49 +160,3 @@ def run(args: argparse.Namespace) -> int:
             reject,
             watch_seconds=args.watch_timeout_seconds,
         )
-
-    async def on_startup(app: RouterApp) -> None:
-        if app.resolver is not None:
-            app.resolver.on_change(app.endpoints_changed)
-            tasks.append(asyncio.create_task(app.resolver.run()))
-        source = make_source(app)
-        if isinstance(source, FileSource):
-            source.load_now()  # serve the table from the first request on
-        tasks.append(asyncio.create_task(source.run()))
-
-    async def on_shutdown(_app: RouterApp) -> None:
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    resolver = None
-    if args.resolve_endpoints:
-        from mlserving.router.resolve import EndpointResolver
-
-        resolver = EndpointResolver(KubeAccess(args.kubeconfig))
-    app = RouterApp(
-        signer,
-        resolver=resolver,
-        max_body_bytes=args.max_body_bytes,
-        max_shadow_inflight=args.max_shadow_inflight,
-        on_startup=on_startup,
-        on_shutdown=on_shutdown,
-    )
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        server_header=False,
-        date_header=False,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=30,
-        backlog=4096,
-    )
-    server = uvicorn.Server(config)
-    server.run()
-    return 0 if server.started else 1

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from mlserving.metrics import MetricFactory, RewardMetrics
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -19,46 +21,37 @@ class RouterMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.requests = Counter(
-            "mlrouter_requests", "Requests answered, by route, serving variant and status code.",
-            ["route", "variant", "code"], registry=r,
-        )  # fmt: skip
-        self.duration = Histogram(
-            "mlrouter_request_duration_seconds", "Time from request received to response sent.",
-            ["route", "variant"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.shadow_agreement = Counter(
-            "mlrouter_shadow_agreement", "Shadow predictions compared with the primary's.",
-            ["route", "variant", "agree"], registry=r,
-        )  # fmt: skip
-        self.shadow_requests = Counter(
-            "mlrouter_shadow_requests", "Mirrored requests, by outcome (ok, error, dropped).",
-            ["route", "variant", "outcome"], registry=r,
-        )  # fmt: skip
-        self.feedback = Counter(
-            "mlrouter_feedback", "Feedback credited to a variant.", ["route", "variant"], registry=r
+        metric = MetricFactory(self.registry, "route", "variant")
+        self.requests = metric(
+            Counter,
+            "mlrouter_requests",
+            "Requests answered, by route, serving variant and status code.",
+            "code",
         )
-        # A gauge, not a counter: rewards may be negative, and the exposed name must stay mlrouter_reward_sum.
-        self.reward = Gauge(
-            "mlrouter_reward_sum", "Sum of rewards credited to a variant.", ["route", "variant"], registry=r
+        self.duration = metric(
+            Histogram,
+            "mlrouter_request_duration_seconds",
+            "Time from request received to response sent.",
+            buckets=LATENCY_BUCKETS,
         )
-        # Sum of squared rewards, for the mean and variance of unbounded (Gaussian) rewards.
-        self.reward_squares = Gauge(
-            "mlrouter_reward_sum_squares", "Sum of squared rewards credited to a variant.",
-            ["route", "variant"], registry=r,
-        )  # fmt: skip
+        self.shadow_agreement = metric(
+            Counter, "mlrouter_shadow_agreement", "Shadow predictions compared with the primary's.", "agree"
+        )
+        self.shadow_requests = metric(
+            Counter,
+            "mlrouter_shadow_requests",
+            "Mirrored requests, by outcome (ok, error, dropped).",
+            "outcome",
+        )
+        self.rewards = RewardMetrics(metric, "mlrouter", "credited to a variant")
         self.table_reloads = Counter(
             "mlrouter_table_reloads",
             "Route table loads, by result (applied, rejected).",
             ["result"],
-            registry=r,
+            registry=self.registry,
         )
-        self.upstream_retries = Counter(
-            "mlrouter_upstream_retries",
-            "Retries after a connection failure.",
-            ["route", "variant"],
-            registry=r,
+        self.upstream_retries = metric(
+            Counter, "mlrouter_upstream_retries", "Retries after a connection failure."
         )
         self._cache: dict[tuple[Any, ...], Any] = {}
 

@@ -15,6 +15,17 @@ Example (YAML)::
         stickiness: {header: x-user-id}
         shadow: {variant: candidate, percent: 20}
         timeouts: {connectSeconds: 1, requestSeconds: 10}
+
+A route serves either ``variants`` or a ``graph`` (a composite model: see ``mlserving.router.graph``)::
+
+      - name: credit
+        model: credit-score
+        graph:
+          root: score
+          nodes:
+            - {name: income, type: Model, upstream: "http://credit-income:8080", model: credit-income}
+            - {name: history, type: Model, upstream: "http://credit-history:8080", model: credit-history}
+            - {name: score, type: Ensemble, children: [income, history], combiner: {type: mean}}
 """
 
 from __future__ import annotations
@@ -24,8 +35,18 @@ import re
 from typing import Any, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
+
+from mlserving.router.graph.model import Graph
 
 ROUTES_CONFIGMAP_KEY = "routes.yaml"
 """The key of the route table inside the router's ConfigMap (``data[ROUTES_CONFIGMAP_KEY]``)."""
@@ -137,18 +158,19 @@ class Feedback(_Model):
 
 
 class Route(_Model):
-    """One entry point: requests for ``model`` are split over ``variants``."""
+    """One entry point: requests for ``model`` are split over ``variants``, or run through a ``graph``."""
 
     name: str = Field(description="Route name; the `route` label of mlrouter_* metrics.")
     model: str = Field(description="Model name clients use in /v2/models/{model}/... and /v1/models/{model}.")
-    variants: list[Variant] = Field(min_length=1)
+    # Declared before variants so that the variants check knows whether this is a graph route.
+    graph: Graph | None = Field(
+        default=None, description="A composite model: a graph of components instead of variants."
+    )
+    variants: list[Variant] = Field(default_factory=list)
     stickiness: Stickiness | None = None
     shadow: Shadow | None = None
     timeouts: Timeouts = Field(default_factory=Timeouts)
     feedback: Feedback = Field(default_factory=Feedback)
-    graph: dict[str, Any] | None = Field(
-        default=None, description="Reserved for composite models (a graph of components)."
-    )
 
     @field_validator("name")
     @classmethod
@@ -162,8 +184,25 @@ class Route(_Model):
             raise ValueError(f"model {value!r} is not a valid model name")
         return value
 
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, value: list[Variant], info: ValidationInfo) -> list[Variant]:
+        # "graph" is missing from info.data when it failed validation: that error is the one to report.
+        if "graph" not in info.data:
+            return value
+        if info.data["graph"] is None and not value:
+            raise ValueError("a route needs at least one variant (or a graph)")
+        if info.data["graph"] is not None and value:
+            raise ValueError("a graph route has no variants: its Model nodes name the components")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
+        if self.graph is not None:
+            for field in ("stickiness", "shadow"):
+                if getattr(self, field) is not None:
+                    raise ValueError(f"{field}: not available on a graph route (set it on the components)")
+            return self
         names = [v.name for v in self.variants]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

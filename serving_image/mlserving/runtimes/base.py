@@ -87,14 +87,17 @@ class ModelRuntime(abc.ABC):
 
     def __init__(self) -> None:
         self._ready = False
+        self._info: RuntimeInfo | None = None  # set by ``load``
 
     @property
     def ready(self) -> bool:
         return self._ready
 
     @property
-    @abc.abstractmethod
-    def info(self) -> RuntimeInfo: ...
+    def info(self) -> RuntimeInfo:
+        if self._info is None:
+            raise RuntimeError("model not loaded")
+        return self._info
 
     @abc.abstractmethod
     def load(self) -> None: ...

@@ -63,14 +63,7 @@ class OnnxRuntime(ModelRuntime):
         self._platform = platform
         self._properties = dict(properties or {})
         self._session: object | None = None
-        self._info: RuntimeInfo | None = None
         self._all_outputs: list[str] = []
-
-    @property
-    def info(self) -> RuntimeInfo:
-        if self._info is None:
-            raise RuntimeError("model not loaded")
-        return self._info
 
     def load(self) -> None:
         import onnxruntime as ort

@@ -98,14 +98,7 @@ class SklearnRuntime(ModelRuntime):
     def __init__(self, estimator: Any, *, fallback_reason: str = "") -> None:
         super().__init__()
         self._estimator = estimator
-        self._info: RuntimeInfo | None = None
         self._fallback_reason = fallback_reason
-
-    @property
-    def info(self) -> RuntimeInfo:
-        if self._info is None:
-            raise RuntimeError("model not loaded")
-        return self._info
 
     def load(self) -> None:
         est = self._estimator

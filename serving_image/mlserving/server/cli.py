@@ -54,6 +54,24 @@ _FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--id-cache-size", "id_cache_size", {"type": int, "help": "recent response ids kept for feedback"}),
     ("--shutdown-timeout", "shutdown_timeout_seconds", {"type": float, "help": "drain deadline on SIGTERM"}),
     ("--log-level", "log_level", {"help": "log level (default INFO)"}),
+    # Online learning (off unless --learner-url / --snapshot-uri is given).
+    ("--learner-url", "learner_url", {"help": "log requests to and forward labels to this learner"}),
+    ("--learning-log-queue", "learning_log_queue", {"type": int, "help": "logged requests held (50000)"}),
+    ("--learning-log-batch", "learning_log_batch", {"type": int, "help": "logged requests per POST (512)"}),
+    (
+        "--learning-log-flush-seconds",
+        "learning_log_flush_seconds",
+        {"type": float, "help": "longest wait of a logged request before it is sent (0.05)"},
+    ),
+    ("--learner-timeout", "learner_timeout_seconds", {"type": float, "help": "learner request timeout (15)"}),
+    ("--snapshot-uri", "snapshot_uri", {"help": "hot-load signed snapshots from this file:// or s3:// URI"}),
+    ("--snapshot-key-file", "snapshot_key_file", {"help": "file holding the snapshot signing key"}),
+    ("--pinned-snapshot", "pinned_snapshot", {"type": int, "help": "serve this snapshot, not the latest"}),
+    (
+        "--snapshot-poll-interval",
+        "snapshot_poll_seconds",
+        {"type": float, "help": "seconds between reads of the latest snapshot (0.5)"},
+    ),
 ]
 
 
@@ -81,22 +99,39 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="append",
         help="trust this type when loading skops files (repeatable), e.g. sklearn.tree._tree.Tree",
     )
+    parser.add_argument(
+        "--snapshot-storage-option",
+        dest="snapshot_storage_option",
+        action="append",
+        help="KEY=VALUE option of the snapshot storage (repeatable), e.g. AWS_REGION=eu-west-1",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from mlserving.learning.location import parse_storage_options
     from mlserving.settings import ServerSettings
 
-    overrides = {k: v for k, v in vars(args).items() if k not in ("handler", "command", "trust_type")}
+    listed = ("trust_type", "snapshot_storage_option")
+    overrides = {k: v for k, v in vars(args).items() if k not in ("handler", "command", *listed)}
     if getattr(args, "trust_type", None):
         overrides["trusted_types"] = ",".join(args.trust_type)
+    if getattr(args, "snapshot_storage_option", None):
+        try:
+            overrides["snapshot_storage_options"] = parse_storage_options(args.snapshot_storage_option)
+        except ValueError as exc:
+            print(f"mlserving serve: --snapshot-storage-option: {exc}", file=sys.stderr)
+            return 2
     try:
         settings = ServerSettings(**overrides)
     except ValidationError as exc:
         for error in exc.errors():
             field = ".".join(str(p) for p in error["loc"])
+            if not field:  # a rule between fields: the message names them
+                print(f"mlserving serve: {error['msg']}", file=sys.stderr)
+                continue
             flag = "--" + field.replace("_", "-")
             print(f"mlserving serve: {flag} (MLSERVING_{field.upper()}): {error['msg']}", file=sys.stderr)
         return 2
@@ -105,35 +140,28 @@ def run(args: argparse.Namespace) -> int:
 
 
 def serve(settings: Any) -> None:
-    import uvicorn
-
+    from mlserving.http.run import run_uvicorn
     from mlserving.server import logs
     from mlserving.server.app import InferenceServer
+    from mlserving.server.dataplane import DataPlane
 
     logs.configure(settings.log_level)
     protocol = _http_protocol()
     arrivals = None
     if not isinstance(protocol, str):
-        from mlserving.server.http import ARRIVALS
+        from mlserving.http.transport import ARRIVALS
 
         arrivals = ARRIVALS
-    app = InferenceServer(settings, arrivals=arrivals)
-    config = uvicorn.Config(
-        app,
+    run_uvicorn(
+        InferenceServer(DataPlane(settings, arrivals=arrivals)),
         host=settings.host,
         port=settings.port,
-        loop="uvloop",
         http=protocol,
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        date_header=False,
-        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
-        timeout_keep_alive=75,
+        drain_seconds=settings.shutdown_timeout_seconds,
         backlog=2048,
+        log_config=None,
+        timeout_keep_alive=75,
     )
-    uvicorn.Server(config).run()
 
 
 def _http_protocol() -> Any:
@@ -141,6 +169,6 @@ def _http_protocol() -> Any:
 
     if os.environ.get("MLSERVING_PLAIN_HTTPTOOLS"):
         return "httptools"
-    from mlserving.server.http import OneWriteHttpToolsProtocol
+    from mlserving.http.transport import OneWriteHttpToolsProtocol
 
     return OneWriteHttpToolsProtocol

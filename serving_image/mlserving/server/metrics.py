@@ -16,8 +16,13 @@ At most ``MAX_BUCKETS`` distinct buckets are kept per output; further values cou
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from mlserving.metrics import MetricFactory, RewardMetrics
 
 # The *_created series double the exposition size and no query of the project uses them.
 disable_created_metrics()
@@ -54,68 +59,56 @@ class ServerMetrics:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.model = model
         self.revision = revision
-        labels = ("model", "revision")
-        r = self.registry
-        self.requests = Counter(
-            "mlserving_requests", "Inference requests by HTTP status code.", (*labels, "code"), registry=r
+
+        metric = MetricFactory(self.registry, "model", "revision")
+        self.requests = metric(
+            Counter, "mlserving_requests", "Inference requests by HTTP status code.", "code"
         )
-        self.duration = Histogram(
+        self.duration = metric(
+            Histogram,
             "mlserving_request_duration_seconds",
             "Inference request duration (body received to response sent).",
-            labels,
             buckets=DURATION_BUCKETS,
-            registry=r,
         )
-        self.predictions = Counter(
+        self.predictions = metric(
+            Counter,
             "mlserving_predictions",
             "Predictions by output and bucket (label for classifiers, fixed bins for regressors).",
-            (*labels, "output", "bucket"),
-            registry=r,
+            "output",
+            "bucket",
         )
-        self.feedback = Counter("mlserving_feedback", "Feedback events accepted.", labels, registry=r)
-        self.reward = Gauge(
-            "mlserving_reward_sum", "Sum of rewards received as feedback.", labels, registry=r
-        )
-        # Sum of squared rewards, for the mean and variance of unbounded (Gaussian) rewards.
-        self.reward_squares = Gauge(
-            "mlserving_reward_sum_squares", "Sum of squared rewards received as feedback.", labels, registry=r
-        )
-        self.feedback_correct = Counter(
+        self.rewards = RewardMetrics(metric, "mlserving", "accepted")
+        self.feedback_correct = metric(
+            Counter,
             "mlserving_feedback_labels",
             "Labelled feedback, by whether the served prediction was correct.",
-            (*labels, "correct"),
-            registry=r,
+            "correct",
         )
-        self.load_failures = Counter(
-            "mlserving_model_load_failures", "Failed attempts to fetch or load the model.", labels, registry=r
+        self.load_failures = metric(
+            Counter, "mlserving_model_load_failures", "Failed attempts to fetch or load the model."
         )
-        self.native_fallback = Counter(
+        self.native_fallback = metric(
+            Counter,
             "mlserving_native_fallback",
             "Models served natively because ONNX compilation was impossible or its outputs differed.",
-            (*labels, "reason"),
-            registry=r,
+            "reason",
         )
-        self.ready = Gauge(
-            "mlserving_model_ready", "1 when the model is loaded and serving.", labels, registry=r
-        )
-        self.batch_rows = Histogram(
+        self.ready = metric(Gauge, "mlserving_model_ready", "1 when the model is loaded and serving.")
+        self.batch_rows = metric(
+            Histogram,
             "mlserving_batch_rows",
             "Rows per model call (after adaptive batching).",
-            labels,
             buckets=BATCH_BUCKETS,
-            registry=r,
         )
-        self.load_seconds = Gauge(
-            "mlserving_model_load_seconds", "Time to fetch and load the model.", labels, registry=r
-        )
+        self.load_seconds = metric(Gauge, "mlserving_model_load_seconds", "Time to fetch and load the model.")
         lv = (model, revision)
         self._duration = self.duration.labels(*lv)
         self._codes: dict[int, object] = {}
         self._buckets: dict[tuple[str, str], object] = {}
         self._bucket_count: dict[str, int] = {}
-        self.feedback_child = self.feedback.labels(*lv)
-        self.reward_child = self.reward.labels(*lv)
-        self.reward_squares_child = self.reward_squares.labels(*lv)
+        self.rewards.feedback.labels(*lv)
+        self.rewards.reward.labels(*lv)
+        self.rewards.reward_squares.labels(*lv)
         self.load_failures_child = self.load_failures.labels(*lv)
         self.ready_child = self.ready.labels(*lv)
         self.batch_child = self.batch_rows.labels(*lv)
@@ -134,6 +127,11 @@ class ServerMetrics:
     def observe_request(self, code: int, seconds: float) -> None:
         self._code(code).inc()
         self._duration.observe(seconds)
+
+    def observe_feedback(self, reward: float | None, correct: bool | None) -> None:
+        self.rewards.observe(reward, self.model, self.revision)
+        if correct is not None:
+            self.feedback_correct.labels(self.model, self.revision, "true" if correct else "false").inc()
 
     def observe_predictions(self, output: str, values: np.ndarray) -> None:
         if values.ndim > 1:
@@ -170,3 +168,68 @@ class ServerMetrics:
                 self._bucket_count[output] = self._bucket_count.get(output, 0) + 1
             child = self._buckets[key] = self.predictions.labels(self.model, self.revision, output, key[1])
         return child
+
+
+class LearningMetrics:
+    """Online learning in a replica: the request log sent to the learner, and the snapshot served.
+
+    Registered only when learning is configured, so a server without it exposes what it always did.
+    ``mlserving_snapshot_version`` is -1 while the model of ``--model-uri`` is served (no snapshot yet).
+    """
+
+    def __init__(self, registry: CollectorRegistry, model: str) -> None:
+        self.model = model
+        metric = MetricFactory(registry, "model")
+        self.snapshot_version = metric(
+            Gauge, "mlserving_snapshot_version", "Snapshot of the online learner served (-1: none yet)."
+        ).labels(model)
+        self.snapshot_version.set(-1)
+        self.snapshot_loads = metric(
+            Counter, "mlserving_snapshot_loads", "Snapshots verified, loaded and swapped in."
+        ).labels(model)
+        self.snapshot_refused = metric(
+            Counter,
+            "mlserving_snapshot_refused",
+            "Snapshots refused (signature, checksum, unloadable or incompatible model); serving unchanged.",
+        ).labels(model)
+        self.snapshot_poll_errors = metric(
+            Counter, "mlserving_snapshot_poll_errors", "Failed reads of the snapshot storage."
+        ).labels(model)
+        self.snapshot_load_seconds = metric(
+            Gauge, "mlserving_snapshot_load_seconds", "Time to fetch, verify and load the last snapshot."
+        ).labels(model)
+        self.feedback_forwarded = metric(
+            Counter,
+            "mlserving_learning_feedback_forwarded",
+            "Labelled feedback forwarded to the learner, by its answer (0: unreachable).",
+            "code",
+        )
+
+
+class RequestLogCollector:
+    """The counters of a request log (kept as plain integers on the inference path) as metrics."""
+
+    def __init__(self, model: str, counts: Callable[[], Mapping[str, int]]) -> None:
+        self.model = model
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self._counts()
+        for name, documentation in _REQUEST_LOG_COUNTERS.items():
+            family = CounterMetricFamily(f"mlserving_learning_log_{name}", documentation, labels=["model"])
+            family.add_metric([self.model], counts.get(name, 0))
+            yield family
+        queued = GaugeMetricFamily(
+            "mlserving_learning_log_queued", "Logged requests waiting to be sent.", labels=["model"]
+        )
+        queued.add_metric([self.model], counts.get("queued", 0))
+        yield queued
+
+
+_REQUEST_LOG_COUNTERS = {
+    "records": "Served requests logged for the learner.",
+    "sent": "Logged requests the learner accepted.",
+    "refused": "Logged requests the learner refused as malformed.",
+    "dropped": "Logged requests dropped because the queue was full (the learner was slow or away).",
+    "send_failures": "Posts of a batch to the learner that failed and were retried.",
+}

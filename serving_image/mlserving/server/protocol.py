@@ -1,5 +1,7 @@
 """Open Inference Protocol tensors: strict decoding of request inputs and encoding of outputs.
 
+KServe V1 requests (rows of one input) are decoded into the same ``InferenceRequest``.
+
 Every error is a ``ProtocolError`` whose message names the place in the request
 (``inputs[0].shape``, ``inputs[1].data``) and what is wrong with it. Decoding never allocates more
 than the request's declared shape, which itself is bounded by ``max_elements``.
@@ -10,13 +12,16 @@ is supported for inputs and outputs.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from mlserving.http.errors import HttpError
 from mlserving.runtimes.base import DATATYPES, TensorSpec, datatype_of
 
 MAX_RANK = 8
@@ -25,13 +30,11 @@ _INT_KINDS = "iu"
 _FLOAT_KINDS = "iuf"
 
 
-class ProtocolError(Exception):
-    """A request the server will not serve; ``status`` is the HTTP status (4xx)."""
+class ProtocolError(HttpError):
+    """A request the server will not serve; ``status`` is the protocol's status code (4xx, 503)."""
 
     def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
+        super().__init__(status, message)
 
 
 @dataclass
@@ -47,7 +50,7 @@ class InferenceRequest:
     parameters: dict[str, Any] | None
     inputs: list[RequestTensor]
     outputs: list[str] | None
-    binary_outputs: set[str] = field(default_factory=set)
+    binary_outputs: AbstractSet[str] = frozenset()
     all_binary: bool = False
 
 
@@ -87,10 +90,10 @@ def to_array(data: Any, datatype: str, where: str, allow_nan: bool, keep_shape: 
     if not isinstance(data, list):
         data = [data]
     if datatype == "BYTES":
-        flat: list[Any] = []
-        _flatten_strings(data, where, flat)
-        arr = np.empty(len(flat), dtype=object)
-        arr[:] = flat
+        strings: list[Any] = []
+        _flatten_strings(data, where, strings)
+        arr = np.empty(len(strings), dtype=object)
+        arr[:] = strings
         return arr
     try:
         raw = np.asarray(data)
@@ -105,7 +108,9 @@ def to_array(data: Any, datatype: str, where: str, allow_nan: bool, keep_shape: 
             raise ProtocolError(f"{where}.data must hold booleans for datatype BOOL")
         return raw if keep_shape else raw.reshape(-1)
     if target.kind in "iu":
-        if kind not in _INT_KINDS:
+        if kind == "f" and datatype == "UINT64" and _all_integers(data):
+            raw = _uint64_array(data, where)
+        elif kind not in _INT_KINDS:
             raise ProtocolError(
                 f"{where}.data must hold integers for datatype {datatype}, found {_kind_name(raw)}"
             )
@@ -136,6 +141,26 @@ def to_array(data: Any, datatype: str, where: str, allow_nan: bool, keep_shape: 
             with np.errstate(over="ignore"):
                 return flat.astype(target)
     return flat.astype(target, copy=False)
+
+
+def _all_integers(data: list[Any]) -> bool:
+    return all(
+        _all_integers(item)
+        if isinstance(item, list)
+        else isinstance(item, int) and not isinstance(item, bool)
+        for item in data
+    )
+
+
+def _uint64_array(data: list[Any], where: str) -> np.ndarray:
+    """Integers beyond INT64 next to smaller ones, which numpy alone would read as float64."""
+    try:
+        return np.array(data, dtype=np.uint64)
+    except OverflowError:
+        info = np.iinfo(np.uint64)
+        raise ProtocolError(
+            f"{where}.data has values outside the range of UINT64 [{info.min}, {info.max}]"
+        ) from None
 
 
 def _kind_name(arr: np.ndarray) -> str:
@@ -199,7 +224,18 @@ def decode_request(
     parameters = body.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
         raise ProtocolError("'parameters' must be an object")
-    raw_inputs = body.get("inputs")
+    inputs = _decode_inputs(body.get("inputs"), max_elements, allow_nan, binary)
+    raw_outputs = body.get("outputs")
+    request = InferenceRequest(request_id, parameters, inputs, None)
+    if raw_outputs is not None:
+        _decode_outputs(raw_outputs, request)
+    request.all_binary = bool(parameters and parameters.get("binary_data_output") is True)
+    return request
+
+
+def _decode_inputs(
+    raw_inputs: Any, max_elements: int, allow_nan: bool, binary: bytes | None
+) -> list[RequestTensor]:
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise ProtocolError("'inputs' must be a non-empty array of tensors")
     inputs: list[RequestTensor] = []
@@ -226,15 +262,7 @@ def decode_request(
         params = item.get("parameters")
         binary_size = params.get("binary_data_size") if isinstance(params, dict) else None
         if binary_size is not None:
-            if binary is None or not isinstance(binary_size, int) or binary_size < 0:
-                raise ProtocolError(
-                    f"{where}.parameters.binary_data_size needs binary data after the JSON header"
-                )
-            if offset + binary_size > len(binary):
-                raise ProtocolError(
-                    f"{where}.parameters.binary_data_size {binary_size} runs past the request body"
-                )
-            arr = _from_binary(binary[offset : offset + binary_size], datatype, where, count, allow_nan)
+            arr = _binary_input(binary, offset, binary_size, datatype, where, count, allow_nan)
             offset += binary_size
         else:
             if "data" not in item:
@@ -243,26 +271,81 @@ def decode_request(
         if arr.size != count:
             raise ProtocolError(f"{where}: shape {shape} needs {count} values, data has {arr.size}")
         inputs.append(RequestTensor(name, arr.reshape(shape), where))
-    outputs: list[str] | None = None
+    return inputs
+
+
+def _binary_input(
+    binary: bytes | None, offset: int, size: Any, datatype: str, where: str, count: int, allow_nan: bool
+) -> np.ndarray:
+    if binary is None or not isinstance(size, int) or size < 0:
+        raise ProtocolError(f"{where}.parameters.binary_data_size needs binary data after the JSON header")
+    if offset + size > len(binary):
+        raise ProtocolError(f"{where}.parameters.binary_data_size {size} runs past the request body")
+    return _from_binary(binary[offset : offset + size], datatype, where, count, allow_nan)
+
+
+def _decode_outputs(raw_outputs: Any, request: InferenceRequest) -> None:
+    """The requested outputs (none: all of them), and those asked for as binary data."""
+    if not isinstance(raw_outputs, list):
+        raise ProtocolError("'outputs' must be an array of {\"name\": ...} objects")
+    outputs: list[str] = []
     binary_outputs: set[str] = set()
-    raw_outputs = body.get("outputs")
-    if raw_outputs is not None:
-        if not isinstance(raw_outputs, list):
-            raise ProtocolError("'outputs' must be an array of {\"name\": ...} objects")
-        outputs = []
-        for i, item in enumerate(raw_outputs):
-            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-                raise ProtocolError(f"outputs[{i}] must be an object with a string 'name'")
-            if item["name"] in outputs:
-                raise ProtocolError(f"outputs[{i}].name {item['name']!r} appears more than once")
-            outputs.append(item["name"])
-            params = item.get("parameters")
-            if isinstance(params, dict) and params.get("binary_data") is True:
-                binary_outputs.add(item["name"])
-        if not outputs:
-            outputs = None
-    all_binary = bool(parameters and parameters.get("binary_data_output") is True)
-    return InferenceRequest(request_id, parameters, inputs, outputs, binary_outputs, all_binary)
+    for i, item in enumerate(raw_outputs):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ProtocolError(f"outputs[{i}] must be an object with a string 'name'")
+        if item["name"] in outputs:
+            raise ProtocolError(f"outputs[{i}].name {item['name']!r} appears more than once")
+        outputs.append(item["name"])
+        params = item.get("parameters")
+        if isinstance(params, dict) and params.get("binary_data") is True:
+            binary_outputs.add(item["name"])
+    request.outputs = outputs or None
+    request.binary_outputs = binary_outputs
+
+
+def decode_v1_request(
+    document: Any,
+    inputs: Sequence[TensorSpec],
+    output: str,
+    model_name: str,
+    *,
+    max_elements: int,
+    allow_nan: bool,
+) -> InferenceRequest:
+    """A KServe V1 request (``{"instances": [row, ...]}``, or ``"inputs"``) for a single-input model,
+    asking for ``output``. Floating-point rows are parsed as FP64 and cast when bound to the input."""
+    if not isinstance(document, dict):
+        raise ProtocolError("request body must be a JSON object with 'instances'")
+    key = "instances" if "instances" in document else "inputs" if "inputs" in document else None
+    if key is None or not isinstance(document[key], list) or not document[key]:
+        raise ProtocolError("'instances' must be a non-empty array of rows")
+    if len(inputs) != 1:
+        raise ProtocolError(f"V1 predict needs a single-input model; {model_name!r} has {len(inputs)}")
+    spec = inputs[0]
+    rows = document[key]
+    if len(rows) * (spec.shape[-1] if spec.shape and spec.shape[-1] > 0 else 1) > max_elements:
+        raise ProtocolError(f"{key} has more than {max_elements} values", 413)
+    datatype = "FP64" if spec.datatype in ("FP16", "FP32") else spec.datatype
+    array = to_array(rows, datatype, key, allow_nan, keep_shape=True)
+    if array.ndim == 1 and len(rows) and isinstance(rows[0], list):
+        array = array.reshape(len(rows), -1)
+    elif array.ndim == 1 and len(spec.shape) == 2:
+        array = array.reshape(-1, 1) if spec.shape[1] == 1 else array.reshape(1, -1)
+    request_id = document.get("id")
+    return InferenceRequest(
+        request_id if isinstance(request_id, str) else None,
+        None,
+        [RequestTensor(spec.name, array, key)],
+        [output],
+    )
+
+
+def encode_predictions(value: np.ndarray) -> list[Any]:
+    """V1 ``predictions``: the output as nested lists, NaN and Inf as ``null`` (JSON has neither)."""
+    predictions: list[Any] = value.tolist()
+    if value.dtype.kind == "f" and not np.isfinite(value).all():
+        predictions = [None if isinstance(v, float) and not math.isfinite(v) else v for v in predictions]
+    return predictions
 
 
 def bind_inputs(

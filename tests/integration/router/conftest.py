@@ -1,4 +1,5 @@
-"""Real processes for router tests: small OIP upstreams (upstream.py) and `mlserving route` itself."""
+"""Real processes for router tests: small OIP upstreams (upstream.py), real model servers of tiny affine
+models (graph_testing.py), a CloudEvents sink (event_sink.py) and `mlserving route` itself."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from graph_testing import ModelServer, affine_servers
 from router_testing import SIGNING_KEY, Router, Upstream
 
 from support import PYTHON, Proc, free_port, http_ok, wait_http, wait_until
 
 UPSTREAM_SCRIPT = Path(__file__).with_name("upstream.py")
+SINK_SCRIPT = Path(__file__).with_name("event_sink.py")
 
 
 @pytest.fixture
@@ -51,6 +55,28 @@ def plain_upstreams(tmp_path_factory) -> Iterator[dict[str, Upstream]]:
         yield {name: start(name) for name in ("a", "b", "c")}
 
 
+@pytest.fixture(scope="session")
+def affine(tmp_path_factory) -> Iterator[dict[str, ModelServer]]:
+    """Real model servers ``shift``, ``double`` and ``swap`` (see graph_testing.py), shared by the session."""
+    with affine_servers(tmp_path_factory.mktemp("affine")) as servers:
+        yield servers
+
+
+@pytest.fixture
+def start_sink(procs, tmp_path):
+    """Start a real CloudEvents sink process; returns its base URL."""
+
+    def start(*extra: str) -> str:
+        port = free_port()
+        proc = Proc([PYTHON, str(SINK_SCRIPT), "--port", str(port), *extra], tmp_path / f"sink-{port}.log")
+        procs.callback(proc.stop)
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/received")
+        return url
+
+    return start
+
+
 def _port_open(port: int) -> bool:
     import socket
 
@@ -58,16 +84,18 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.fixture
-def start_router(procs, tmp_path):
+def _router_starter(procs: contextlib.ExitStack, tmp_path: Path):
     counter = iter(range(100))
 
     def start(
-        table: dict | str, signing_key: str | None = SIGNING_KEY, extra: tuple[str, ...] = ()
+        table: dict | str,
+        signing_key: str | None = SIGNING_KEY,
+        extra: tuple[str, ...] = (),
+        port: int | None = None,
     ) -> Router:
         index = next(counter)
         table_path = tmp_path / f"routes-{index}.yaml"
-        port = free_port()
+        port = port or free_port()
         router = Router(f"http://127.0.0.1:{port}", table_path, None)  # type: ignore[arg-type]
         router.write_table(table)
         env = {k: v for k, v in os.environ.items() if k != "MLROUTER_SIGNING_KEY"}
@@ -86,3 +114,18 @@ def start_router(procs, tmp_path):
         return router
 
     return start
+
+
+@pytest.fixture
+def start_router(procs, tmp_path):
+    return _router_starter(procs, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def module_starters(tmp_path_factory) -> Iterator[SimpleNamespace]:
+    """``upstream`` and ``router`` starters whose processes live as long as the test module."""
+    with contextlib.ExitStack() as stack:
+        directory = tmp_path_factory.mktemp("module")
+        yield SimpleNamespace(
+            upstream=_upstream_starter(stack, directory), router=_router_starter(stack, directory)
+        )

@@ -1,6 +1,7 @@
 """A small real upstream for router tests: speaks enough Open Inference Protocol, or misbehaves on purpose.
 
-Run: python upstream.py --port P --name NAME [--label N] [--delay S] [--mode ok|badjson|tcp-garbage|tcp-hang]
+Run: python upstream.py --port P --name NAME [--label N] [--delay S] [--status CODE]
+                        [--mode ok|badjson|tcp-garbage|tcp-hang]
 GET /stats answers what it has seen (inference count, feedback bodies, the id header of the last request).
 """
 
@@ -13,7 +14,7 @@ import json
 import uvicorn
 
 
-def make_app(name: str, label: int, delay: float, value: float):
+def make_app(name: str, label: int, delay: float, value: float, infer_status: int = 200):
     stats = {"infer": 0, "feedback": [], "last_id_header": None, "last_headers": {}}
 
     async def app(scope, receive, send):
@@ -38,7 +39,9 @@ def make_app(name: str, label: int, delay: float, value: float):
             if delay:
                 await asyncio.sleep(delay)
             model = path.split("/")[3].split(":")[0]
-            if path.endswith(":predict"):
+            if infer_status != 200:
+                status, payload = infer_status, {"error": f"{name} fails on purpose"}
+            elif path.endswith(":predict"):
                 payload = {"predictions": [label], "served_by": name}
             else:
                 request = json.loads(body or b"{}")
@@ -108,6 +111,7 @@ def main() -> None:
     parser.add_argument("--label", type=int, default=0)
     parser.add_argument("--value", type=float, default=0.5)
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--status", type=int, default=200, help="status of every inference answer")
     parser.add_argument("--keep-alive", type=float, default=5.0, help="idle keep-alive timeout (s)")
     parser.add_argument("--mode", default="ok", choices=["ok", "badjson", "tcp-garbage", "tcp-hang"])
     args = parser.parse_args()
@@ -115,7 +119,7 @@ def main() -> None:
         asyncio.run(tcp_server(args.port, args.mode))
         return
     uvicorn.run(
-        make_app(args.name, args.label, args.delay, args.value),
+        make_app(args.name, args.label, args.delay, args.value, args.status),
         host="127.0.0.1",
         port=args.port,
         log_level="warning",

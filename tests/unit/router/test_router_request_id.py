@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from mlserving.router.app import _filter_headers, _with_request_id
+from mlserving.router.app import _with_request_id
+from mlserving.router.headers import end_to_end_headers
 
 ID = "iris.stable.1700000000.0123456789ab.c2lnbmF0dXJl"
 
@@ -43,4 +44,4 @@ def test_hop_by_hop_headers_are_dropped():
         (b"x-user-id", b"alice"),
         (b"Content-Type", b"application/json"),
     ]
-    assert _filter_headers(headers) == [(b"x-user-id", b"alice"), (b"Content-Type", b"application/json")]
+    assert end_to_end_headers(headers) == [(b"x-user-id", b"alice"), (b"Content-Type", b"application/json")]

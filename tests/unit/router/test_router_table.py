@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlserving.router import ROUTES_CONFIGMAP_KEY, Route, RouteTable, RouteTableError, Stickiness, Variant
+from mlserving.router.graph import Combiner, CombinerType, EnsembleNode, Graph, ModelNode
 
 GOOD = """
 routes:
@@ -37,17 +38,43 @@ def test_parse_and_round_trip():
 
 
 def test_built_from_python_like_the_operator_does():
+    graph = Graph(
+        root="both",
+        nodes=[
+            ModelNode(name="rules", upstream="http://fraud-rules:8080", model="fraud-rules"),
+            ModelNode(name="net", upstream="http://fraud-net:8080", model="fraud-net"),
+            EnsembleNode(name="both", children=["rules", "net"], combiner=Combiner(type=CombinerType.MAX)),
+        ],
+    )
     table = RouteTable(
         routes=[
             Route(
                 name="fraud",
                 model="fraud",
                 variants=[Variant(name="a", upstreams=["http://fraud-1:8080"], weight=1)],
-                graph={"kind": "reserved"},
-            )
+            ),
+            Route(name="fraud-graph", model="fraud-graph", graph=graph),
         ]
     )
     assert RouteTable.from_yaml(table.to_yaml()) == table
+    assert table.to_dict()["routes"][1]["graph"]["nodes"][2]["combiner"]["type"] == "max"
+
+
+def test_a_route_has_variants_or_a_graph():
+    graph = "{root: a, nodes: [{name: a, type: Model, upstream: 'http://a', model: a}]}"
+    with pytest.raises(RouteTableError, match=r"routes\.0\.variants: a graph route has no variants"):
+        RouteTable.from_yaml(
+            f"routes: [{{name: r, model: m, graph: {graph}, variants: [{{name: a, upstreams: ['http://x'], weight: 1}}]}}]"
+        )
+    with pytest.raises(RouteTableError, match=r"routes\.0\.variants: a route needs at least one variant"):
+        RouteTable.from_yaml("routes: [{name: r, model: m}]")
+    with pytest.raises(RouteTableError, match="shadow: not available on a graph route"):
+        RouteTable.from_yaml(
+            f"routes: [{{name: r, model: m, graph: {graph}, shadow: {{variant: a, percent: 1}}}}]"
+        )
+    with pytest.raises(RouteTableError, match=r"routes\.0\.graph\.root: Field required") as exc:
+        RouteTable.from_yaml("routes: [{name: r, model: m, graph: {nodes: []}}]")
+    assert "variants" not in str(exc.value)  # the graph's own error, not a second one about variants
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 uvicorn writes the status line and headers as soon as the application starts the response, and
 the body in a second write: two ``send()`` system calls, and two TCP segments, per response. The
-head is held here until the body follows (within the same step of the event loop, as this server
+head is held here until the body follows (within the same step of the event loop, as ``send_body``
 always sends them together) and both go out in one write. A head without a body in the same step
 (HEAD requests) is flushed on the next turn of the loop.
 

@@ -1,0 +1,223 @@
+"""``mlserving learn``: run the online learner (flags override ``MLLEARNER_*`` environment variables).
+
+    mlserving learn --model-name N --model-uri U --storage-uri S --signing-key-file F \\
+        [--snapshot-every K] [--batch-size B] [--window W] [--max-delay SECONDS] [--port P] ...
+
+Also runnable as ``python -m mlserving.learning ...`` (the same flags, without ``learn``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
+    ("--model-name", "model_name", {"help": "model name in URLs (env MLLEARNER_MODEL_NAME)"}),
+    (
+        "--model-uri",
+        "model_uri",
+        {"help": "the initial model, a skops file: file://, path, http(s)://, s3://"},
+    ),
+    ("--storage-uri", "storage_uri", {"help": "file:// or s3:// URI of the data log and the snapshots"}),
+    (
+        "--signing-key-file",
+        "signing_key_file",
+        {"help": "file holding the snapshot signing key (>= 16 bytes)"},
+    ),
+    ("--algorithm", "algorithm", {"help": "expected estimator class (refused when the model is another)"}),
+    (
+        "--estimator-params",
+        "estimator_params",
+        {"help": 'JSON object of parameters set on the initial model, e.g. {"eta0": 0.01}'},
+    ),
+    ("--snapshot-every", "snapshot_every", {"type": int, "help": "learned samples between snapshots (1000)"}),
+    ("--batch-size", "batch_size", {"type": int, "help": "samples per partial_fit call (32)"}),
+    ("--window", "window", {"type": int, "help": "samples the prequential metrics cover (500)"}),
+    (
+        "--max-delay",
+        "max_delay",
+        {"help": "seconds after its request beyond which feedback is not joined (3600)"},
+    ),
+    (
+        "--max-waiting-requests",
+        "max_waiting_requests",
+        {"type": int, "help": "logged requests kept (100000)"},
+    ),
+    ("--label-field", "label_field", {"help": "key of the label in a feedback body (label)"}),
+    ("--host", "host", {"help": "listen address (0.0.0.0)"}),
+    ("--port", "port", {"type": int, "help": "listen port (8080)"}),
+    ("--metric-model", "model", {"help": "`model` label of the metrics (default: the model name)"}),
+    ("--s3-endpoint-url", "s3_endpoint_url", {"help": "S3 endpoint URL (MinIO, moto, ...)"}),
+    (
+        "--flush-interval",
+        "flush_interval",
+        {"type": float, "help": "shortest time between two data log commits (0.1)"},
+    ),
+    ("--flush-rows", "flush_rows", {"type": int, "help": "rows that trigger a commit at once (4096)"}),
+    ("--ack-timeout", "ack_timeout", {"type": float, "help": "longest wait for a row to be written (10)"}),
+    ("--unknown-id-wait", "unknown_id_wait", {"type": float, "help": "wait for an id's log to arrive (1)"}),
+    ("--max-unwritten-rows", "max_unwritten_rows", {"type": int, "help": "rows queued before 503 (100000)"}),
+    ("--max-body-bytes", "max_body_bytes", {"type": int, "help": "larger request bodies get 413"}),
+    ("--download-dir", "download_dir", {"help": "where a remote initial model is downloaded"}),
+    ("--log-level", "log_level", {"help": "log level (INFO)"}),
+]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "learn",
+        help="learn a model online from production feedback; publish signed snapshots",
+        description="The online learner. Every flag can also be set as MLLEARNER_<NAME>.",
+        argument_default=argparse.SUPPRESS,
+    )
+    add_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for flag, dest, kwargs in _FLAGS:
+        parser.add_argument(flag, dest=dest, **kwargs)
+    parser.add_argument(
+        "--storage-option",
+        dest="storage_option",
+        action="append",
+        help="KEY=VALUE storage option (repeatable), e.g. AWS_REGION=eu-west-1",
+    )
+    parser.add_argument(
+        "--trust-type",
+        dest="trust_type",
+        action="append",
+        help="trust this type when loading the initial skops model (repeatable)",
+    )
+    parser.add_argument(
+        "--allow-unsafe-pickle",
+        dest="allow_unsafe_pickle",
+        action="store_true",
+        help="load a joblib/pickle initial model (it can run arbitrary code when loaded)",
+    )
+
+
+def settings_from(args: argparse.Namespace) -> Any:
+    """LearnerSettings from parsed flags; SystemExit(2) with one line per bad flag."""
+    from pydantic import ValidationError
+
+    from mlserving.learning.location import StorageError, parse_storage_options
+    from mlserving.learning.settings import LearnerSettings
+
+    skip = ("handler", "command", "trust_type", "storage_option")
+    overrides = {k: v for k, v in vars(args).items() if k not in skip}
+    if getattr(args, "trust_type", None):
+        overrides["trusted_types"] = ",".join(args.trust_type)
+    try:
+        if getattr(args, "storage_option", None):
+            overrides["storage_options"] = parse_storage_options(args.storage_option)
+        return LearnerSettings(**overrides)
+    except StorageError as exc:
+        _fail(f"--storage-option: {exc}")
+    except ValidationError as exc:
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            print(
+                f"mlserving learn: --{field.replace('_', '-')} (MLLEARNER_{field.upper()}): {err['msg']}",
+                file=sys.stderr,
+            )
+        raise SystemExit(2) from None
+
+
+def _fail(message: str) -> None:
+    print(f"mlserving learn: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def build_pipeline(settings: Any) -> Any:
+    """Load the key and the initial model, and assemble the pipeline; SystemExit(2) when refused."""
+    from mlserving.learning.learner import LearnerError, check_learnable, load_initial_model, set_params
+    from mlserving.learning.location import StorageError, StorageLocation
+    from mlserving.learning.manifest import SnapshotError, read_key_file
+    from mlserving.learning.pipeline import LearningPipeline, PipelineConfig
+    from mlserving.runtimes import ModelLoadError, resolve_model_file
+    from mlserving.storage import FetchError, fetch_model, file_sha256
+
+    try:
+        key = read_key_file(settings.signing_key_file)
+        location = StorageLocation(settings.storage_uri, settings.all_storage_options)
+        path = fetch_model(
+            settings.model_uri, download_dir=settings.download_dir, s3_endpoint_url=settings.s3_endpoint_url
+        )
+        model_file = resolve_model_file(path)
+        estimator = load_initial_model(
+            model_file,
+            allow_unsafe_pickle=settings.allow_unsafe_pickle,
+            trusted_types=settings.trusted_type_list,
+        )
+        set_params(estimator, settings.estimator_params)
+        check_learnable(estimator, settings.algorithm)
+    except (SnapshotError, StorageError, FetchError, ModelLoadError, LearnerError) as exc:
+        _fail(str(exc))
+    config = PipelineConfig(
+        model_name=settings.model_name,
+        metric_model=settings.metric_model,
+        snapshot_every=settings.snapshot_every,
+        batch_size=settings.batch_size,
+        window=settings.window,
+        max_delay=settings.max_delay,
+        max_waiting_requests=settings.max_waiting_requests,
+        label_field=settings.label_field,
+        flush_interval=settings.flush_interval,
+        flush_rows=settings.flush_rows,
+        ack_timeout=settings.ack_timeout,
+        unknown_id_wait=settings.unknown_id_wait,
+        max_unwritten_rows=settings.max_unwritten_rows,
+        base_sha256=lineage_id(file_sha256(model_file), settings.estimator_params),
+    )
+    return LearningPipeline(config, initial_estimator=estimator, location=location, key=key)
+
+
+def lineage_id(model_sha256: str, params: dict[str, Any]) -> str:
+    """What a snapshot lineage starts from: the initial model file and the parameters set on it (so
+    a change of either starts a new lineage instead of resuming a model learned under the old)."""
+    import hashlib
+    import json
+
+    if not params:
+        return model_sha256
+    canonical = json.dumps(params, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"{model_sha256}\n{canonical}".encode()).hexdigest()
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from mlserving.learning.service import create_app
+
+    settings = settings_from(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    pipeline = build_pipeline(settings)
+    app = create_app(pipeline, max_body_bytes=settings.max_body_bytes)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="mlserving learn", description=__doc__.splitlines()[0], argument_default=argparse.SUPPRESS
+    )
+    add_arguments(parser)
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    return run(args)

@@ -1,0 +1,41 @@
+"""Prometheus metrics both servers declare the same way."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class MetricFactory:
+    """``factory(Counter, name, documentation, *extra_labels, **options)``: a metric in ``registry``
+    labelled ``(*labels, *extra_labels)``."""
+
+    def __init__(self, registry: CollectorRegistry, *labels: str) -> None:
+        self.registry = registry
+        self.labels = labels
+
+    def __call__(self, kind: type[M], name: str, documentation: str, *extra_labels: str, **options: Any) -> M:
+        return kind(name, documentation, (*self.labels, *extra_labels), registry=self.registry, **options)
+
+
+class RewardMetrics:
+    """Feedback and the sum and the sum of squares of its rewards: the mean and variance of unbounded
+    (Gaussian) rewards follow from the three. The sums are gauges, as rewards may be negative."""
+
+    def __init__(self, metric: MetricFactory, prefix: str, received: str) -> None:
+        self.feedback = metric(Counter, f"{prefix}_feedback", f"Feedback {received}.")
+        self.reward = metric(Gauge, f"{prefix}_reward_sum", f"Sum of rewards {received}.")
+        self.reward_squares = metric(
+            Gauge, f"{prefix}_reward_sum_squares", f"Sum of squared rewards {received}."
+        )
+
+    def observe(self, reward: float | None, *labels: str) -> None:
+        self.feedback.labels(*labels).inc()
+        if reward is not None:
+            reward = float(reward)
+            self.reward.labels(*labels).inc(reward)
+            self.reward_squares.labels(*labels).inc(reward * reward)
