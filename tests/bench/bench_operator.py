@@ -11,25 +11,36 @@ Deployment ready:
 - ``failing check -> weight 0``: a canary whose candidate (an exporter process scraped by a real
   Prometheus) answers 30 % errors, failureLimit 1; time from the failing analysis run (its timestamp
   in status) until the route table gives the candidate weight 0. Skipped when ``prometheus`` is absent.
+- the operator's Kubernetes client (``mlrollouts.controller.kube``, sync and asyncio) against the
+  official ``kubernetes`` client, for the calls the operator makes on its children: GET, LIST with a
+  label selector, server-side apply and merge patch of Deployments. Requests per second and p50
+  latency one call at a time (the asyncio client also with 8 in flight), and the client process's
+  CPU time per request: the part a client decides (the emulator's work is the same for every client).
 
 Targets: p95 <= 1 s at 300, RSS <= 200 MB, rollback within one analysis interval after the failure
 limit is reached. The machine is shared with other jobs: absolute numbers are noisy.
 
     python tests/bench/bench_operator.py [--resources 300] [--changes 20] [--steady 20]
+                                         [--client-calls 300] [--only clients|operator]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
 
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parents[1]))
@@ -38,6 +49,7 @@ sys.path.insert(0, str(HERE.parents[1] / "integration" / "operator"))
 from harness import Cluster, start_operator  # noqa: E402
 from rollout_support import revision_of, with_model  # noqa: E402
 
+from mlrollouts.controller.kube import Kube, SyncKube  # noqa: E402
 from mlserving.router.table import ROUTES_CONFIGMAP_KEY, RouteTable  # noqa: E402
 from support import wait_until  # noqa: E402
 
@@ -156,6 +168,175 @@ def rollback_latency(workdir: Path) -> tuple[float, float] | None:
         prom.stop()
 
 
+# --- the Kubernetes client: ours against the official one ------------------------------------------
+
+CLIENT_NS = "bench-clients"
+SELECTED = {"bench.mlrollouts.io/set": "selected"}
+APPLY_MANAGER = "mlrollouts-bench"
+CLIENT_CALLS = ("GET", "LIST by selector", "server-side apply", "merge patch")
+
+
+def serving_deployment(name: str, labels: dict[str, str], stamp: str = "0") -> dict[str, Any]:
+    """A Deployment shaped like the operator's serving children (labels, probes, resources, env)."""
+    container = {
+        "name": "server",
+        "image": "mlrollouts/serving:0.1.0",
+        "args": ["serve", "--model-name", name, "--model-uri", f"s3://models/{name}/1/model.onnx"],
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "env": [{"name": f"VAR_{i}", "value": f"value-{i}"} for i in range(6)],
+        "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 2},
+        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 10},
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+    }
+    pod_labels = {"app.kubernetes.io/name": name, **labels}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": CLIENT_NS,
+            "labels": pod_labels,
+            "annotations": {"bench.mlrollouts.io/stamp": stamp},
+        },
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+            "template": {"metadata": {"labels": pod_labels}, "spec": {"containers": [container]}},
+        },
+    }
+
+
+def stamp_patch(i: int) -> dict[str, Any]:
+    return {"metadata": {"annotations": {"bench.mlrollouts.io/stamp": str(i)}}}
+
+
+def sync_calls_ours(kube: SyncKube) -> dict[str, Callable[[int], Any]]:
+    return {
+        "GET": lambda i: kube.get("apps/v1", "Deployment", CLIENT_NS, f"d-{i % 40:03d}"),
+        "LIST by selector": lambda i: kube.list("apps/v1", "Deployment", CLIENT_NS, SELECTED),
+        "server-side apply": lambda i: kube.apply(serving_deployment(f"a-{i % 10}", {}, str(i))),
+        "merge patch": lambda i: kube.merge_patch(
+            "apps/v1", "Deployment", CLIENT_NS, "d-001", stamp_patch(i)
+        ),
+    }
+
+
+def sync_calls_official(apps: k8s_client.AppsV1Api) -> dict[str, Callable[[int], Any]]:
+    selector = ",".join(f"{k}={v}" for k, v in SELECTED.items())
+    return {
+        "GET": lambda i: apps.read_namespaced_deployment(f"d-{i % 40:03d}", CLIENT_NS),
+        "LIST by selector": lambda i: apps.list_namespaced_deployment(CLIENT_NS, label_selector=selector),
+        "server-side apply": lambda i: apps.patch_namespaced_deployment(
+            f"a-{i % 10}",
+            CLIENT_NS,
+            serving_deployment(f"a-{i % 10}", {}, str(i)),
+            field_manager=APPLY_MANAGER,
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        ),
+        "merge patch": lambda i: apps.patch_namespaced_deployment(
+            "d-001", CLIENT_NS, stamp_patch(i), _content_type="application/merge-patch+json"
+        ),
+    }
+
+
+def async_calls_ours(kube: Kube) -> dict[str, Callable[[int], Awaitable[Any]]]:
+    return {
+        "GET": lambda i: kube.get("apps/v1", "Deployment", CLIENT_NS, f"d-{i % 40:03d}"),
+        "LIST by selector": lambda i: kube.list("apps/v1", "Deployment", CLIENT_NS, SELECTED),
+        "server-side apply": lambda i: kube.apply(serving_deployment(f"a-{i % 10}", {}, str(i))),
+        "merge patch": lambda i: kube.merge_patch(
+            "apps/v1", "Deployment", CLIENT_NS, "d-001", stamp_patch(i)
+        ),
+    }
+
+
+WARMUP = 20  # connections opened, discovery cached: neither is what a long-running operator pays
+
+
+def time_sync(call: Callable[[int], Any], n: int) -> tuple[float, float, float]:
+    """(requests per second, p50 seconds, client CPU seconds per request), one call at a time."""
+    for i in range(WARMUP):
+        call(i)
+    latencies = []
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    for i in range(n):
+        start = time.perf_counter()
+        call(i)
+        latencies.append(time.perf_counter() - start)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    return n / wall, pct(latencies, 0.5), cpu / n
+
+
+async def time_async(
+    call: Callable[[int], Awaitable[Any]], n: int, in_flight: int = 1
+) -> tuple[float, float, float]:
+    """As :func:`time_sync`, with ``in_flight`` calls at a time (the operator gathers its reads)."""
+    for i in range(WARMUP):
+        await call(i)
+    latencies = []
+    indexes = iter(range(n))
+
+    async def worker() -> None:
+        for i in indexes:
+            start = time.perf_counter()
+            await call(i)
+            latencies.append(time.perf_counter() - start)
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    return n / wall, pct(latencies, 0.5), cpu / n
+
+
+async def measure_async_ours(
+    kubeconfig: str, n: int, in_flight: int
+) -> dict[str, tuple[float, float, float]]:
+    async with Kube.from_environment(kubeconfig) as kube:
+        calls = async_calls_ours(kube)
+        return {name: await time_async(call, n, in_flight) for name, call in calls.items()}
+
+
+def seed_client_objects(kube: SyncKube) -> None:
+    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": CLIENT_NS}})
+    for i in range(40):
+        kube.create(serving_deployment(f"d-{i:03d}", SELECTED if i % 4 == 0 else {}))
+
+
+def measure_clients(kubeconfig: str, n: int) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """Per client, per call: (requests per second, p50 seconds, client CPU seconds per request)."""
+    results = {}
+    with SyncKube.from_environment(kubeconfig) as kube:
+        seed_client_objects(kube)
+        calls = sync_calls_ours(kube)
+        results["mlrollouts SyncKube"] = {name: time_sync(call, n) for name, call in calls.items()}
+    results["mlrollouts Kube (asyncio)"] = asyncio.run(measure_async_ours(kubeconfig, n, 1))
+    results["mlrollouts Kube, 8 in flight"] = asyncio.run(measure_async_ours(kubeconfig, n, 8))
+    with k8s_config.new_client_from_config(config_file=kubeconfig) as api_client:
+        calls = sync_calls_official(k8s_client.AppsV1Api(api_client))
+        results["kubernetes (official)"] = {name: time_sync(call, n) for name, call in calls.items()}
+    return results
+
+
+def print_client_table(results: dict[str, dict[str, tuple[float, float, float]]], n: int) -> None:
+    print(f"\nKubernetes client, {n} calls each (Deployments on the API emulator):", flush=True)
+    print(f"{'call':<20} {'client':<28} {'req/s':>8} {'p50 ms':>8} {'client CPU ms/req':>18}")
+    for call in CLIENT_CALLS:
+        for client_name, by_call in results.items():
+            rps, p50, cpu = by_call[call]
+            print(f"{call:<20} {client_name:<28} {rps:>8.0f} {1000 * p50:>8.2f} {1000 * cpu:>18.2f}")
+    print(flush=True)
+
+
+def bench_clients(workdir: Path, n: int) -> None:
+    (workdir / "clients").mkdir(exist_ok=True)
+    cluster = Cluster(workdir / "clients", kubelet_interval=3600.0)  # no stand-in kubelet traffic
+    try:
+        print_client_table(measure_clients(str(cluster.kubeconfig), n), n)
+    finally:
+        cluster.stop()
+
+
 class Table:
     """Rows printed as soon as they are measured (a long run keeps what it has if a later part fails)."""
 
@@ -176,93 +357,102 @@ def main() -> int:
     parser.add_argument("--resources", type=int, default=300)
     parser.add_argument("--changes", type=int, default=20, help="spec changes measured per scenario")
     parser.add_argument("--steady", type=float, default=20.0, help="seconds of steady-state sampling")
+    parser.add_argument("--client-calls", type=int, default=300, help="measured calls per client and call")
+    parser.add_argument("--only", choices=["clients", "operator"], help="run one part only")
     args = parser.parse_args()
-    rows = Table()
     with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
         workdir = Path(tmp)
-        cluster = Cluster(workdir, kubelet_interval=2.0)
-        proc, _ = start_operator(cluster, workdir, None, tick=30.0, poll=1.0)
-        try:
-            cluster.create_namespace("bench")
-            cluster.create("bench", immediate("solo", "file:///models/solo-1.onnx"))
-            wait_until(lambda: cluster.status("bench", "solo").get("phase") == "Healthy", timeout=60)
-            one = measure_changes(cluster, "bench", ["solo"], args.changes)
-            rows.append(
-                (
-                    "spec change -> children applied, 1 resource",
-                    f"p50 {pct(one, 0.5):.3f} s",
-                    f"p95 {pct(one, 0.95):.3f} s",
-                )
-            )
-
-            names = [f"m{i:03d}" for i in range(args.resources)]
-            t0 = time.perf_counter()
-            for name in names:
-                cluster.create("bench", immediate(name, f"file:///models/{name}-1.onnx"))
-            wait_until(
-                lambda: all(
-                    (o.get("status") or {}).get("phase") == "Healthy"
-                    for o in cluster.objects("/apis/mlrollouts.io/v1alpha1/namespaces/bench/modeldeployments")
-                ),
-                timeout=900,
-                interval=1.0,
-            )
-            rows.append(
-                (
-                    f"{args.resources} resources created -> all Healthy",
-                    f"{time.perf_counter() - t0:.1f} s",
-                    "",
-                )
-            )
-            many = measure_changes(cluster, "bench", names, args.changes)
-            rows.append(
-                (
-                    f"spec change -> children applied, {args.resources} resources",
-                    f"p50 {pct(many, 0.5):.3f} s",
-                    f"p95 {pct(many, 0.95):.3f} s",
-                )
-            )
-            time.sleep(6)  # let the changed resources finish their scale-down delay before sampling
-            rss0, cpu0 = proc_stats(proc.pid)
-            w0 = time.perf_counter()
-            peak = rss0
-            while time.perf_counter() - w0 < args.steady:
-                time.sleep(1.0)
-                peak = max(peak, proc_stats(proc.pid)[0])
-            rss1, cpu1 = proc_stats(proc.pid)
-            share = (cpu1 - cpu0) / (time.perf_counter() - w0)
-            rows.append(
-                (
-                    f"steady state, {args.resources} resources: operator RSS",
-                    f"{rss1:.0f} MB",
-                    f"peak {peak:.0f} MB",
-                )
-            )
-            rows.append(
-                (
-                    f"steady state, {args.resources} resources: operator CPU",
-                    f"{100 * share:.1f} % of a core",
-                    "",
-                )
-            )
-        finally:
-            proc.stop()
-            cluster.stop()
-        rb = rollback_latency(workdir)
-        if rb is None:
-            rows.append(("failing check -> weight 0", "skipped: prometheus not installed", ""))
-        else:
-            latency, interval = rb
-            rows.append(
-                (
-                    "failing check -> candidate weight 0 (failureLimit 1)",
-                    f"{latency:.3f} s",
-                    f"interval {interval:.0f} s",
-                )
-            )
+        if args.only != "operator":
+            bench_clients(workdir, args.client_calls)
+        if args.only != "clients":
+            bench_the_operator(args, workdir)
     print("\n(shared machine: other jobs run at the same time, numbers are noisy)")
     print(yaml.safe_dump({"load_average": list(os.getloadavg())}).strip())
     return 0
+
+
+def bench_the_operator(args: argparse.Namespace, workdir: Path) -> None:
+    rows = Table()
+    cluster = Cluster(workdir, kubelet_interval=2.0)
+    proc, _ = start_operator(cluster, workdir, None, tick=30.0, poll=1.0)
+    try:
+        cluster.create_namespace("bench")
+        cluster.create("bench", immediate("solo", "file:///models/solo-1.onnx"))
+        wait_until(lambda: cluster.status("bench", "solo").get("phase") == "Healthy", timeout=60)
+        one = measure_changes(cluster, "bench", ["solo"], args.changes)
+        rows.append(
+            (
+                "spec change -> children applied, 1 resource",
+                f"p50 {pct(one, 0.5):.3f} s",
+                f"p95 {pct(one, 0.95):.3f} s",
+            )
+        )
+
+        names = [f"m{i:03d}" for i in range(args.resources)]
+        t0 = time.perf_counter()
+        for name in names:
+            cluster.create("bench", immediate(name, f"file:///models/{name}-1.onnx"))
+        wait_until(
+            lambda: all(
+                (o.get("status") or {}).get("phase") == "Healthy"
+                for o in cluster.objects("/apis/mlrollouts.io/v1alpha1/namespaces/bench/modeldeployments")
+            ),
+            timeout=900,
+            interval=1.0,
+        )
+        rows.append(
+            (
+                f"{args.resources} resources created -> all Healthy",
+                f"{time.perf_counter() - t0:.1f} s",
+                "",
+            )
+        )
+        many = measure_changes(cluster, "bench", names, args.changes)
+        rows.append(
+            (
+                f"spec change -> children applied, {args.resources} resources",
+                f"p50 {pct(many, 0.5):.3f} s",
+                f"p95 {pct(many, 0.95):.3f} s",
+            )
+        )
+        time.sleep(6)  # let the changed resources finish their scale-down delay before sampling
+        rss0, cpu0 = proc_stats(proc.pid)
+        w0 = time.perf_counter()
+        peak = rss0
+        while time.perf_counter() - w0 < args.steady:
+            time.sleep(1.0)
+            peak = max(peak, proc_stats(proc.pid)[0])
+        rss1, cpu1 = proc_stats(proc.pid)
+        share = (cpu1 - cpu0) / (time.perf_counter() - w0)
+        rows.append(
+            (
+                f"steady state, {args.resources} resources: operator RSS",
+                f"{rss1:.0f} MB",
+                f"peak {peak:.0f} MB",
+            )
+        )
+        rows.append(
+            (
+                f"steady state, {args.resources} resources: operator CPU",
+                f"{100 * share:.1f} % of a core",
+                "",
+            )
+        )
+    finally:
+        proc.stop()
+        cluster.stop()
+    rb = rollback_latency(workdir)
+    if rb is None:
+        rows.append(("failing check -> weight 0", "skipped: prometheus not installed", ""))
+    else:
+        latency, interval = rb
+        rows.append(
+            (
+                "failing check -> candidate weight 0 (failureLimit 1)",
+                f"{latency:.3f} s",
+                f"interval {interval:.0f} s",
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -13,54 +13,43 @@ per check, concurrently) and :func:`read_rewards` (per-variant rewards for exper
     status_history = [r.as_status() for r in results]   # verdict, value, stableValue, samples, query
 
 Neither call raises for bad specs or an unhealthy Prometheus: those come back as ``Error`` results
-whose message names the field or the cause. Verdict rules: :mod:`mlrollouts.analysis.verdicts`.
+whose message names the field or the cause. Verdict rules: :mod:`mlrollouts.analysis.verdicts`
+(the verdicts themselves are :class:`mlrollouts.core.verdicts.Verdict`).
 """
 
-from mlrollouts.analysis.checks import AnalysisContext, CheckSpec, CheckSpecError, run_checks
+from mlrollouts.analysis.checks import AnalysisConfigError, AnalysisContext, run_checks, thresholds
 from mlrollouts.analysis.provider import MetricProvider, PrometheusProvider, Sample, prometheus_provider
 from mlrollouts.analysis.psi import population_stability_index
 from mlrollouts.analysis.rewards import VariantRewards, read_rewards
-from mlrollouts.analysis.templates import (
-    BUILTIN_TEMPLATES,
-    TEMPLATE_VARIABLES,
-    TemplateError,
-    parse_duration,
-    render,
-    template_variables,
-)
+from mlrollouts.analysis.templates import BUILTIN_TEMPLATES, prometheus_range, render
 from mlrollouts.analysis.verdicts import (
     CheckResult,
     NoValues,
-    Outcome,
     QueryError,
+    QueryOutcome,
     Thresholds,
-    Verdict,
     judge,
 )
 
 __all__ = [
     "BUILTIN_TEMPLATES",
-    "TEMPLATE_VARIABLES",
+    "AnalysisConfigError",
     "AnalysisContext",
     "CheckResult",
-    "CheckSpec",
-    "CheckSpecError",
     "MetricProvider",
     "NoValues",
-    "Outcome",
     "PrometheusProvider",
     "QueryError",
+    "QueryOutcome",
     "Sample",
-    "TemplateError",
     "Thresholds",
     "VariantRewards",
-    "Verdict",
     "judge",
-    "parse_duration",
     "population_stability_index",
     "prometheus_provider",
+    "prometheus_range",
     "read_rewards",
     "render",
     "run_checks",
-    "template_variables",
+    "thresholds",
 ]

@@ -1,122 +1,81 @@
-"""Running checks: a list of check specs plus a context in, one :class:`CheckResult` per check out.
+"""Running checks: a list of checks (``mlrollouts.api.Check``) plus a context in, one
+:class:`CheckResult` per check out.
 
 A check is a built-in ``template`` or a custom ``query`` with thresholds ``min``/``max`` and
 ``maxRatioToStable``, evaluated over ``window`` (default: the analysis ``interval``). For
 ``maxRatioToStable`` the same query is rendered a second time with ``revision``/``variant`` set to the
 stable ones. ``prediction-drift`` compares the candidate's and the stable revision's prediction
 distributions (PSI, worst output) and takes ``min``/``max`` only.
+
+The API model validates a check; what it lets through and still cannot run (a drift check with
+``maxRatioToStable``, a blank query) gives an ``Error`` result here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from pydantic import ValidationError
+
 from mlrollouts.analysis.provider import DEFAULT_TIMEOUT, MetricProvider, Sample, prometheus_provider
 from mlrollouts.analysis.psi import drift_by_output, histograms_by_output
-from mlrollouts.analysis.templates import (
-    BUILTIN_TEMPLATES,
-    SAMPLES_QUERY,
-    TemplateError,
-    format_duration,
-    parse_duration,
-    render,
-    template_variables,
-)
+from mlrollouts.analysis.templates import BUILTIN_TEMPLATES, SAMPLES_QUERY, prometheus_range, render
 from mlrollouts.analysis.verdicts import (
     CheckResult,
     NoValues,
-    Outcome,
     QueryError,
+    QueryOutcome,
     Thresholds,
-    Verdict,
     judge,
 )
+from mlrollouts.api import Check, CheckTemplate, QueryTemplateError, format_validation_error
+from mlrollouts.core.durations import parse_duration
+from mlrollouts.core.verdicts import Verdict
 
 
-class CheckSpecError(ValueError):
-    """A check spec that cannot run; the message names the field."""
+class AnalysisConfigError(ValueError):
+    """The analysis cannot run at all (no Prometheus address, an unusable timeout); the message
+    names the field."""
 
 
-@dataclass(frozen=True)
-class CheckSpec:
-    name: str
-    template: str | None = None
-    query: str | None = None
-    min: float | None = None
-    max: float | None = None
-    max_ratio_to_stable: float | None = None
-    window: str | float | None = None
+def thresholds(check: Check) -> Thresholds:
+    return Thresholds(check.min, check.max, check.max_ratio_to_stable)
 
-    @property
-    def thresholds(self) -> Thresholds:
-        return Thresholds(self.min, self.max, self.max_ratio_to_stable)
 
-    @classmethod
-    def from_any(cls, obj: Any) -> CheckSpec:
-        """Accept a ``CheckSpec``, an API model (attributes) or a mapping, camelCase or snake_case."""
-        if isinstance(obj, CheckSpec):
-            return obj
-        if hasattr(obj, "model_dump"):
-            obj = obj.model_dump(by_alias=False, exclude_none=True)
-        if not isinstance(obj, Mapping):
-            obj = {k: getattr(obj, k) for k in dir(obj) if not k.startswith("_")}
+def _as_check(raw: Any, where: str) -> Check | CheckResult:
+    """An API check from a check, a mapping (camelCase or snake_case) or an object with its
+    attributes; one that does not validate, or cannot run, becomes an ``Error`` result naming the field."""
+    try:
+        check = raw if isinstance(raw, Check) else Check.model_validate(raw, from_attributes=True)
+    except ValidationError as exc:
+        name = raw.get("name") if isinstance(raw, Mapping) else getattr(raw, "name", None)
+        problems = "; ".join(_located(where, line) for line in format_validation_error(exc).splitlines())
+        return _error(str(name or where), problems)
+    problem = _cannot_run(check)
+    return _error(check.name, f"{where} {check.name!r}.{problem}") if problem else check
 
-        def get(*keys: str) -> Any:
-            for key in keys:
-                if obj.get(key) is not None:
-                    return obj[key]
-            return None
 
-        return cls(
-            name=str(get("name") or ""),
-            template=str(get("template")) if get("template") is not None else None,
-            query=get("query"),
-            min=get("min"),
-            max=get("max"),
-            max_ratio_to_stable=get("max_ratio_to_stable", "maxRatioToStable"),
-            window=get("window"),
-        )
+def _located(where: str, problem: str) -> str:
+    """A problem of the check (``min: ...``, or ``<root>: ...`` for the check as a whole) at ``where``."""
+    whole = problem.removeprefix("<root>: ")
+    return f"{where}: {whole}" if whole != problem else f"{where}.{problem}"
 
-    def validate(self, where: str = "check") -> None:
-        """Raise :class:`CheckSpecError` naming the field (``<where>.template``...) if it cannot run."""
-        label = f"{where} {self.name!r}" if self.name else where
-        if not self.name:
-            raise CheckSpecError(f"{where}.name: a check needs a name")
-        if (self.template is None) == (self.query is None):
-            raise CheckSpecError(f"{label}: set exactly one of template or query")
-        if self.template is not None and self.template not in BUILTIN_TEMPLATES:
-            raise CheckSpecError(
-                f"{label}.template: unknown template {self.template!r}; "
-                f"built-in templates: {', '.join(BUILTIN_TEMPLATES)}"
-            )
-        if self.query is not None:
-            if not self.query.strip():
-                raise CheckSpecError(f"{label}.query: the query is empty")
-            try:
-                template_variables(self.query)
-            except TemplateError as exc:
-                raise CheckSpecError(f"{label}.query: {exc}") from None
-        for field_name, value in (("min", self.min), ("max", self.max)):
-            if value is not None and (isinstance(value, bool) or not math.isfinite(float(value))):
-                raise CheckSpecError(f"{label}.{field_name}: must be a finite number, got {value!r}")
-        if self.min is not None and self.max is not None and float(self.min) > float(self.max):
-            raise CheckSpecError(f"{label}: min {self.min} is greater than max {self.max}")
-        ratio = self.max_ratio_to_stable
-        if ratio is not None and (isinstance(ratio, bool) or not (float(ratio) > 0 and math.isfinite(ratio))):
-            raise CheckSpecError(f"{label}.maxRatioToStable: must be a positive number, got {ratio!r}")
-        if self.template == "prediction-drift" and ratio is not None:
-            raise CheckSpecError(
-                f"{label}.maxRatioToStable: prediction-drift already compares with stable; use max"
-            )
-        if self.window is not None:
-            try:
-                format_duration(self.window)
-            except ValueError as exc:
-                raise CheckSpecError(f"{label}.window: {exc}") from None
+
+def _cannot_run(check: Check) -> str | None:
+    """What keeps a valid check from running, as ``field: reason``."""
+    if check.query is not None and not check.query.strip():
+        return "query: the query is empty"
+    if check.template is CheckTemplate.PREDICTION_DRIFT and check.max_ratio_to_stable is not None:
+        return "maxRatioToStable: prediction-drift already compares with stable; use max"
+    if check.window is not None:
+        try:
+            prometheus_range(check.window)
+        except ValueError as exc:
+            return f"window: {exc}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -159,11 +118,11 @@ class AnalysisContext:
         if self.provider is not None:
             return self.provider
         if not self.prometheus_address:
-            raise CheckSpecError("analysis.prometheus.address: no Prometheus address configured")
+            raise AnalysisConfigError("analysis.prometheus.address: no Prometheus address configured")
         try:
             return prometheus_provider(self.prometheus_address, self.prometheus_timeout)
         except ValueError as exc:
-            raise CheckSpecError(f"analysis.prometheus: {exc}") from None
+            raise AnalysisConfigError(f"analysis.prometheus: {exc}") from None
 
     @classmethod
     def from_spec(
@@ -180,7 +139,7 @@ class AnalysisContext:
     ) -> AnalysisContext:
         """Build from an analysis spec (API model or mapping with ``interval``, ``minSamples``,
         ``prometheus.address``, ``prometheus.timeout``); the operator default fills a missing address.
-        Raises :class:`CheckSpecError` naming the field for an unreadable timeout."""
+        Raises :class:`AnalysisConfigError` naming the field for an unreadable timeout."""
 
         def get(obj: Any, *keys: str) -> Any:
             for key in keys:
@@ -197,7 +156,9 @@ class AnalysisContext:
             try:
                 timeout = parse_duration(timeout)
             except ValueError as exc:
-                raise CheckSpecError(f"analysis.prometheus.timeout: {exc}") from None
+                raise AnalysisConfigError(f"analysis.prometheus.timeout: {exc}") from None
+            if timeout <= 0:
+                raise AnalysisConfigError(f"analysis.prometheus.timeout: {timeout}s must be longer than zero")
         if interval is not None and hasattr(interval, "total_seconds"):
             interval = interval.total_seconds()
         return cls(
@@ -234,38 +195,70 @@ class _Run:
         self.context = context
         self.at = at
         self.provider = provider
-        self._samples: dict[str, asyncio.Task[Outcome]] = {}
+        self._samples: dict[str, asyncio.Task[QueryOutcome]] = {}
 
-    def samples(self, window: str) -> asyncio.Task[Outcome]:
+    def samples(self, window: str) -> asyncio.Task[QueryOutcome]:
         task = self._samples.get(window)
         if task is None:
             query = render(SAMPLES_QUERY, self.context.variables(window))
             task = self._samples[window] = asyncio.ensure_future(self._count(query))
         return task
 
-    async def _count(self, query: str) -> Outcome:
+    async def _count(self, query: str) -> QueryOutcome:
         outcome = await self.provider.query(query, self.at)
         # No request series at all means no requests: that is a count of 0, not a missing value.
         return 0.0 if isinstance(outcome, NoValues) else outcome
 
-    async def check(self, spec: CheckSpec) -> CheckResult:
-        window = format_duration(spec.window if spec.window is not None else self.context.interval)
-        if spec.template == "prediction-drift":
+    async def check(self, spec: Check) -> CheckResult:
+        window = prometheus_range(spec.window if spec.window is not None else self.context.interval)
+        if spec.template is CheckTemplate.PREDICTION_DRIFT:
             return await self._drift(spec, window)
+        return await self._scalar(spec, window)
+
+    def _judged(
+        self,
+        spec: Check,
+        window: str,
+        measured: tuple[QueryOutcome, QueryOutcome, str],
+        stable: QueryOutcome | None = None,
+        stable_query: str | None = None,
+        note: str = "",
+    ) -> CheckResult:
+        """The verdict on what was ``measured`` (value, samples, query); ``note`` is added to the
+        message of a pass or a fail."""
+        value, samples, query = measured
+        result = judge(
+            spec.name,
+            thresholds(spec),
+            value,
+            samples=samples,
+            min_samples=self.context.min_samples,
+            stable=stable,
+            query=query,
+            stable_query=stable_query,
+            window=window,
+            unit="s" if spec.template and spec.template.startswith("latency-") else "",
+        )
+        if note and result.verdict in (Verdict.PASS, Verdict.FAIL):
+            result = replace(result, message=f"{result.message} ({note})")
+        return result
+
+    async def _scalar(self, spec: Check, window: str) -> CheckResult:
+        """The candidate's value and, for ``maxRatioToStable``, the stable revision's."""
         text = BUILTIN_TEMPLATES[spec.template].query if spec.template else spec.query
         assert text is not None
         try:
             query = render(text, self.context.variables(window))
-        except TemplateError as exc:
+        except QueryTemplateError as exc:
             return _error(spec.name, f"query: {exc}", text)
         stable_query: str | None = None
         if spec.max_ratio_to_stable is not None and self.context.stable_revision:
             try:
                 stable_query = render(text, self.context.variables(window, stable=True))
-            except TemplateError as exc:
+            except QueryTemplateError as exc:
                 return _error(spec.name, f"stable query: {exc}", query)
 
-        async def no_stable() -> Outcome:
+        async def no_stable() -> QueryOutcome:
             return NoValues("no stable revision to compare with")
 
         value, stable, samples = await asyncio.gather(
@@ -273,64 +266,35 @@ class _Run:
             self.provider.query(stable_query, self.at) if stable_query else no_stable(),
             self.samples(window),
         )
-        return judge(
-            spec.name,
-            spec.thresholds,
-            value,
-            samples=samples,
-            min_samples=self.context.min_samples,
-            stable=stable if spec.max_ratio_to_stable is not None else None,
-            query=query,
-            stable_query=stable_query,
-            window=window,
-            unit="s" if spec.template and spec.template.startswith("latency-") else "",
-        )
+        compared = stable if spec.max_ratio_to_stable is not None else None
+        return self._judged(spec, window, (value, samples, query), compared, stable_query)
 
-    async def _drift(self, spec: CheckSpec, window: str) -> CheckResult:
-        text = BUILTIN_TEMPLATES["prediction-drift"].query
+    async def _drift(self, spec: Check, window: str) -> CheckResult:
+        """The PSI between the candidate's and the stable revision's prediction distributions."""
+        text = BUILTIN_TEMPLATES[CheckTemplate.PREDICTION_DRIFT].query
         query = render(text, self.context.variables(window))
         samples_task = self.samples(window)
         if not self.context.stable_revision:
-            samples = await samples_task
-            value: Outcome = NoValues("no stable revision to compare with")
-            return judge(
-                spec.name,
-                spec.thresholds,
-                value,
-                samples=samples,
-                min_samples=self.context.min_samples,
-                query=query,
-                window=window,
-            )
+            no_stable = NoValues("no stable revision to compare with")
+            return self._judged(spec, window, (no_stable, await samples_task, query))
         stable_query = render(text, self.context.variables(window, stable=True))
         cand, stab, samples = await asyncio.gather(
             self.provider.query_vector(query, self.at),
             self.provider.query_vector(stable_query, self.at),
             samples_task,
         )
-        message_extra = ""
         if isinstance(cand, QueryError):
-            value = QueryError(f"candidate distribution: {cand.reason}")
-        elif isinstance(stab, QueryError):
-            value = QueryError(f"stable distribution: {stab.reason}")
-        else:
-            value, message_extra = _psi_outcome(cand, stab)
-        result = judge(
-            spec.name,
-            spec.thresholds,
-            value,
-            samples=samples,
-            min_samples=self.context.min_samples,
-            query=query,
-            stable_query=stable_query,
-            window=window,
-        )
-        if message_extra and result.verdict in (Verdict.PASS, Verdict.FAIL):
-            result = replace(result, message=f"{result.message} (PSI {message_extra})")
-        return result
+            failed = QueryError(f"candidate distribution: {cand.reason}")
+            return self._judged(spec, window, (failed, samples, query), stable_query=stable_query)
+        if isinstance(stab, QueryError):
+            failed = QueryError(f"stable distribution: {stab.reason}")
+            return self._judged(spec, window, (failed, samples, query), stable_query=stable_query)
+        value, detail = _psi_outcome(cand, stab)
+        note = f"PSI {detail}" if detail else ""
+        return self._judged(spec, window, (value, samples, query), stable_query=stable_query, note=note)
 
 
-def _psi_outcome(candidate: list[Sample], stable: list[Sample]) -> tuple[Outcome, str]:
+def _psi_outcome(candidate: list[Sample], stable: list[Sample]) -> tuple[QueryOutcome, str]:
     cand = histograms_by_output((s.labels, s.value) for s in candidate)
     stab = histograms_by_output((s.labels, s.value) for s in stable)
     if not any(sum(v for v in h.values() if v > 0) > 0 for h in cand.values()):
@@ -353,28 +317,20 @@ async def run_checks(
 
     ``at`` (Unix seconds) evaluates every query at that instant instead of Prometheus' "now", so a run
     scheduled for a given time measures that time's window even when it executes late."""
-    specs: list[CheckSpec | CheckResult] = []
-    for index, raw in enumerate(checks):
-        try:
-            spec = CheckSpec.from_any(raw)
-            spec.validate(f"checks[{index}]")
-            specs.append(spec)
-        except (CheckSpecError, TypeError, ValueError) as exc:
-            name = getattr(raw, "name", None) or (raw.get("name") if isinstance(raw, Mapping) else None)
-            specs.append(_error(str(name or f"checks[{index}]"), str(exc)))
+    specs = [_as_check(raw, f"checks[{index}]") for index, raw in enumerate(checks)]
     try:
-        format_duration(context.interval)
+        prometheus_range(context.interval)
     except ValueError as exc:
         return [
             s if isinstance(s, CheckResult) else _error(s.name, f"analysis.interval: {exc}") for s in specs
         ]
     try:
         provider = context.metric_provider()
-    except CheckSpecError as exc:
+    except AnalysisConfigError as exc:
         return [s if isinstance(s, CheckResult) else _error(s.name, str(exc)) for s in specs]
     run = _Run(context, provider, at)
 
-    async def evaluate(item: CheckSpec | CheckResult) -> CheckResult:
+    async def evaluate(item: Check | CheckResult) -> CheckResult:
         if isinstance(item, CheckResult):
             return item
         try:

@@ -28,7 +28,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from prometheus_api_client.prometheus_connect import PrometheusConnect
 from urllib3.util.retry import Retry
 
-from mlrollouts.analysis.verdicts import NoValues, Outcome, QueryError, finite_or_no_values
+from mlrollouts.analysis.verdicts import NoValues, QueryError, QueryOutcome, finite_or_no_values
 
 DEFAULT_TIMEOUT = 5.0
 MAX_CONCURRENT_QUERIES = 10
@@ -49,7 +49,7 @@ class MetricProvider(abc.ABC):
     async def query_vector(self, promql: str, at: float | None = None) -> list[Sample] | QueryError:
         """All series of an instant query, evaluated now or at the Unix time ``at``."""
 
-    async def query(self, promql: str, at: float | None = None) -> Outcome:
+    async def query(self, promql: str, at: float | None = None) -> QueryOutcome:
         """The single value of a query that must return at most one series."""
         samples = await self.query_vector(promql, at)
         if isinstance(samples, QueryError):

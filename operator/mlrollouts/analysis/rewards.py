@@ -23,8 +23,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from mlrollouts.analysis.provider import MetricProvider
-from mlrollouts.analysis.templates import TemplateError, format_duration, parse_duration, render
+from mlrollouts.analysis.templates import prometheus_range, render
 from mlrollouts.analysis.verdicts import NoValues, QueryError
+from mlrollouts.api import QueryTemplateError
+from mlrollouts.core.durations import parse_duration
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,20 @@ def _window(window: str | float | None, since: float | None, now: float | None) 
         if now is None:
             raise ValueError("since needs now (the evaluation time, Unix seconds)")
         # Whole seconds, rounded up so the range covers the start.
-        return format_duration(max(1, math.ceil(now - since)))
+        return prometheus_range(max(1, math.ceil(now - since)))
     assert window is not None
-    return format_duration(window)
+    return prometheus_range(window)
+
+
+def _seconds(duration: str | float | None) -> float:
+    """Seconds in a duration or a number of seconds; none is 0."""
+    if duration is None or duration in ("0", 0):
+        return 0.0
+    if isinstance(duration, str):
+        return parse_duration(duration)
+    if isinstance(duration, bool) or not math.isfinite(duration) or duration < 0:
+        raise ValueError(f"invalid duration {duration!r}: must be a positive number of seconds")
+    return float(duration)
 
 
 def _route_selector(route: str) -> str:
@@ -67,8 +80,8 @@ def _requests_query(route: str, rng: str, wait: float, since: float | None, now:
         if span < 1:
             # Every request is younger than reward_wait: none counts yet (0 for each variant).
             return f"sum by (variant) (mlrouter_requests_total{{{selector}}}) * 0"
-        rng = format_duration(math.ceil(span))
-    offset = format_duration(wait)
+        rng = prometheus_range(math.ceil(span))
+    offset = prometheus_range(wait)
     return f"sum by (variant) (increase(mlrouter_requests_total{{{selector}}}[{rng}] offset {offset}))"
 
 
@@ -134,7 +147,7 @@ async def read_rewards(
         )
     try:
         rng = _window(window, since, now)
-        wait = parse_duration(reward_wait) if reward_wait not in (None, "0", 0) else 0.0
+        wait = _seconds(reward_wait)
         requests_query = _requests_query(route, rng, wait, since, now)
     except ValueError as exc:
         return QueryError(str(exc))
@@ -169,7 +182,7 @@ async def read_rewards(
         tasks.append(squares_task)
     try:
         outcomes = await asyncio.gather(*tasks)
-    except TemplateError as exc:
+    except QueryTemplateError as exc:
         return QueryError(f"reward query: {exc}")
     names = ("reward", "feedback", "requests", "reward sum of squares")[: len(outcomes)]
     for what, outcome in zip(names, outcomes, strict=True):

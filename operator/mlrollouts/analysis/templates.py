@@ -1,60 +1,20 @@
-"""Check templates: the built-in PromQL queries and the ``{{ variable }}`` renderer (pure).
+"""Check templates: the built-in PromQL queries, the ``{{ variable }}`` filling and PromQL ranges (pure).
 
 Built-in templates read the metric names of the serving contract: server metrics are selected by
 ``model`` and ``revision``, router metrics by ``route`` (the resource name) and ``variant``.
 A template is rendered once for the candidate and, when a check compares with stable, once more
-with ``revision``/``variant`` set to the stable ones.
+with ``revision``/``variant`` set to the stable ones. The variables and their syntax are the API's
+(:data:`mlrollouts.api.QUERY_VARIABLES`).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-TEMPLATE_VARIABLES: tuple[str, ...] = (
-    "namespace",
-    "name",
-    "model",
-    "revision",
-    "stable_revision",
-    "variant",
-    "interval",
-)
-"""Variables a custom ``query`` may use, written ``{{ name }}``."""
-
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-_PROM_DURATION = re.compile(r"^(?:\d+(?:ms|y|w|d|h|m|s))+$")
-_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|y|w|d|h|m|s))+$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|y|w|d|h|m|s)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-
-
-class TemplateError(ValueError):
-    """A query template that cannot be rendered (unknown or unset variable, malformed placeholder)."""
-
-
-def template_variables(template: str) -> list[str]:
-    """The variable names a template uses, in order of first appearance.
-
-    Raises :class:`TemplateError` for an unknown variable or a ``{{`` that is not a plain placeholder.
-    """
-    names: list[str] = []
-    for match in _PLACEHOLDER.finditer(template):
-        name = match.group(1)
-        if name not in TEMPLATE_VARIABLES:
-            raise TemplateError(
-                f"unknown template variable {name!r} in query; "
-                f"known variables: {', '.join(TEMPLATE_VARIABLES)}"
-            )
-        if name not in names:
-            names.append(name)
-    leftover = _PLACEHOLDER.sub("", template)
-    if "{{" in leftover or "}}" in leftover:
-        bad = leftover[max(0, leftover.find("{{")) :][:40]
-        raise TemplateError(f"malformed placeholder near {bad!r}: write variables as {{{{ name }}}}")
-    return names
+from mlrollouts.api import fill_query
+from mlrollouts.core.durations import parse_duration
 
 
 def _escape_label_value(value: str) -> str:
@@ -63,45 +23,32 @@ def _escape_label_value(value: str) -> str:
 
 
 def render(template: str, variables: Mapping[str, str | None]) -> str:
-    """Substitute ``{{ name }}`` placeholders; every used variable must be known and have a value."""
-    template_variables(template)
-
-    def substitute(match: re.Match[str]) -> str:
-        name = match.group(1)
-        value = variables.get(name)
-        if value is None or value == "":
-            raise TemplateError(f"template variable {name!r} has no value for this resource")
-        return _escape_label_value(str(value))
-
-    return _PLACEHOLDER.sub(substitute, template)
+    """Fill in ``{{ name }}`` placeholders with PromQL-escaped values; raises
+    :class:`mlrollouts.api.QueryTemplateError` for an unknown variable or one without a value."""
+    escaped = {k: v if v is None or v == "" else _escape_label_value(str(v)) for k, v in variables.items()}
+    return fill_query(template, escaped)
 
 
-def parse_duration(value: str | float | int) -> float:
-    """Seconds in a Prometheus duration (``30s``, ``1m30s``) or a number of seconds."""
+def prometheus_range(value: str | float) -> str:
+    """A PromQL range for a duration or a number of seconds.
+
+    A duration in whole units is kept as written (``1m``, ``1h30m``); anything else becomes whole
+    seconds or milliseconds (``1.5m`` -> ``90s``, ``2.5`` -> ``2500ms``), which PromQL reads.
+    """
     if isinstance(value, bool):
         raise ValueError(f"invalid duration {value!r}")
-    if isinstance(value, int | float):
-        if not math.isfinite(value) or value <= 0:
+    if isinstance(value, str):
+        seconds, kept = parse_duration(value), value.strip()
+        if "." in kept:
+            kept = ""
+    else:
+        seconds, kept = float(value), ""
+        if not math.isfinite(seconds):
             raise ValueError(f"invalid duration {value!r}: must be a positive number of seconds")
-        return float(value)
-    text = str(value).strip()
-    if not _DURATION.match(text):
-        raise ValueError(
-            f"invalid duration {value!r}: expected a Prometheus duration such as 30s, 5m or 1m30s"
-        )
-    seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
     if seconds <= 0:
         raise ValueError(f"invalid duration {value!r}: must be longer than zero")
-    return float(seconds)
-
-
-def format_duration(value: str | float | int) -> str:
-    """A Prometheus range for ``value``: Prometheus durations are kept, others (seconds, ``1.5m``)
-    become whole seconds or milliseconds."""
-    if isinstance(value, str) and _PROM_DURATION.match(value.strip()):
-        parse_duration(value)
-        return value.strip()
-    seconds = parse_duration(value)
+    if kept:
+        return kept
     millis = round(seconds * 1000)
     return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
 

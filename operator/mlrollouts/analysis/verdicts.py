@@ -17,17 +17,11 @@ Order of judgement, first match wins:
 
 from __future__ import annotations
 
-import enum
 import math
 from dataclasses import dataclass
 from typing import Any
 
-
-class Verdict(enum.StrEnum):
-    PASS = "Pass"
-    FAIL = "Fail"
-    INCONCLUSIVE = "Inconclusive"
-    ERROR = "Error"
+from mlrollouts.core.verdicts import CheckOutcome, Verdict
 
 
 @dataclass(frozen=True)
@@ -44,7 +38,7 @@ class QueryError:
     reason: str
 
 
-Outcome = float | NoValues | QueryError
+QueryOutcome = float | NoValues | QueryError
 """What a scalar query gives: a finite value, an explicit "no values", or an error."""
 
 
@@ -59,16 +53,10 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
-class CheckResult:
-    """One check's verdict with the evidence: values, samples and the exact queries sent."""
+class CheckResult(CheckOutcome):
+    """One check's outcome with the evidence: the exact queries sent."""
 
-    name: str
-    verdict: Verdict
-    value: float | None
-    stable_value: float | None
-    samples: float | None
-    query: str
-    message: str
+    query: str = ""
     stable_query: str | None = None
 
     @property
@@ -107,11 +95,11 @@ def _fmt(value: float) -> str:
 def judge(
     name: str,
     thresholds: Thresholds,
-    value: Outcome,
+    value: QueryOutcome,
     *,
-    samples: Outcome | None = None,
+    samples: QueryOutcome | None = None,
     min_samples: int = 0,
-    stable: Outcome | None = None,
+    stable: QueryOutcome | None = None,
     query: str = "",
     stable_query: str | None = None,
     window: str = "",

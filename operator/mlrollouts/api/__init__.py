@@ -12,25 +12,20 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from mlrollouts.api.common import (
-    API_VERSION,
-    CATEGORY,
-    GROUP,
     QUERY_VARIABLES,
-    VERSION,
     Check,
     CheckTemplate,
-    Condition,
-    ConditionStatus,
+    CustomResource,
     GatewayApiConfig,
     IngressNginxConfig,
     ObjectMeta,
     ParentRef,
     PrometheusConfig,
+    QueryTemplateError,
     RouterConfig,
     Stickiness,
     TrafficProvider,
-    format_duration,
-    parse_duration,
+    fill_query,
     query_variables,
 )
 from mlrollouts.api.compositemodel import (
@@ -69,6 +64,15 @@ from mlrollouts.api.experiment import (
     VariantStatus,
     Winner,
 )
+from mlrollouts.api.kinds import (
+    COMPOSITE_MODEL,
+    EXPERIMENT,
+    KINDS,
+    MODEL_DEPLOYMENT,
+    Resource,
+    ResourceKind,
+    kind_named,
+)
 from mlrollouts.api.modeldeployment import (
     Analysis,
     AnalysisRun,
@@ -100,26 +104,19 @@ from mlrollouts.api.modeldeployment import (
     SnapshotRecord,
     Strategy,
     Traffic,
-    Verdict,
 )
-
-Resource = ModelDeployment | Experiment | CompositeModel
-
-KINDS: dict[str, type[ModelDeployment] | type[Experiment] | type[CompositeModel]] = {
-    "ModelDeployment": ModelDeployment,
-    "Experiment": Experiment,
-    "CompositeModel": CompositeModel,
-}
+from mlrollouts.core.names import API_VERSION
 
 
 def parse_resource(obj: dict[str, Any]) -> Resource:
     """Validate a manifest of any of the three kinds; raises `ValueError` / `ValidationError`."""
     if obj.get("apiVersion") != API_VERSION:
         raise ValueError(f"apiVersion: expected {API_VERSION}, got {obj.get('apiVersion')!r}")
+    by_kind = {kind.kind: kind.model for kind in KINDS}
     kind = obj.get("kind")
-    if not isinstance(kind, str) or kind not in KINDS:
-        raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
-    return KINDS[kind].model_validate(obj)
+    if not isinstance(kind, str) or kind not in by_kind:
+        raise ValueError(f"kind: expected one of {', '.join(by_kind)}, got {kind!r}")
+    return by_kind[kind].model_validate(obj)
 
 
 def to_json(model: BaseModel) -> dict[str, Any]:
@@ -153,12 +150,11 @@ def format_validation_error(exc: ValidationError) -> str:
 
 
 __all__ = [
-    "API_VERSION",
-    "CATEGORY",
-    "GROUP",
+    "COMPOSITE_MODEL",
+    "EXPERIMENT",
     "KINDS",
+    "MODEL_DEPLOYMENT",
     "QUERY_VARIABLES",
-    "VERSION",
     "Analysis",
     "AnalysisRun",
     "AnalysisStatus",
@@ -175,8 +171,7 @@ __all__ = [
     "CompositeModelStatus",
     "CompositePhase",
     "CompositeTraffic",
-    "Condition",
-    "ConditionStatus",
+    "CustomResource",
     "Decision",
     "DecisionMethod",
     "EnvVar",
@@ -212,7 +207,9 @@ __all__ = [
     "Policy",
     "PolicyType",
     "PrometheusConfig",
+    "QueryTemplateError",
     "Resource",
+    "ResourceKind",
     "ResourceRequirements",
     "RevisionOutcome",
     "RevisionRecord",
@@ -232,12 +229,11 @@ __all__ = [
     "TrafficProvider",
     "Variant",
     "VariantStatus",
-    "Verdict",
     "When",
     "Winner",
-    "format_duration",
+    "fill_query",
     "format_validation_error",
-    "parse_duration",
+    "kind_named",
     "parse_resource",
     "query_variables",
     "to_json",

@@ -1,12 +1,12 @@
-"""Building blocks shared by the three resources: base models, durations, quantities, conditions,
-metric checks and the CEL rule helper used to put cross-field rules into the CRDs."""
+"""Building blocks shared by the three resources: base models, durations, quantities, query
+templates, metric checks and the CEL rule helper used to put cross-field rules into the CRDs."""
 
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -19,10 +19,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-GROUP = "mlrollouts.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-CATEGORY = "mlrollouts"
+from mlrollouts.core.durations import DURATION_PATTERN, parse_duration
 
 # --- CEL rules ------------------------------------------------------------------------------------
 
@@ -76,6 +73,26 @@ class ObjectMeta(BaseModel):
     resource_version: str | None = None
 
 
+SpecT = TypeVar("SpecT", bound=BaseModel)
+StatusT = TypeVar("StatusT", bound=BaseModel)
+
+
+class CustomResource(BaseModel, Generic[SpecT, StatusT]):
+    """The shape every kind of the API shares; no unknown top-level fields.
+
+    A kind narrows ``kind`` to its own name (the field keeps its place, after ``apiVersion``).
+    """
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    # a literal (the type checker needs one); a test keeps it equal to mlrollouts.core.names.API_VERSION
+    api_version: Literal["mlrollouts.io/v1alpha1"] = "mlrollouts.io/v1alpha1"
+    kind: str
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: SpecT
+    status: StatusT | None = None
+
+
 # --- scalar types ---------------------------------------------------------------------------------
 
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -86,40 +103,6 @@ Name = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL_PATTE
 
 ResourceName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)]
 """The name of another Kubernetes object in the same namespace."""
-
-_DURATION_RE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$")
-_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
-
-
-def parse_duration(value: str) -> float:
-    """Seconds in a Kubernetes-style duration such as ``500ms``, ``30s``, ``5m``, ``1h30m``."""
-    if not isinstance(value, str) or not _DURATION_RE.match(value.strip()):
-        raise ValueError(
-            f"invalid duration {value!r}: use a number with a unit ms, s, m or h, e.g. 30s, 5m, 1h30m"
-        )
-    text = value.strip()
-    total = 0.0
-    for number, unit in _DURATION_PART_RE.findall(text):
-        # milliseconds divide, so that "87ms" is exactly 87 / 1000
-        total += float(number) / 1000 if unit == "ms" else float(number) * _DURATION_UNITS[unit]
-    return total
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest duration string for a number of seconds (inverse of `parse_duration`)."""
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    millis = round(seconds * 1000)
-    if millis == 0:
-        return "0s"
-    parts: list[str] = []
-    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
-        count, millis = divmod(millis, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts)
 
 
 def _check_duration(value: str) -> str:
@@ -157,26 +140,6 @@ Quantity = Annotated[
 """A Kubernetes resource quantity, kept as a string (``500m``, ``2Gi``)."""
 
 
-# --- conditions -----------------------------------------------------------------------------------
-
-
-class ConditionStatus(StrEnum):
-    TRUE = "True"
-    FALSE = "False"
-    UNKNOWN = "Unknown"
-
-
-class Condition(StatusModel):
-    """A condition following the Kubernetes API conventions."""
-
-    type: str
-    status: ConditionStatus
-    reason: str = ""
-    message: str = ""
-    last_transition_time: datetime | None = None
-    observed_generation: int | None = None
-
-
 # --- metrics: Prometheus and checks -----------------------------------------------------------------
 
 
@@ -209,26 +172,44 @@ QUERY_VARIABLES: tuple[str, ...] = (
 )
 """Variables a custom query may use as ``{{ var }}``."""
 
-_QUERY_VAR_RE = re.compile(r"\{\{\s*([^}]*?)\s*\}\}")
+_PLACEHOLDER = re.compile(r"\{\{\s*([^}]*?)\s*\}\}")
 # The same rule as a regular expression CEL can evaluate with `matches` (RE2 syntax): outside of
 # `{{ var }}` a `{` is never followed by another `{`.
 QUERY_TEMPLATE_PATTERN = r"^([^{]|\{[^{]|\{\{\s*(" + "|".join(QUERY_VARIABLES) + r")\s*\}\})*\{?$"
 
 
+class QueryTemplateError(ValueError):
+    """A query template that cannot be filled in: an unknown variable, a ``{{`` that starts no
+    placeholder, or a variable without a value."""
+
+
 def query_variables(query: str) -> list[str]:
-    """The ``{{ var }}`` names used by a query, in order."""
-    return _QUERY_VAR_RE.findall(query)
-
-
-def check_query_variables(query: str) -> None:
-    unknown = [var for var in query_variables(query) if var not in QUERY_VARIABLES]
+    """The ``{{ var }}`` names a query uses, in order of first use; raises `QueryTemplateError` for
+    an unknown variable or an unbalanced ``{{``."""
+    used = _PLACEHOLDER.findall(query)
+    unknown = [var for var in used if var not in QUERY_VARIABLES]
     if unknown:
-        raise ValueError(
+        raise QueryTemplateError(
             f"query uses unknown variable(s) {', '.join(repr(v) for v in unknown)}; "
             f"allowed: {', '.join(QUERY_VARIABLES)}"
         )
     if not re.match(QUERY_TEMPLATE_PATTERN, query, flags=re.DOTALL):
-        raise ValueError("query has an unbalanced '{{': write variables as {{ name }}")
+        raise QueryTemplateError("query has an unbalanced '{{': write variables as {{ name }}")
+    return list(dict.fromkeys(used))
+
+
+def fill_query(query: str, values: Mapping[str, str | None]) -> str:
+    """``query`` with every ``{{ var }}`` replaced by its value (inserted as given: the caller
+    escapes what its query language needs)."""
+    query_variables(query)
+
+    def value_of(match: re.Match[str]) -> str:
+        value = values.get(match.group(1))
+        if not value:
+            raise QueryTemplateError(f"template variable {match.group(1)!r} has no value for this resource")
+        return value
+
+    return _PLACEHOLDER.sub(value_of, query)
 
 
 class Check(ApiModel):
@@ -287,8 +268,8 @@ class Check(ApiModel):
             raise ValueError(f"min: min ({self.min}) must be below max ({self.max}) (check {self.name!r})")
         if self.query is not None:
             try:
-                check_query_variables(self.query)
-            except ValueError as exc:
+                query_variables(self.query)
+            except QueryTemplateError as exc:
                 raise ValueError(f"query: {exc} (check {self.name!r})") from None
         return self
 
@@ -385,3 +366,26 @@ class TrafficProvider(StrEnum):
     GATEWAY_API = "GatewayAPI"
     INGRESS_NGINX = "IngressNginx"
     SERVICE = "Service"
+
+
+GatewayApiSection = Annotated[
+    GatewayApiConfig | None, Field(alias="gatewayAPI", description="The HTTPRoute (provider GatewayAPI).")
+]
+"""``traffic.gatewayAPI`` of every kind."""
+IngressNginxSection = Annotated[
+    IngressNginxConfig | None, Field(description="The Ingresses (provider IngressNginx).")
+]
+"""``traffic.ingressNginx`` of every kind."""
+
+GATEWAY_API_RULE = cel(
+    "self.provider != 'GatewayAPI' || has(self.gatewayAPI)",
+    "provider GatewayAPI needs gatewayAPI.parentRefs",
+    field="gatewayAPI",
+)
+"""A traffic section with provider GatewayAPI names the Gateways to attach to."""
+
+
+def check_gateway_api(provider: str, gateway_api: GatewayApiConfig | None) -> None:
+    """`GATEWAY_API_RULE` for the models."""
+    if provider == TrafficProvider.GATEWAY_API and gateway_api is None:
+        raise ValueError(GATEWAY_API_RULE["message"])

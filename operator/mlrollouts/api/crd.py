@@ -10,17 +10,15 @@ and the models' CEL rules kept as `x-kubernetes-validations`.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel
 
-from mlrollouts.api.common import CATEGORY, GROUP, VERSION
-from mlrollouts.api.compositemodel import CompositeModelSpec, CompositeModelStatus
-from mlrollouts.api.experiment import ExperimentSpec, ExperimentStatus
-from mlrollouts.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from mlrollouts.api.kinds import COMPOSITE_MODEL, EXPERIMENT, KINDS, MODEL_DEPLOYMENT, ResourceKind
+from mlrollouts.core.names import NAME_LABEL, PART_OF_LABEL, PROJECT
 
 JsonSchema = dict[str, Any]
 Models = dict[str, type[BaseModel]]
@@ -83,73 +81,31 @@ class PrinterColumn:
 AGE = PrinterColumn("Age", ".metadata.creationTimestamp", "date")
 
 
-@dataclass(frozen=True)
-class ResourceKind:
-    kind: str
-    plural: str
-    short_names: tuple[str, ...]
-    spec: type[BaseModel]
-    status: type[BaseModel]
-    description: str
-    columns: tuple[PrinterColumn, ...] = field(default_factory=tuple)
-
-    @property
-    def singular(self) -> str:
-        return self.kind.lower()
-
-    @property
-    def crd_name(self) -> str:
-        return f"{self.plural}.{GROUP}"
-
-
-RESOURCE_KINDS: tuple[ResourceKind, ...] = (
-    ResourceKind(
-        kind="ModelDeployment",
-        plural="modeldeployments",
-        short_names=("mdep",),
-        spec=ModelDeploymentSpec,
-        status=ModelDeploymentStatus,
-        description="A served model and the way its new versions are rolled out.",
-        columns=(
-            PrinterColumn("Phase", ".status.phase"),
-            PrinterColumn("Stable", ".status.stableRevision", description="stable revision"),
-            PrinterColumn("Candidate", ".status.candidateRevision", description="revision being rolled out"),
-            PrinterColumn("Weights", ".status.weightsSummary", description="traffic percent per revision"),
-            PrinterColumn("Step", ".status.currentStep", "integer", "current rollout step", priority=1),
-            PrinterColumn("Message", ".status.message", priority=1),
-            AGE,
-        ),
+PRINTER_COLUMNS: dict[str, tuple[PrinterColumn, ...]] = {
+    MODEL_DEPLOYMENT.kind: (
+        PrinterColumn("Phase", ".status.phase"),
+        PrinterColumn("Stable", ".status.stableRevision", description="stable revision"),
+        PrinterColumn("Candidate", ".status.candidateRevision", description="revision being rolled out"),
+        PrinterColumn("Weights", ".status.weightsSummary", description="traffic percent per revision"),
+        PrinterColumn("Step", ".status.currentStep", "integer", "current rollout step", priority=1),
+        PrinterColumn("Message", ".status.message", priority=1),
+        AGE,
     ),
-    ResourceKind(
-        kind="Experiment",
-        plural="experiments",
-        short_names=("mlexp",),
-        spec=ExperimentSpec,
-        status=ExperimentStatus,
-        description="Traffic split over model variants, fixed or adaptive, with a statistically sound winner.",
-        columns=(
-            PrinterColumn("Phase", ".status.phase"),
-            PrinterColumn("Policy", ".spec.policy.type"),
-            PrinterColumn("Winner", ".status.winner.variant"),
-            PrinterColumn("Message", ".status.message", priority=1),
-            AGE,
-        ),
+    EXPERIMENT.kind: (
+        PrinterColumn("Phase", ".status.phase"),
+        PrinterColumn("Policy", ".spec.policy.type"),
+        PrinterColumn("Winner", ".status.winner.variant"),
+        PrinterColumn("Message", ".status.message", priority=1),
+        AGE,
     ),
-    ResourceKind(
-        kind="CompositeModel",
-        plural="compositemodels",
-        short_names=("cmodel",),
-        spec=CompositeModelSpec,
-        status=CompositeModelStatus,
-        description="Several models behind one endpoint, combined as a graph.",
-        columns=(
-            PrinterColumn("Phase", ".status.phase"),
-            PrinterColumn("Root", ".spec.root", priority=1),
-            PrinterColumn("Endpoint", ".status.endpoint"),
-            AGE,
-        ),
+    COMPOSITE_MODEL.kind: (
+        PrinterColumn("Phase", ".status.phase"),
+        PrinterColumn("Root", ".spec.root", priority=1),
+        PrinterColumn("Endpoint", ".status.endpoint"),
+        AGE,
     ),
-)
+}
+"""What `kubectl get` shows of each kind, besides the name."""
 
 
 def _resolve(node: JsonSchema, defs: dict[str, JsonSchema]) -> JsonSchema:
@@ -353,26 +309,26 @@ def crd(kind: ResourceKind) -> dict[str, Any]:
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": kind.crd_name,
-            "labels": {"app.kubernetes.io/name": "mlrollouts", "app.kubernetes.io/part-of": "mlrollouts"},
+            "labels": {NAME_LABEL: PROJECT, PART_OF_LABEL: PROJECT},
         },
         "spec": {
-            "group": GROUP,
+            "group": kind.group,
             "scope": "Namespaced",
             "names": {
                 "kind": kind.kind,
-                "listKind": f"{kind.kind}List",
+                "listKind": kind.list_kind,
                 "plural": kind.plural,
                 "singular": kind.singular,
                 "shortNames": list(kind.short_names),
-                "categories": [CATEGORY],
+                "categories": list(kind.categories),
             },
             "versions": [
                 {
-                    "name": VERSION,
+                    "name": kind.version,
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": [column.to_dict() for column in kind.columns],
+                    "additionalPrinterColumns": [column.to_dict() for column in PRINTER_COLUMNS[kind.kind]],
                     "schema": {"openAPIV3Schema": openapi_schema(kind)},
                 }
             ],
@@ -381,7 +337,7 @@ def crd(kind: ResourceKind) -> dict[str, Any]:
 
 
 def all_crds() -> list[dict[str, Any]]:
-    return [crd(kind) for kind in RESOURCE_KINDS]
+    return [crd(kind) for kind in KINDS]
 
 
 class _Dumper(yaml.SafeDumper):
@@ -404,7 +360,7 @@ def render(document: dict[str, Any]) -> str:
 
 def rendered_crds() -> dict[str, str]:
     """File name -> YAML text for every CRD."""
-    return {f"{kind.crd_name}.yaml": render(crd(kind)) for kind in RESOURCE_KINDS}
+    return {f"{kind.crd_name}.yaml": render(crd(kind)) for kind in KINDS}
 
 
 def write_crds(output_dir: Path) -> list[Path]:

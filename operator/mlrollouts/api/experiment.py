@@ -6,32 +6,33 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field, model_validator
 
 from mlrollouts.api.common import (
+    GATEWAY_API_RULE,
     ApiModel,
     Checks,
-    Condition,
+    CustomResource,
     Duration,
-    GatewayApiConfig,
-    IngressNginxConfig,
+    GatewayApiSection,
+    IngressNginxSection,
     Name,
-    ObjectMeta,
     PrometheusConfig,
+    QueryTemplateError,
     ResourceName,
     RouterConfig,
     StatusModel,
     Stickiness,
     cel,
-    check_query_variables,
+    check_gateway_api,
     check_unique_names,
-    parse_duration,
+    query_variables,
     unique_names_rule,
     validations,
 )
+from mlrollouts.core.conditions import Condition
+from mlrollouts.core.durations import parse_duration
 
-KIND = "Experiment"
 MAX_VARIANTS = 16
 
 
@@ -119,8 +120,8 @@ class Reward(ApiModel):
             raise ValueError("query: query is only used with reward source Query")
         if self.query is not None:
             try:
-                check_query_variables(self.query)
-            except ValueError as exc:
+                query_variables(self.query)
+            except QueryTemplateError as exc:
                 raise ValueError(f"query: {exc}") from None
         return self
 
@@ -158,11 +159,7 @@ class ExperimentTrafficProvider(StrEnum):
 class ExperimentTraffic(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=validations(
-            cel(
-                "self.provider != 'GatewayAPI' || has(self.gatewayAPI)",
-                "provider GatewayAPI needs gatewayAPI.parentRefs",
-                field="gatewayAPI",
-            ),
+            GATEWAY_API_RULE,
             cel(
                 "!has(self.stickiness) || !has(self.router.stickiness)",
                 "set stickiness once: traffic.stickiness or traffic.router.stickiness",
@@ -177,15 +174,12 @@ class ExperimentTraffic(ApiModel):
     """Keep a user on one variant."""
     router: RouterConfig = Field(default_factory=RouterConfig)
     """The router (provider Router)."""
-    gateway_api: GatewayApiConfig | None = Field(default=None, alias="gatewayAPI")
-    """The HTTPRoute (provider GatewayAPI)."""
-    ingress_nginx: IngressNginxConfig | None = None
-    """The Ingresses (provider IngressNginx)."""
+    gateway_api: GatewayApiSection = None
+    ingress_nginx: IngressNginxSection = None
 
     @model_validator(mode="after")
     def _provider_config(self) -> ExperimentTraffic:
-        if self.provider == ExperimentTrafficProvider.GATEWAY_API and self.gateway_api is None:
-            raise ValueError("gatewayAPI: provider GatewayAPI needs gatewayAPI.parentRefs")
+        check_gateway_api(self.provider, self.gateway_api)
         if self.stickiness is not None and self.router.stickiness is not None:
             raise ValueError(
                 "stickiness: set stickiness once: traffic.stickiness or traffic.router.stickiness"
@@ -349,13 +343,7 @@ class ExperimentStatus(StatusModel):
     message: str | None = None
 
 
-class Experiment(BaseModel):
+class Experiment(CustomResource[ExperimentSpec, ExperimentStatus]):
     """Traffic split over model variants, fixed or adaptive, with a statistically sound winner."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-
-    api_version: Literal["mlrollouts.io/v1alpha1"] = "mlrollouts.io/v1alpha1"
     kind: Literal["Experiment"] = "Experiment"
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
-    spec: ExperimentSpec
-    status: ExperimentStatus | None = None

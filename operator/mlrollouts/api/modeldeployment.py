@@ -6,29 +6,30 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field, model_validator
 
 from mlrollouts.api.common import (
+    GATEWAY_API_RULE,
     ApiModel,
     Checks,
-    Condition,
+    CustomResource,
     Duration,
-    GatewayApiConfig,
-    IngressNginxConfig,
+    GatewayApiSection,
+    IngressNginxSection,
     Name,
-    ObjectMeta,
     PrometheusConfig,
     Quantity,
     RouterConfig,
     StatusModel,
     TrafficProvider,
     cel,
+    check_gateway_api,
     check_unique_names,
     validations,
 )
+from mlrollouts.core.conditions import Condition
+from mlrollouts.core.verdicts import Verdict
 
-KIND = "ModelDeployment"
 MAX_STEPS = 32
 
 
@@ -124,29 +125,18 @@ class Serving(ApiModel):
 class Traffic(ApiModel):
     """How traffic reaches the revisions."""
 
-    model_config = ConfigDict(
-        json_schema_extra=validations(
-            cel(
-                "self.provider != 'GatewayAPI' || has(self.gatewayAPI)",
-                "provider GatewayAPI needs gatewayAPI.parentRefs",
-                field="gatewayAPI",
-            )
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=validations(GATEWAY_API_RULE))
 
     provider: TrafficProvider = TrafficProvider.ROUTER
     """Router (exact weights, shadow, stickiness), GatewayAPI, IngressNginx or Service (replica-proportional)."""
     router: RouterConfig = Field(default_factory=RouterConfig)
     """The router in front of the revisions (provider Router)."""
-    gateway_api: GatewayApiConfig | None = Field(default=None, alias="gatewayAPI")
-    """The HTTPRoute (provider GatewayAPI)."""
-    ingress_nginx: IngressNginxConfig | None = None
-    """The Ingresses (provider IngressNginx)."""
+    gateway_api: GatewayApiSection = None
+    ingress_nginx: IngressNginxSection = None
 
     @model_validator(mode="after")
     def _provider_config(self) -> Traffic:
-        if self.provider == TrafficProvider.GATEWAY_API and self.gateway_api is None:
-            raise ValueError("gatewayAPI: provider GatewayAPI needs gatewayAPI.parentRefs")
+        check_gateway_api(self.provider, self.gateway_api)
         return self
 
 
@@ -318,6 +308,20 @@ class Rollout(ApiModel):
 # --- spec: online learning ----------------------------------------------------------------------
 
 
+class LearningAlgorithm(StrEnum):
+    """The scikit-learn estimators the learner updates online with ``partial_fit``."""
+
+    SGD_CLASSIFIER = "SGDClassifier"
+    SGD_REGRESSOR = "SGDRegressor"
+    PASSIVE_AGGRESSIVE_CLASSIFIER = "PassiveAggressiveClassifier"
+    PASSIVE_AGGRESSIVE_REGRESSOR = "PassiveAggressiveRegressor"
+    PERCEPTRON = "Perceptron"
+    MULTINOMIAL_NB = "MultinomialNB"
+    BERNOULLI_NB = "BernoulliNB"
+    MLP_CLASSIFIER = "MLPClassifier"
+    MLP_REGRESSOR = "MLPRegressor"
+
+
 class LearningFeedback(ApiModel):
     """How labelled feedback reaches the learner."""
 
@@ -364,7 +368,11 @@ class LearningGuard(ApiModel):
 
 class LearningStorage(ApiModel):
     uri: str = Field(
-        min_length=1, max_length=2048, description="where snapshots and the data log are written"
+        min_length=1,
+        max_length=2048,
+        pattern=r"^(file:///|s3://[^/]+)",
+        description="where snapshots and the data log are written: file:///path or s3://bucket/prefix "
+        "(credentials and endpoint from AWS_* variables in spec.serving.env)",
     )
 
 
@@ -383,18 +391,30 @@ class Learning(ApiModel):
 
     enabled: bool = False
     """Learn from labelled feedback in production."""
-    algorithm: str = Field(
-        default="SGDClassifier", max_length=128, description="an estimator with partial_fit"
+    algorithm: LearningAlgorithm | None = Field(
+        default=None,
+        description="the estimator class spec.model must be; the learner refuses a model of another "
+        "class (default: any of these)",
     )
-    params: dict[str, Any] = Field(default_factory=dict, description="estimator parameters")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="estimator parameters set on the initial model before it learns online "
+        "(e.g. learning_rate, eta0, alpha); a change starts a new snapshot lineage",
+    )
     feedback: LearningFeedback = Field(default_factory=LearningFeedback)
     """How feedback joins its request."""
     snapshot_every: int = Field(default=1000, ge=1, description="learned samples between published snapshots")
     guard: LearningGuard | None = None
-    """Rolls back to the last good snapshot when breached."""
+    """Pins serving to the last good snapshot when breached; its window is the span of the
+    learner's prequential metrics."""
     storage: LearningStorage | None = None
     """Where snapshots and the production-data log live."""
-    pinned_snapshot: int | None = Field(default=None, ge=0, description="serve this snapshot and stop moving")
+    pinned_snapshot: int | None = Field(
+        default=None,
+        ge=0,
+        description="serve this snapshot whatever the guard decides (learning goes on); unset to "
+        "follow the newest good snapshot again",
+    )
 
     @model_validator(mode="after")
     def _storage(self) -> Learning:
@@ -411,7 +431,13 @@ class ModelDeploymentSpec(ApiModel):
                 "|| self.rollout.steps.all(s, !has(s.shadow))",
                 "shadow steps need traffic provider Router (the only one that mirrors a share of requests)",
                 field="rollout.steps",
-            )
+            ),
+            cel(
+                "!has(self.learning) || !has(self.learning.enabled) || !self.learning.enabled "
+                "|| !has(self.model.format) || self.model.format != 'onnx'",
+                "an ONNX model cannot learn online: learning starts from a scikit-learn model",
+                field="model.format",
+            ),
         )
     )
 
@@ -420,6 +446,14 @@ class ModelDeploymentSpec(ApiModel):
     traffic: Traffic = Field(default_factory=Traffic)
     rollout: Rollout = Field(default_factory=Rollout)
     learning: Learning | None = None
+
+    @model_validator(mode="after")
+    def _learning_needs_sklearn(self) -> ModelDeploymentSpec:
+        if self.learning is not None and self.learning.enabled and self.model.format == ModelFormat.ONNX:
+            raise ValueError(
+                "model.format: an ONNX model cannot learn online: learning starts from a scikit-learn model"
+            )
+        return self
 
     @model_validator(mode="after")
     def _shadow_needs_router(self) -> ModelDeploymentSpec:
@@ -442,13 +476,6 @@ class Phase(StrEnum):
     PAUSED = "Paused"
     HEALTHY = "Healthy"
     DEGRADED = "Degraded"
-
-
-class Verdict(StrEnum):
-    PASS = "Pass"
-    FAIL = "Fail"
-    INCONCLUSIVE = "Inconclusive"
-    ERROR = "Error"
 
 
 class RevisionWeight(StatusModel):
@@ -495,13 +522,29 @@ class RevisionRecord(StatusModel):
     message: str | None = None
 
 
+class SnapshotVerdict(StrEnum):
+    GOOD = "Good"
+    BAD = "Bad"
+    UNJUDGED = "Unjudged"
+
+
+class PinSource(StrEnum):
+    USER = "User"
+    GUARD = "Guard"
+
+
 class SnapshotRecord(StatusModel):
     version: int
     parent: int | None = None
     created_at: datetime | None = None
     samples: int | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
+    data_version: int | None = Field(default=None, description="production-data log version it learned up to")
     data_range: str | None = Field(default=None, description="production-data log range it learned from")
+    verdict: SnapshotVerdict | None = Field(
+        default=None, description="the guard's judgement; Bad is final and never served by the guard"
+    )
+    reason: str | None = None
 
 
 class LearningStatus(StatusModel):
@@ -509,6 +552,13 @@ class LearningStatus(StatusModel):
     serving_snapshot: int | None = None
     last_good_snapshot: int | None = None
     pinned: int | None = None
+    pinned_by: PinSource | None = Field(default=None, description="who holds the pin: User or Guard")
+    samples: int | None = Field(default=None, description="samples learned")
+    metrics: dict[str, float] = Field(default_factory=dict, description="prequential metrics now")
+    data_version: int | None = Field(default=None, description="production-data log version now")
+    breached_at_samples: int | None = Field(
+        default=None, description="samples learned when the guard last saw a breach"
+    )
     snapshots: list[SnapshotRecord] = Field(default_factory=list)
     message: str | None = None
 
@@ -533,16 +583,10 @@ class ModelDeploymentStatus(StatusModel):
     learning: LearningStatus | None = None
 
 
-class ModelDeployment(BaseModel):
+class ModelDeployment(CustomResource[ModelDeploymentSpec, ModelDeploymentStatus]):
     """A served model and the way its new versions are rolled out."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-
-    api_version: Literal["mlrollouts.io/v1alpha1"] = "mlrollouts.io/v1alpha1"
     kind: Literal["ModelDeployment"] = "ModelDeployment"
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
-    spec: ModelDeploymentSpec
-    status: ModelDeploymentStatus | None = None
 
     @property
     def served_model_name(self) -> str:

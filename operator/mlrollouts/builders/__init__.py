@@ -3,6 +3,14 @@
 from mlrollouts.builders.common import Object, Owner, revision_name
 from mlrollouts.builders.gateway import ParentRef, http_route
 from mlrollouts.builders.ingress import canary_ingress, canary_ingress_name, stable_ingress
+from mlrollouts.builders.learner import (
+    LearnerSpec,
+    learner_deployment,
+    learner_name,
+    learner_service,
+    snapshot_key_secret,
+    snapshot_key_secret_name,
+)
 from mlrollouts.builders.router import (
     route_table_configmap,
     route_table_name,
@@ -16,6 +24,7 @@ from mlrollouts.builders.router import (
     signing_key_secret_name,
 )
 from mlrollouts.builders.serving import (
+    ServingLearning,
     ServingRevision,
     all_revisions_service,
     serving_deployment,
@@ -23,14 +32,19 @@ from mlrollouts.builders.serving import (
 )
 
 __all__ = [
+    "LearnerSpec",
     "Object",
     "Owner",
     "ParentRef",
+    "ServingLearning",
     "ServingRevision",
     "all_revisions_service",
     "canary_ingress",
     "canary_ingress_name",
     "http_route",
+    "learner_deployment",
+    "learner_name",
+    "learner_service",
     "revision_name",
     "route_table_configmap",
     "route_table_name",
@@ -44,5 +58,7 @@ __all__ = [
     "serving_service",
     "signing_key_secret",
     "signing_key_secret_name",
+    "snapshot_key_secret",
+    "snapshot_key_secret_name",
     "stable_ingress",
 ]

@@ -6,17 +6,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-MANAGED_BY = "app.kubernetes.io/managed-by"
-OWNER_LABEL = "mlrollouts.io/owner"
-REVISION_LABEL = "mlrollouts.io/revision"
-COMPONENT_LABEL = "app.kubernetes.io/component"
-NAME_LABEL = "app.kubernetes.io/name"
-PART_OF_LABEL = "app.kubernetes.io/part-of"
-ACTION_ANNOTATION = "mlrollouts.io/action"
+from mlrollouts.api.kinds import MODEL_DEPLOYMENT
+from mlrollouts.core.names import (
+    API_VERSION,
+    COMPONENT_LABEL,
+    MANAGED_BY_LABEL,
+    NAME_LABEL,
+    OWNER_LABEL,
+    PART_OF_LABEL,
+    PROJECT,
+    REVISION_LABEL,
+)
 
 SERVING_PORT = 8080
-KIND = "ModelDeployment"
-API_VERSION = "mlrollouts.io/v1alpha1"
+DEFAULT_UPSTREAM_TEMPLATE = "http://{service}.{namespace}.svc:80"
+"""Where a router reaches a Service: in-cluster DNS (the local playground passes its own)."""
 
 Object = dict[str, Any]
 
@@ -28,7 +32,7 @@ class Owner:
     name: str
     namespace: str
     uid: str = ""
-    kind: str = KIND
+    kind: str = MODEL_DEPLOYMENT.kind
     api_version: str = API_VERSION
 
     @property
@@ -52,10 +56,10 @@ def revision_name(owner_name: str, revision: str) -> str:
 
 def owner_labels(owner: Owner, component: str) -> dict[str, str]:
     return {
-        MANAGED_BY: "mlrollouts",
+        MANAGED_BY_LABEL: PROJECT,
         OWNER_LABEL: owner.label,
         NAME_LABEL: owner.name,
-        PART_OF_LABEL: "mlrollouts",
+        PART_OF_LABEL: PROJECT,
         COMPONENT_LABEL: component,
     }
 

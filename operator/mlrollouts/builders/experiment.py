@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mlrollouts.builders.common import Object, Owner, revision_name
+from mlrollouts.api.kinds import EXPERIMENT
+from mlrollouts.builders.common import DEFAULT_UPSTREAM_TEMPLATE, Object, Owner, revision_name
 from mlrollouts.builders.router import (
     SIGNING_KEY_ENV,
     SIGNING_KEY_FIELD,
@@ -33,8 +34,6 @@ from mlrollouts.builders.router import (
 from mlserving.router.table import Route, RouteTable, Stickiness, Variant
 
 __all__ = [
-    "DEFAULT_UPSTREAM_TEMPLATE",
-    "EXPERIMENT_KIND",
     "SIGNING_KEY_ENV",
     "SIGNING_KEY_FIELD",
     "Arm",
@@ -47,12 +46,9 @@ __all__ = [
     "signing_key_secret_name",
 ]
 
-EXPERIMENT_KIND = "Experiment"
-DEFAULT_UPSTREAM_TEMPLATE = "http://{service}.{namespace}.svc:80"
-
 
 def experiment_owner(name: str, namespace: str, uid: str = "") -> Owner:
-    return Owner(name=name, namespace=namespace, uid=uid, kind=EXPERIMENT_KIND)
+    return Owner(name=name, namespace=namespace, uid=uid, kind=EXPERIMENT.kind)
 
 
 @dataclass(frozen=True)

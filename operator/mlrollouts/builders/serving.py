@@ -1,4 +1,8 @@
-"""Per-revision serving objects: Deployment ``<name>-<rev>`` and Service ``<name>-<rev>``."""
+"""Per-revision serving objects: Deployment ``<name>-<rev>`` and Service ``<name>-<rev>``.
+
+With online learning the serving pods also log every request to the learner, forward labelled
+feedback to it, and hot-load its signed snapshots (verified with the key of ``<name>-snapshot-key``).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from mlrollouts.builders.common import (
     selector_labels,
     tmp_volume,
 )
+from mlrollouts.builders.learner import SNAPSHOT_KEY_FILE, snapshot_key_volume
 
 SERVING_COMPONENT = "serving"
 DEFAULT_SERVING_IMAGE = "mlrollouts/serving:0.1.0"
@@ -25,6 +30,14 @@ DEFAULT_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "100m", "memory": "256Mi"},
     "limits": {"memory": "1Gi"},
 }
+
+
+@dataclass(frozen=True)
+class ServingLearning:
+    """Where a learning deployment's serving pods reach the learner and its snapshots."""
+
+    learner_url: str
+    snapshot_uri: str
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,7 @@ class ServingRevision:
     image_pull_policy: str = "IfNotPresent"
     service_account: str | None = None
     extra_args: tuple[str, ...] = ()
+    learning: ServingLearning | None = None
 
     @property
     def name(self) -> str:
@@ -62,13 +76,29 @@ def serving_args(rev: ServingRevision) -> list[str]:
         "0.0.0.0",
         "--port",
         str(SERVING_PORT),
+        *learning_args(rev.learning),
         *rev.extra_args,
+    ]
+
+
+def learning_args(learning: ServingLearning | None) -> list[str]:
+    if learning is None:
+        return []
+    return [
+        *("--learner-url", learning.learner_url),
+        *("--snapshot-uri", learning.snapshot_uri),
+        *("--snapshot-key-file", SNAPSHOT_KEY_FILE),
     ]
 
 
 def serving_deployment(rev: ServingRevision, replicas: int | None = None) -> Object:
     """The Deployment of one revision; ``replicas`` overrides ``rev.replicas`` (scale down / replica ratio)."""
     volume, mount = tmp_volume()
+    volumes, mounts = [volume], [mount]
+    if rev.learning is not None:
+        key_volume, key_mount = snapshot_key_volume(rev.owner)
+        volumes.append(key_volume)
+        mounts.append(key_mount)
     env = [
         {"name": "MLSERVING_MODEL", "value": rev.model_name},
         {"name": "MLSERVING_REVISION", "value": rev.revision},
@@ -105,10 +135,10 @@ def serving_deployment(rev: ServingRevision, replicas: int | None = None) -> Obj
                 "startupProbe": http_probe("/v2/health/live", period=2, failure_threshold=60),
                 "resources": dict(rev.resources),
                 "securityContext": container_security_context(),
-                "volumeMounts": [mount],
+                "volumeMounts": mounts,
             }
         ],
-        "volumes": [volume],
+        "volumes": volumes,
         "terminationGracePeriodSeconds": 30,
     }
     if rev.service_account:

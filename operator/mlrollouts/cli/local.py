@@ -183,7 +183,8 @@ def _register_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _run_status(args: argparse.Namespace) -> int:
-    from mlrollouts.local.kube import DEPLOYMENTS, KubeClient, KubeError, ResourceRef
+    from mlrollouts.controller.kube import KubeError, SyncKube
+    from mlrollouts.core.names import API_VERSION
     from mlrollouts.local.playground import running_state
 
     state = running_state(args.state_dir)
@@ -191,17 +192,17 @@ def _run_status(args: argparse.Namespace) -> int:
         print("no playground is running (start one with `mlrollouts local up`)")
         return 1
     _print_summary(state)
-    kube = KubeClient(str(state["kubeconfig"]))
+    kube = SyncKube.from_environment(str(state["kubeconfig"]))
     try:
         print()
-        for plural in ("modeldeployments", "experiments", "compositemodels"):
-            for item in kube.list(ResourceRef("mlrollouts.io", "v1alpha1", plural)):
+        for kind in ("ModelDeployment", "Experiment", "CompositeModel"):
+            for item in kube.list(API_VERSION, kind):
                 meta, status = item["metadata"], item.get("status") or {}
                 print(
-                    f"{plural[:-1]:16} {meta.get('namespace')}/{meta['name']:24} phase={status.get('phase', '-')}"
+                    f"{kind.lower():16} {meta.get('namespace')}/{meta['name']:24} phase={status.get('phase', '-')}"
                     f" {status.get('weightsSummary', '')}"
                 )
-        for deployment in kube.list(DEPLOYMENTS):
+        for deployment in kube.list("apps/v1", "Deployment"):
             meta, status = deployment["metadata"], deployment.get("status") or {}
             print(
                 f"{'deployment':16} {meta.get('namespace')}/{meta['name']:24} "
@@ -218,7 +219,7 @@ def _run_status(args: argparse.Namespace) -> int:
 def _register_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "demo",
-        help="canary a model on the playground: promote a better one, roll a broken one back",
+        help="run every scenario on the playground at once: a canary, a composite model, online learning",
     )
     _state_dir_arg(parser)
     parser.add_argument(

@@ -24,6 +24,7 @@ COMMAND_MODULES: dict[str, str] = {
     "pause": "mlrollouts.cli.plugin",
     "resume": "mlrollouts.cli.plugin",
     "history": "mlrollouts.cli.plugin",
+    "learning": "mlrollouts.cli.learning",
 }
 
 

@@ -95,8 +95,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def operator_config(args: argparse.Namespace) -> OperatorConfig:
     """The operator's settings from the ``operator run`` flags (which default to MLROLLOUTS_* env);
     a bad value stops with the flag and its environment variable named."""
-    from mlrollouts.api.common import parse_duration
     from mlrollouts.controller.config import OperatorConfig, parse_image_patterns
+    from mlrollouts.core.durations import parse_duration
 
     for flag, value in (("--tick", args.tick), ("--poll", args.poll)):
         if value <= 0:
@@ -134,7 +134,7 @@ def parse_run_args(argv: list[str]) -> argparse.Namespace:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from mlrollouts.controller.run import run
+    from mlrollouts.controller.operator import run
 
     config = operator_config(args)
     run(

@@ -11,58 +11,44 @@ restarts and shows in diffs.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from http import HTTPStatus
+from typing import Any, TypeVar
 
 import yaml
 
-GROUP = "mlrollouts.io"
-VERSION = "v1alpha1"
-ACTION_ANNOTATION = "mlrollouts.io/action"
-SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+from mlrollouts import __version__
+from mlrollouts.api import COMPOSITE_MODEL, EXPERIMENT, KINDS, MODEL_DEPLOYMENT, ResourceKind, kind_named
+from mlrollouts.composite.components import ComponentRef, traffic_split
+from mlrollouts.core.names import ACTION_ANNOTATION
+
 REQUEST_TIMEOUT = 15.0
 RECENT_CHECKS = 8
 
 Object = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Kind:
-    kind: str
-    plural: str
-    short: str
-
-    @property
-    def aliases(self) -> set[str]:
-        return {self.kind.lower(), self.plural, self.plural.rstrip("s"), self.short, f"{self.plural}.{GROUP}"}
-
-
-MODEL_DEPLOYMENT = Kind("ModelDeployment", "modeldeployments", "mdep")
-EXPERIMENT = Kind("Experiment", "experiments", "mlexp")
-COMPOSITE_MODEL = Kind("CompositeModel", "compositemodels", "cmodel")
-KINDS = (MODEL_DEPLOYMENT, EXPERIMENT, COMPOSITE_MODEL)
+Found = TypeVar("Found")
 
 
 class PluginError(Exception):
     """A problem worth one clear line to the user (exit status 1)."""
 
 
-def resolve_kind(text: str) -> Kind:
-    wanted = text.lower()
-    for kind in KINDS:
-        if wanted in kind.aliases:
-            return kind
-    names = ", ".join(f"{k.kind} ({k.short})" for k in KINDS)
-    raise PluginError(f"unknown kind {text!r}; use one of {names}")
+def resolve_kind(text: str) -> ResourceKind:
+    try:
+        return kind_named(text)
+    except ValueError as exc:
+        raise PluginError(str(exc)) from None
 
 
-def split_ref(ref: str, default: Kind | None) -> tuple[Kind | None, str]:
+def split_ref(ref: str, default: ResourceKind | None) -> tuple[ResourceKind | None, str]:
     """``NAME`` or ``KIND/NAME`` (as kubectl writes them)."""
     if "/" in ref:
         kind_text, name = ref.split("/", 1)
@@ -76,95 +62,66 @@ def split_ref(ref: str, default: Kind | None) -> tuple[Kind | None, str]:
 
 
 class Cluster:
-    """The custom objects API of one kubeconfig context (or the in-cluster account)."""
+    """The mlrollouts resources of one kubeconfig context (or of the pod's service account)."""
+
+    USER_AGENT = f"kubectl-mlrollouts/{__version__}"
 
     def __init__(self, kubeconfig: str | None, context: str | None, namespace: str | None) -> None:
-        from kubernetes import client, config
+        from kubernetes.config import ConfigException
 
-        self._client = client
-        try:
-            api_client = config.new_client_from_config(config_file=kubeconfig, context=context)
-            default_namespace = self._context_namespace(config, kubeconfig, context)
-        except config.ConfigException as exc:
-            if kubeconfig or context or not os.path.exists(SERVICE_ACCOUNT_NAMESPACE):
-                raise PluginError(f"cannot load the kubeconfig: {exc}") from None
-            config.load_incluster_config()
-            api_client = client.ApiClient()
-            with open(SERVICE_ACCOUNT_NAMESPACE) as fh:
-                default_namespace = fh.read().strip()
-        self.namespace = namespace or default_namespace or "default"
-        self.host = api_client.configuration.host
-        self.api = client.CustomObjectsApi(api_client)
-
-    @staticmethod
-    def _context_namespace(config: Any, kubeconfig: str | None, context: str | None) -> str | None:
-        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
-        chosen = next((c for c in contexts if c["name"] == context), None) if context else active
-        return ((chosen or {}).get("context") or {}).get("namespace")
-
-    def _call(self, what: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Object:
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
+        from mlrollouts.controller.kube import Connection, SyncKube
 
         try:
-            result = func(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
-            if not isinstance(result, dict):
-                raise PluginError(f"{what}: the API server sent no object but {type(result).__name__}")
-            return result
-        except ApiException as exc:
+            # a person's kubeconfig comes first (as for kubectl); the pod's account is the fallback
+            connection = Connection.load(
+                kubeconfig, context, prefer_in_cluster=False, user_agent=self.USER_AGENT
+            )
+        except (ConfigException, OSError) as exc:
+            raise PluginError(f"cannot load the kubeconfig: {exc}") from None
+        self.namespace = namespace or connection.namespace
+        self.host = connection.server
+        self.kube = SyncKube.connect(connection, timeout=REQUEST_TIMEOUT)
+
+    def _call(self, what: str, request: Callable[[], Found | None]) -> Found:
+        import httpx
+
+        from mlrollouts.controller.kube import KubeError
+
+        try:
+            result = request()
+        except KubeError as exc:
             if exc.status == 404:
                 raise NotFound(f"{what} not found") from None
             if exc.status == 409:
                 raise Conflict(f"{what} changed while it was being updated") from None
-            reason = _api_message(exc)
             raise PluginError(
-                f"{what}: the API server answered {exc.status} {exc.reason}: {reason}"
+                f"{what}: the API server answered {exc.status} {_reason(exc.status)}: {exc.message}"
             ) from None
-        except (HTTPError, OSError) as exc:
-            reason = str(getattr(exc, "reason", None) or exc)
-            reason = reason.rsplit("Failed to establish a new connection: ", 1)[-1].rstrip("\"')")
-            raise PluginError(f"cannot reach the API server at {self.host}: {reason}") from None
+        except httpx.TransportError as exc:
+            raise PluginError(f"cannot reach the API server at {self.host}: {exc}") from None
+        if result is None:
+            raise NotFound(f"{what} not found")
+        return result
 
-    def get(self, kind: Kind, name: str, namespace: str | None = None) -> Object:
+    def get(self, kind: ResourceKind, name: str, namespace: str | None = None) -> Object:
         ns = namespace or self.namespace
         return self._call(
             f'{kind.kind} "{name}" in namespace "{ns}"',
-            self.api.get_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            ns,
-            kind.plural,
-            name,
+            lambda: self.kube.get(kind.api_version, kind.kind, ns, name),
         )
 
-    def list(self, kind: Kind, all_namespaces: bool) -> list[Object]:
-        if all_namespaces:
-            result = self._call(kind.plural, self.api.list_cluster_custom_object, GROUP, VERSION, kind.plural)
-        else:
-            result = self._call(
-                kind.plural,
-                self.api.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                self.namespace,
-                kind.plural,
-            )
-        items = list(result.get("items", []))
+    def list(self, kind: ResourceKind, all_namespaces: bool) -> list[Object]:
+        namespace = None if all_namespaces else self.namespace
+        items = self._call(kind.plural, lambda: self.kube.list(kind.api_version, kind.kind, namespace))
         for item in items:
             item.setdefault("kind", kind.kind)
         return items
 
-    def patch(self, kind: Kind, name: str, body: Object) -> Object:
-        """A JSON merge patch of the object (the client sends dict bodies as merge patches)."""
+    def patch(self, kind: ResourceKind, name: str, body: Object) -> Object:
+        """A JSON merge patch of the object."""
         return self._call(
             f'{kind.kind} "{name}" in namespace "{self.namespace}"',
-            self.api.patch_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            self.namespace,
-            kind.plural,
-            name,
-            body,
+            lambda: self.kube.merge_patch(kind.api_version, kind.kind, self.namespace, name, body),
         )
 
 
@@ -176,11 +133,11 @@ class Conflict(PluginError):
     pass
 
 
-def _api_message(exc: Any) -> str:
+def _reason(status: int) -> str:
     try:
-        return str(json.loads(exc.body).get("message") or exc.body)
-    except (TypeError, ValueError):
-        return str(exc.body or "").strip() or "no details"
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 # --- formatting (pure: objects and a time in, text out) ---------------------------------------------
@@ -290,7 +247,7 @@ def render_list(items: list[Object], now: datetime, all_namespaces: bool) -> str
         row = [meta.get("namespace")] if all_namespaces else []
         kind = next((k for k in KINDS if k.kind == obj.get("kind")), None)
         row += [
-            kind.short if kind else obj.get("kind"),
+            kind.short_names[0] if kind else obj.get("kind"),
             meta.get("name"),
             (obj.get("status") or {}).get("phase") or "Pending",
             summary(obj),
@@ -321,7 +278,8 @@ def _indent(text: str) -> str:
     return "\n".join("  " + line for line in text.splitlines())
 
 
-def render_status(obj: Object, now: datetime) -> str:
+def render_status(obj: Object, now: datetime, graph: GraphView | None = None) -> str:
+    """The status of one resource; ``graph`` adds a composite's components and latencies."""
     meta = obj.get("metadata") or {}
     status = obj.get("status") or {}
     spec = obj.get("spec") or {}
@@ -342,7 +300,7 @@ def render_status(obj: Object, now: datetime) -> str:
     if kind == EXPERIMENT.kind:
         lines += _experiment_lines(spec, status)
     elif kind == COMPOSITE_MODEL.kind:
-        lines += _composite_lines(status)
+        lines += _composite_lines(spec, status, graph or GraphView())
     else:
         lines += _deployment_lines(spec, status, now)
     lines += _conditions(status, now)
@@ -445,16 +403,158 @@ def _experiment_lines(spec: Object, status: Object) -> list[str]:
     return lines
 
 
-def _composite_lines(status: Object) -> list[str]:
+@dataclass(frozen=True)
+class GraphView:
+    """What ``status`` shows of a composite besides its own status: its components as read (``None``:
+    not found) and each node's p99 latency from Prometheus."""
+
+    components: Mapping[ComponentRef, Object | None] = field(default_factory=dict)
+    p99: Mapping[str, float] = field(default_factory=dict)
+    latency_note: str = "p99 needs Prometheus: pass --prometheus-url (env MLROLLOUTS_PROMETHEUS_URL)"
+
+
+_NODE_STATE = {
+    "ComponentReady": "Ready",
+    "ComponentProgressing": "Progressing",
+    "ComponentRolledBack": "RolledBack",
+    "ComponentNotReady": "NotReady",
+    "ComponentMissing": "Missing",
+    "ComponentUnreachable": "Unreachable",
+    "NodesReady": "Ready",
+    "NodesNotReady": "Waiting",
+}
+_COMPONENT_FIELDS = {"modelDeployment": MODEL_DEPLOYMENT.kind, "experiment": EXPERIMENT.kind}
+
+
+def _component_of(node: Object) -> ComponentRef | None:
+    for field_name, kind in _COMPONENT_FIELDS.items():
+        if isinstance(node.get(field_name), str):
+            return ComponentRef(kind, node[field_name])
+    return None
+
+
+def _edges(node: Object) -> list[tuple[str, str]]:
+    """The nodes a node calls, each with what the call means (a sequence step, a switch case)."""
+    kind, children = node.get("type"), [c for c in node.get("children") or [] if isinstance(c, str)]
+    if kind == "Sequence":
+        return [(child, f" (step {i + 1})") for i, child in enumerate(children)]
+    edges = [(child, "") for child in children]
+    stack = (node.get("combiner") or {}).get("node")
+    if isinstance(stack, str):
+        edges.append((stack, " (stack)"))
+    for case in node.get("cases") or []:
+        when = case.get("when") or {}
+        test = (
+            f"{when.get('input') or 'input'}[{when.get('feature', 0)}] {when.get('op')} {when.get('value')}"
+        )
+        if isinstance(case.get("node"), str):
+            edges.append((case["node"], f" (if {test})"))
+    if isinstance(node.get("default"), str):
+        edges.append((node["default"], " (default)"))
+    return edges
+
+
+def _latency(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return f"{seconds * 1000:.3g}ms" if seconds < 1 else f"{seconds:.3g}s"
+
+
+def graph_rows(spec: Object, status: Object, view: GraphView) -> list[list[Any]]:
+    """The graph as a tree from the root (nodes no other node reaches come after it): one row per
+    node with its state, its component, the component's traffic split and the node's p99."""
+    nodes = {n.get("name"): n for n in spec.get("nodes") or [] if isinstance(n, dict)}
+    states = {n.get("name"): n for n in status.get("nodes") or [] if isinstance(n, dict)}
+    rows: list[list[Any]] = []
+    expanded: set[str] = set()
+
+    def walk(name: str, indent: str, branch: str, label: str) -> None:
+        node, state = nodes.get(name) or {}, states.get(name) or {}
+        ref = _component_of(node)
+        kind = node.get("type") or "?"
+        combiner = (node.get("combiner") or {}).get("type")
+        message = state.get("message") if node else "not a node of the graph"
+        edges = _edges(node)
+        if edges and name in expanded:
+            edges, message = [], "(shown above)"
+        rows.append(
+            [
+                f"{indent}{branch}{name}{label}",
+                f"{kind} {combiner}" if combiner else kind,
+                _NODE_STATE.get(state.get("reason") or "", "Ready" if state.get("ready") else "-"),
+                str(ref) if ref else None,
+                traffic_split(ref, view.components.get(ref)) if ref else None,
+                _latency(view.p99.get(name)),
+                message,
+            ]
+        )
+        expanded.add(name)
+        below = indent + ("" if not branch else "   " if branch.startswith("└") else "│  ")
+        for index, (child, child_label) in enumerate(edges):
+            walk(child, below, "└─ " if index == len(edges) - 1 else "├─ ", child_label)
+
+    for name in [spec.get("root"), *nodes]:
+        if isinstance(name, str) and name not in expanded:
+            walk(name, "", "", "")
+    return rows
+
+
+def _composite_lines(spec: Object, status: Object, view: GraphView) -> list[str]:
     lines = [f"Endpoint:   {status.get('endpoint') or '-'}"]
-    nodes = status.get("nodes") or []
-    if nodes:
-        rows = [
-            [n.get("name"), "yes" if n.get("ready") else "no", n.get("endpoint"), n.get("message")]
-            for n in nodes
-        ]
-        lines += ["Nodes:", _indent(table(["NODE", "READY", "ENDPOINT", "MESSAGE"], rows))]
+    events = (spec.get("events") or {}).get("sink")
+    lines.append(
+        f"Graph:      root {spec.get('root')}, timeout {spec.get('timeout', '30s')}, "
+        f"max concurrency {spec.get('maxConcurrency', 16)}" + (f", events to {events}" if events else "")
+    )
+    header = ["NODE", "TYPE", "STATE", "COMPONENT", "SPLIT", "P99", "MESSAGE"]
+    rows = graph_rows(spec, status, view)
+    if rows:
+        lines.append(_indent(table(header, rows)))
+    lines.append(f"Latency:    {view.latency_note}")
     return lines
+
+
+NODE_P99_QUERY = (
+    "histogram_quantile(0.99, sum by (node, le) "
+    '(rate(mlgraph_node_duration_seconds_bucket{{graph="{graph}"}}[{window}])))'
+)
+P99_WINDOW = "5m"
+
+
+def node_p99(prometheus_url: str, graph: str, timeout: float = 5.0) -> tuple[dict[str, float], str]:
+    """Each node's p99 over the last window, and a note saying where it came from (or why not)."""
+    from mlrollouts.analysis import QueryError, prometheus_provider  # the Prometheus client is slow to import
+
+    escaped = graph.replace("\\", "\\\\").replace('"', '\\"')
+    query = NODE_P99_QUERY.format(graph=escaped, window=P99_WINDOW)
+    try:
+        provider = prometheus_provider(prometheus_url, timeout)
+    except ValueError as exc:
+        return {}, f"--prometheus-url: {exc}"
+    samples = asyncio.run(provider.query_vector(query))
+    if isinstance(samples, QueryError):
+        return {}, f"p99 unavailable: {samples.reason}"
+    p99 = {s.labels["node"]: s.value for s in samples if "node" in s.labels and math.isfinite(s.value)}
+    where = f"p99 over the last {P99_WINDOW} from {prometheus_url}"
+    return p99, where if p99 else f"{where}: no requests recorded"
+
+
+def graph_view(cluster: Cluster, obj: Object, prometheus_url: str | None) -> GraphView | None:
+    """The components and latencies of a composite (``None`` for other kinds)."""
+    if obj.get("kind") != COMPOSITE_MODEL.kind:
+        return None
+    refs = {ref for n in (obj.get("spec") or {}).get("nodes") or [] if (ref := _component_of(n))}
+    components: dict[ComponentRef, Object | None] = {}
+    namespace = (obj.get("metadata") or {}).get("namespace")
+    for ref in sorted(refs):
+        try:
+            components[ref] = cluster.get(ref.resource_kind, ref.name, namespace)
+        except PluginError:  # missing or not readable: the node's own status says which
+            components[ref] = None
+    if not prometheus_url:
+        return GraphView(components)
+    p99, note = node_p99(prometheus_url, (obj.get("metadata") or {}).get("name") or "")
+    return GraphView(components, p99, note)
 
 
 def render_history(obj: Object, now: datetime) -> str:
@@ -511,7 +611,7 @@ def _cluster(args: argparse.Namespace) -> Cluster:
 
 def cmd_get(args: argparse.Namespace) -> int:
     cluster = _cluster(args)
-    kinds: Sequence[Kind] = KINDS
+    kinds: Sequence[ResourceKind] = KINDS
     name = None
     if args.what:
         if "/" in args.what:
@@ -537,13 +637,13 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ref(args: argparse.Namespace, default: Kind = MODEL_DEPLOYMENT) -> tuple[Kind, str]:
+def _ref(args: argparse.Namespace, default: ResourceKind = MODEL_DEPLOYMENT) -> tuple[ResourceKind, str]:
     kind, name = split_ref(args.name, resolve_kind(args.kind) if getattr(args, "kind", None) else default)
     assert kind is not None
     return kind, name
 
 
-def _deployment_ref(args: argparse.Namespace) -> tuple[Kind, str]:
+def _deployment_ref(args: argparse.Namespace) -> tuple[ResourceKind, str]:
     """Actions and history apply to ModelDeployments (`NAME` or `mdep/NAME`)."""
     kind, name = _ref(args)
     if kind is not MODEL_DEPLOYMENT:
@@ -555,12 +655,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     cluster = _cluster(args)
     kind, name = _ref(args)
     if not args.watch:
-        print(render_status(cluster.get(kind, name), _now()))
+        obj = cluster.get(kind, name)
+        print(render_status(obj, _now(), graph_view(cluster, obj, args.prometheus_url)))
         return 0
-    return watch_status(cluster, kind, name, args.interval, args.timeout)
+    return watch_status(cluster, kind, name, args.interval, args.timeout, args.prometheus_url)
 
 
-def watch_status(cluster: Cluster, kind: Kind, name: str, interval: float, timeout: float | None) -> int:
+def watch_status(
+    cluster: Cluster,
+    kind: ResourceKind,
+    name: str,
+    interval: float,
+    timeout: float | None,
+    prometheus_url: str | None = None,
+) -> int:
     """Redraw the status when it changes (on a terminal also every interval, to refresh the ages)."""
     tty = sys.stdout.isatty()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -576,7 +684,7 @@ def watch_status(cluster: Cluster, kind: Kind, name: str, interval: float, timeo
                 return 1
             version = (obj.get("metadata") or {}).get("resourceVersion")
             if tty or version != last_version:
-                frame = render_status(obj, _now())
+                frame = render_status(obj, _now(), graph_view(cluster, obj, prometheus_url))
                 if tty:
                     sys.stdout.write("\x1b[H\x1b[2J")
                     frame += f"\n\n(watching every {interval:g}s; Ctrl-C to stop)"
@@ -592,7 +700,12 @@ def watch_status(cluster: Cluster, kind: Kind, name: str, interval: float, timeo
 
 
 def request_action(
-    cluster: Cluster, kind: Kind, name: str, action: str, force: bool, spec_patch: Object | None = None
+    cluster: Cluster,
+    kind: ResourceKind,
+    name: str,
+    action: str,
+    force: bool,
+    spec_patch: Object | None = None,
 ) -> str:
     """Set the action annotation (and optionally patch the spec) in one merge patch guarded by the
     object's resourceVersion, so a concurrent change is never overwritten blindly."""
@@ -734,6 +847,11 @@ def register(subparsers: Any) -> None:
     status.add_argument("-w", "--watch", action="store_true", help="keep showing changes until Ctrl-C")
     status.add_argument("--interval", type=_seconds, default=1.0, help="how often --watch looks (default 1s)")
     status.add_argument("--timeout", type=_seconds, default=None, help="stop --watch after this long")
+    status.add_argument(
+        "--prometheus-url",
+        default=os.environ.get("MLROLLOUTS_PROMETHEUS_URL"),
+        help="Prometheus for the p99 of each node of a CompositeModel (env MLROLLOUTS_PROMETHEUS_URL)",
+    )
     status.set_defaults(handler=_guard(cmd_status))
 
     actions = {

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from mlrollouts.rollout import Phase
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-PHASE = Gauge(
-    "mlrollouts_phase",
-    "1 for the current phase of a ModelDeployment, 0 for the others",
-    ["namespace", "name", "phase"],
-    registry=REGISTRY,
+
+def _per_resource(metric: type[Gauge] | type[Counter], name: str, documentation: str, label: str) -> Any:
+    """A metric with one series per resource (``namespace``, ``name``) and ``label``."""
+    return metric(name, documentation, ["namespace", "name", label], registry=REGISTRY)
+
+
+PHASE = _per_resource(
+    Gauge, "mlrollouts_phase", "1 for the current phase of a ModelDeployment, 0 for the others", "phase"
 )
-WEIGHT = Gauge(
-    "mlrollouts_weight_percent",
-    "Desired traffic weight of a revision, percent",
-    ["namespace", "name", "revision"],
-    registry=REGISTRY,
+WEIGHT = _per_resource(
+    Gauge, "mlrollouts_weight_percent", "Desired traffic weight of a revision, percent", "revision"
 )
 ANALYSIS = Counter(
     "mlrollouts_analysis_results",
@@ -33,34 +34,73 @@ RECONCILE_SECONDS = Histogram(
     registry=REGISTRY,
 )
 RECONCILE_ERRORS = Counter(
-    "mlrollouts_reconcile_errors",
-    "Reconcile passes that failed, by cause",
-    ["cause"],
-    registry=REGISTRY,
+    "mlrollouts_reconcile_errors", "Reconcile passes that failed, by cause", ["cause"], registry=REGISTRY
 )
-TRANSITIONS = Counter(
-    "mlrollouts_rollout_events",
-    "Rollout events by reason (Promoted, RolledBack, ...)",
-    ["namespace", "name", "reason"],
-    registry=REGISTRY,
+TRANSITIONS = _per_resource(
+    Counter, "mlrollouts_rollout_events", "Rollout events by reason (Promoted, RolledBack, ...)", "reason"
+)
+EXPERIMENT_PHASE = _per_resource(
+    Gauge,
+    "mlrollouts_experiment_phase",
+    "1 for the current phase of an Experiment, 0 for the others",
+    "phase",
+)
+EXPERIMENT_WEIGHT = _per_resource(
+    Gauge,
+    "mlrollouts_experiment_weight_percent",
+    "Traffic weight of an Experiment's variant, percent",
+    "variant",
+)
+EXPERIMENT_BEST = _per_resource(
+    Gauge,
+    "mlrollouts_experiment_probability_to_be_best",
+    "Posterior probability that the variant is the best one, at the last evaluation",
+    "variant",
+)
+EXPERIMENT_EVENTS = _per_resource(
+    Counter,
+    "mlrollouts_experiment_events",
+    "Experiment events by reason (WeightChanged, GuardrailBreached, Concluded, ...)",
+    "reason",
+)
+COMPOSITE_PHASE = _per_resource(
+    Gauge,
+    "mlrollouts_composite_phase",
+    "1 for the current phase of a CompositeModel, 0 for the others",
+    "phase",
+)
+COMPOSITE_NODE_READY = _per_resource(
+    Gauge, "mlrollouts_composite_node_ready", "1 when a node of a CompositeModel is ready, else 0", "node"
+)
+COMPOSITE_EVENTS = _per_resource(
+    Counter,
+    "mlrollouts_composite_events",
+    "CompositeModel events by reason (GraphApplied, NodeReady, ComponentMissing, ...)",
+    "reason",
 )
 
 
-def record_state(namespace: str, name: str, phase: Phase, weights: dict[str, int]) -> None:
-    for p in Phase:
-        PHASE.labels(namespace, name, p.value).set(1 if p is phase else 0)
-    for child in list(WEIGHT._metrics):  # drop revisions that no longer carry a weight
-        if child[:2] == (namespace, name) and child[2] not in weights:
-            WEIGHT.remove(*child)
-    for revision, weight in weights.items():
-        WEIGHT.labels(namespace, name, revision).set(weight)
+def set_phase(gauge: Gauge, namespace: str, name: str, phases: Iterable[str], current: str) -> None:
+    """One gauge series per phase: 1 for the current one, 0 for the others."""
+    for phase in phases:
+        gauge.labels(namespace, name, phase).set(1 if phase == current else 0)
 
 
-def forget(namespace: str, name: str) -> None:
-    for metric in (PHASE, WEIGHT):
-        for child in list(metric._metrics):
-            if child[:2] == (namespace, name):
-                metric.remove(*child)
+def set_values(gauge: Gauge, namespace: str, name: str, values: Mapping[str, float]) -> None:
+    """The gauge's series of one resource become exactly ``values`` (vanished keys are dropped)."""
+    for labels in list(gauge._metrics):
+        if labels[:2] == (namespace, name) and labels[2] not in values:
+            gauge.remove(*labels)
+    for key, value in values.items():
+        gauge.labels(namespace, name, key).set(value)
+
+
+def forget(namespace: str, name: str, gauges: Iterable[Gauge]) -> None:
+    """Drop every series of one resource (it was deleted)."""
+    for gauge in gauges:
+        for labels in list(gauge._metrics):
+            if labels[:2] == (namespace, name):
+                gauge.remove(*labels)
 
 
 def serve(port: int, host: str = "0.0.0.0") -> None:

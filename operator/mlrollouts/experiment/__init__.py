@@ -1,8 +1,10 @@
-"""Experiments over model variants: split policies, bandits and their statistics (pure).
+"""Experiments over model variants: split policies, bandits, their statistics and the planner of
+an Experiment's passes (pure).
 
-The controller builds :class:`VariantObservation` values and :class:`ExperimentSettings` from its
-resources and calls :func:`evaluate` every interval; nothing here reads a clock or talks to a
-server.
+:func:`evaluate` turns :class:`VariantObservation` values and :class:`ExperimentSettings` into the
+next split and a decision; :func:`mlrollouts.experiment.plan.plan` decides one pass of an
+Experiment resource (status, route weights, events) around it. Nothing here reads a clock or talks
+to a server.
 """
 
 from mlrollouts.experiment.config import (

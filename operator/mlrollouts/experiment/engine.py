@@ -24,6 +24,7 @@ from mlrollouts.experiment.config import (
 from mlrollouts.experiment.policies import target_split
 from mlrollouts.experiment.posterior import (
     FloatArray,
+    Posterior,
     SampleSummary,
     best_arm_statistics,
     posterior_of,
@@ -141,73 +142,79 @@ def _validate(observations: Sequence[VariantObservation], current_weights: Mappi
             raise ValueError(f"currentWeights[{name!r}]: must be a finite number >= 0, got {weight!r}")
 
 
-def evaluate(
+def _check_arguments(
     observations: Sequence[VariantObservation],
     current_weights: Mapping[str, float],
-    settings: ExperimentSettings,
     seed: int | Sequence[int],
-    *,
-    intervals_elapsed: int = 0,
-    max_duration_reached: bool = False,
-) -> Evaluation:
-    """Compute the next split, the per-variant status and the decision.
-
-    ``current_weights`` are the weights now applied, in any unit (they are normalised; names
-    missing from it count as 0, unknown names are ignored). ``intervals_elapsed`` counts the
-    intervals since the experiment started (for epsilon decay). ``max_duration_reached`` turns
-    "no winner yet" into a final decision.
-    """
+    intervals_elapsed: int,
+) -> list[int]:
+    """The seeds, once every argument is known to be usable."""
     _validate(observations, current_weights)
     if intervals_elapsed < 0:
         raise ValueError(f"intervalsElapsed: must be >= 0, got {intervals_elapsed}")
     seeds = [seed] if isinstance(seed, int) else list(seed)
     if not seeds or any(not isinstance(s, int | np.integer) or s < 0 for s in seeds):
         raise ValueError(f"seed: must be a non-negative integer or a non-empty list of them, got {seed!r}")
-    rng = np.random.default_rng(seeds)
-    names = [o.name for o in observations]
-    model = settings.reward_model
-    prior = settings.effective_prior
-    summaries = [summarize(o, model) for o in observations]
-    posteriors = [posterior_of(s, model, prior) for s in summaries]
-    healthy = np.array([not o.guardrail_failed for o in observations], dtype=bool)
-    healthy_index = np.flatnonzero(healthy)
+    return seeds
 
-    probability = np.zeros(len(names))
-    loss: FloatArray = np.full(len(names), np.nan)
+
+def _best_arm(
+    posteriors: Sequence[Posterior], healthy_index: np.ndarray, settings: ExperimentSettings, seeds: list[int]
+) -> tuple[FloatArray, FloatArray]:
+    """Each variant's probability to be best and expected loss among the healthy ones (a failed
+    variant has probability 0 and no loss)."""
+    probability = np.zeros(len(posteriors))
+    loss: FloatArray = np.full(len(posteriors), np.nan)
     if len(healthy_index) == 1:
         probability[healthy_index] = 1.0
         loss[healthy_index] = 0.0
     elif len(healthy_index) > 1:
+        rng = np.random.default_rng(seeds)
         draws = np.column_stack([posteriors[i].draw(rng, settings.posterior_draws) for i in healthy_index])
         probability[healthy_index], loss[healthy_index] = best_arm_statistics(draws)
+    return probability, loss
 
-    current = np.array([float(current_weights.get(n, 0.0)) for n in names])
+
+def _next_split(
+    names: list[str],
+    summaries: list[SampleSummary],
+    probability: FloatArray,
+    healthy: np.ndarray,
+    current: FloatArray,
+    settings: ExperimentSettings,
+    intervals_elapsed: int,
+) -> FloatArray:
+    healthy_index = np.flatnonzero(healthy)
     if len(healthy_index) == 0:
         # Nothing healthy to send traffic to: keep the split as it is and let the caller degrade.
         total = current.sum()
-        weights = current / total if total > 0 else np.full(len(names), 1.0 / len(names))
-    else:
-        target = np.zeros(len(names))
-        target[healthy_index] = target_split(
-            settings.policy,
-            [names[i] for i in healthy_index],
-            [summaries[i] for i in healthy_index],
-            probability[healthy_index],
-            model,
-            intervals_elapsed,
-        )
-        floors = np.array([settings.floor_of(n) for n in names])
-        weights = next_weights(target, current, healthy, floors, settings.max_step)
-    current_total = current.sum()
-    normalised_current = current / current_total if current_total > 0 else current
-    changed = bool(np.abs(weights - normalised_current).max() > WEIGHT_TOLERANCE)
+        return current / total if total > 0 else np.full(len(names), 1.0 / len(names))
+    target = np.zeros(len(names))
+    target[healthy_index] = target_split(
+        settings.policy,
+        [names[i] for i in healthy_index],
+        [summaries[i] for i in healthy_index],
+        probability[healthy_index],
+        settings.reward_model,
+        intervals_elapsed,
+    )
+    floors = np.array([settings.floor_of(n) for n in names])
+    return next_weights(target, current, healthy, floors, settings.max_step)
 
-    frequentist = isinstance(settings.decision, FrequentistRule)
+
+def _variant_statuses(
+    observations: Sequence[VariantObservation],
+    summaries: list[SampleSummary],
+    posteriors: Sequence[Posterior],
+    probability: FloatArray,
+    loss: FloatArray,
+    weights: FloatArray,
+    settings: ExperimentSettings,
+) -> tuple[VariantStatus, ...]:
     statuses = []
     for i, (obs, summary, posterior) in enumerate(zip(observations, summaries, posteriors, strict=True)):
-        if frequentist:
-            assert isinstance(settings.decision, FrequentistRule)
-            low, high = _confidence_sequence(summary, model, settings.decision)
+        if isinstance(settings.decision, FrequentistRule):
+            low, high = _confidence_sequence(summary, settings.reward_model, settings.decision)
             kind = "ConfidenceSequence"
         else:
             low, high = posterior.interval(settings.credible_level)
@@ -229,7 +236,37 @@ def evaluate(
                 guardrail_failed=obs.guardrail_failed,
             )
         )
+    return tuple(statuses)
 
+
+def evaluate(
+    observations: Sequence[VariantObservation],
+    current_weights: Mapping[str, float],
+    settings: ExperimentSettings,
+    seed: int | Sequence[int],
+    *,
+    intervals_elapsed: int = 0,
+    max_duration_reached: bool = False,
+) -> Evaluation:
+    """Compute the next split, the per-variant status and the decision.
+
+    ``current_weights`` are the weights now applied, in any unit (they are normalised; names
+    missing from it count as 0, unknown names are ignored). ``intervals_elapsed`` counts the
+    intervals since the experiment started (for epsilon decay). ``max_duration_reached`` turns
+    "no winner yet" into a final decision.
+    """
+    seeds = _check_arguments(observations, current_weights, seed, intervals_elapsed)
+    names = [o.name for o in observations]
+    summaries = [summarize(o, settings.reward_model) for o in observations]
+    posteriors = [posterior_of(s, settings.reward_model, settings.effective_prior) for s in summaries]
+    healthy = np.array([not o.guardrail_failed for o in observations], dtype=bool)
+    healthy_index = np.flatnonzero(healthy)
+    probability, loss = _best_arm(posteriors, healthy_index, settings, seeds)
+    current = np.array([float(current_weights.get(n, 0.0)) for n in names])
+    weights = _next_split(names, summaries, probability, healthy, current, settings, intervals_elapsed)
+    current_total = current.sum()
+    normalised_current = current / current_total if current_total > 0 else current
+    changed = bool(np.abs(weights - normalised_current).max() > WEIGHT_TOLERANCE)
     decision = _decide(settings, names, summaries, healthy_index, probability, loss)
     if max_duration_reached and not decision.concluded:
         decision = Decision(
@@ -240,7 +277,7 @@ def evaluate(
     return Evaluation(
         weights=dict(zip(names, (float(w) for w in weights), strict=True)),
         weights_changed=changed,
-        variants=tuple(statuses),
+        variants=_variant_statuses(observations, summaries, posteriors, probability, loss, weights, settings),
         decision=decision,
     )
 

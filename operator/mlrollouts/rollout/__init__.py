@@ -1,4 +1,8 @@
-"""The canary / blue-green / immediate rollout state machine (pure: time is an argument)."""
+"""The canary / blue-green / immediate rollout state machine (pure: time is an argument).
+
+Its phases, strategies and failure counting are the API's enumerations (``mlrollouts.api``);
+verdicts, events and conditions are the shared ones of ``mlrollouts.core``.
+"""
 
 from mlrollouts.rollout.machine import analysis_due, current_step, decide, next_analysis_at
 from mlrollouts.rollout.model import (
@@ -6,22 +10,14 @@ from mlrollouts.rollout.model import (
     AnalysisPolicy,
     AnalysisRecord,
     AnalysisRun,
-    CheckOutcome,
-    Condition,
     Decision,
-    Event,
-    FailureMode,
     Observation,
-    OnInconclusive,
-    Phase,
     RevisionHealth,
     RevisionRecord,
     RolloutSpec,
     RolloutState,
     Step,
     StepKind,
-    Strategy,
-    Verdict,
 )
 from mlrollouts.rollout.revision import revision_hash
 
@@ -30,22 +26,14 @@ __all__ = [
     "AnalysisPolicy",
     "AnalysisRecord",
     "AnalysisRun",
-    "CheckOutcome",
-    "Condition",
     "Decision",
-    "Event",
-    "FailureMode",
     "Observation",
-    "OnInconclusive",
-    "Phase",
     "RevisionHealth",
     "RevisionRecord",
     "RolloutSpec",
     "RolloutState",
     "Step",
     "StepKind",
-    "Strategy",
-    "Verdict",
     "analysis_due",
     "current_step",
     "decide",

@@ -26,23 +26,21 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from mlrollouts.api.modeldeployment import FailureMode, OnInconclusive, Phase
+from mlrollouts.core.conditions import DEGRADED, PROGRESSING, READY, ConditionStatus, condition
+from mlrollouts.core.events import Event
+from mlrollouts.core.verdicts import Verdict
 from mlrollouts.rollout.model import (
     Action,
     AnalysisRecord,
     AnalysisRun,
-    Condition,
     Decision,
-    Event,
-    FailureMode,
     Observation,
-    OnInconclusive,
-    Phase,
     RevisionRecord,
     RolloutSpec,
     RolloutState,
     Step,
     StepKind,
-    Verdict,
 )
 
 APPROVAL = "AwaitingApproval"
@@ -98,7 +96,7 @@ class _Tick:
     # -- helpers ---------------------------------------------------------------------------------
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
-        self.events.append(Event("Warning" if warning else "Normal", reason, message))
+        self.events.append(Event.warning(reason, message) if warning else Event.normal(reason, message))
 
     def update(self, **changes: object) -> None:
         self.s = replace(self.s, **changes)  # type: ignore[arg-type]
@@ -173,48 +171,49 @@ class _Tick:
         history = (*self.s.history, record)[-self.spec.history_size :]
         self.update(history=history, last_analysis_at=run.at)
         details = "; ".join(f"{c.name}: {c.verdict.value} {c.message}".strip() for c in run.checks)
-        policy = self.spec.analysis
         if verdict is Verdict.PASS:
             self.update(consecutive_failures=0, inconclusive=0)
             self.event("AnalysisPassed", f"step {self.s.step_index + 1}: {details}")
         elif verdict is Verdict.FAIL:
-            self.update(
-                failures=self.s.failures + 1,
-                consecutive_failures=self.s.consecutive_failures + 1,
-                inconclusive=0,
-            )
-            count = (
-                self.s.consecutive_failures
-                if policy.failure_mode is FailureMode.CONSECUTIVE
-                else self.s.failures
-            )
-            self.event(
-                "AnalysisFailed",
-                f"step {self.s.step_index + 1}: {details} ({count}/{policy.failure_limit} "
-                f"{policy.failure_mode.value.lower()} failures)",
-                warning=True,
-            )
-            if count >= policy.failure_limit:
-                self.rollback(
-                    "AnalysisFailed", f"analysis failed {count} times (limit {policy.failure_limit})"
-                )
+            self.analysis_failed(details)
         else:
-            self.update(inconclusive=self.s.inconclusive + 1)
-            reason = "AnalysisError" if verdict is Verdict.ERROR else "AnalysisInconclusive"
-            self.event(
-                reason,
-                f"step {self.s.step_index + 1}: {details} ({self.s.inconclusive}/{policy.inconclusive_limit})",
-                warning=True,
-            )
-            if self.s.inconclusive >= policy.inconclusive_limit:
-                if policy.on_inconclusive is OnInconclusive.ROLLBACK:
-                    self.rollback(
-                        INCONCLUSIVE_HOLD, f"{self.s.inconclusive} inconclusive analysis runs in a row"
-                    )
-                else:
-                    self.pause(
-                        INCONCLUSIVE_HOLD, f"held after {self.s.inconclusive} inconclusive analysis runs"
-                    )
+            self.analysis_inconclusive(verdict, details)
+
+    def analysis_failed(self, details: str) -> None:
+        policy = self.spec.analysis
+        self.update(
+            failures=self.s.failures + 1,
+            consecutive_failures=self.s.consecutive_failures + 1,
+            inconclusive=0,
+        )
+        count = (
+            self.s.consecutive_failures if policy.failure_mode is FailureMode.CONSECUTIVE else self.s.failures
+        )
+        self.event(
+            "AnalysisFailed",
+            f"step {self.s.step_index + 1}: {details} ({count}/{policy.failure_limit} "
+            f"{policy.failure_mode.value.lower()} failures)",
+            warning=True,
+        )
+        if count >= policy.failure_limit:
+            self.rollback("AnalysisFailed", f"analysis failed {count} times (limit {policy.failure_limit})")
+
+    def analysis_inconclusive(self, verdict: Verdict, details: str) -> None:
+        """An Inconclusive or Error run: never a pass, counted towards ``inconclusiveLimit``."""
+        policy = self.spec.analysis
+        self.update(inconclusive=self.s.inconclusive + 1)
+        reason = "AnalysisError" if verdict is Verdict.ERROR else "AnalysisInconclusive"
+        self.event(
+            reason,
+            f"step {self.s.step_index + 1}: {details} ({self.s.inconclusive}/{policy.inconclusive_limit})",
+            warning=True,
+        )
+        if self.s.inconclusive < policy.inconclusive_limit:
+            return
+        if policy.on_inconclusive is OnInconclusive.ROLLBACK:
+            self.rollback(INCONCLUSIVE_HOLD, f"{self.s.inconclusive} inconclusive analysis runs in a row")
+        else:
+            self.pause(INCONCLUSIVE_HOLD, f"held after {self.s.inconclusive} inconclusive analysis runs")
 
     # -- 2. spec -----------------------------------------------------------------------------------
 
@@ -509,33 +508,38 @@ class _Tick:
 
     def conditions(self) -> None:
         phase = self.s.phase
-        ready = self.ready(self.s.stable)
-        ready_cond = ("True", "RevisionServing", f"revision {self.s.stable} is ready and serving")
-        if not ready:
-            ready_cond = ("False", "NoReadyRevision", "no ready revision is serving yet")
+        ready = (ConditionStatus.TRUE, "RevisionServing", f"revision {self.s.stable} is ready and serving")
+        if not self.ready(self.s.stable):
+            ready = (ConditionStatus.FALSE, "NoReadyRevision", "no ready revision is serving yet")
         if phase is Phase.PROGRESSING:
-            progressing = ("True", "RolloutInProgress", self.s.message)
+            progressing = (ConditionStatus.TRUE, "RolloutInProgress", self.s.message)
         elif phase is Phase.PAUSED:
-            progressing = ("Unknown", self.s.pause_reason or "Paused", self.s.message)
+            progressing = (ConditionStatus.UNKNOWN, self.s.pause_reason or "Paused", self.s.message)
         elif phase is Phase.DEGRADED:
-            progressing = ("False", "RolloutAborted", self.s.message)
+            progressing = (ConditionStatus.FALSE, "RolloutAborted", self.s.message)
         else:
-            progressing = ("False", "RolloutComplete", self.s.message)
+            progressing = (ConditionStatus.FALSE, "RolloutComplete", self.s.message)
         if phase is Phase.DEGRADED:
-            degraded = ("True", self.s.message.split(":", 1)[0] or "Degraded", self.s.message)
+            degraded = (ConditionStatus.TRUE, self.s.message.split(":", 1)[0] or "Degraded", self.s.message)
         else:
-            degraded = ("False", "AsExpected", "no failed rollout")
-        previous = {c.type: c for c in self.s.conditions}
-        out = []
-        for ctype, (status, reason, message) in (
-            ("Ready", ready_cond),
-            ("Progressing", progressing),
-            ("Degraded", degraded),
-        ):
-            old = previous.get(ctype)
-            since = old.last_transition_time if old is not None and old.status == status else self.now
-            out.append(Condition(ctype, status, reason, message, since, self.spec.generation))
-        self.update(conditions=tuple(out), observed_generation=self.spec.generation)
+            degraded = (ConditionStatus.FALSE, "AsExpected", "no failed rollout")
+        conditions = tuple(
+            condition(
+                ctype,
+                status,
+                reason,
+                message,
+                previous=self.s.conditions,
+                now=self.now,
+                generation=self.spec.generation,
+            )
+            for ctype, (status, reason, message) in (
+                (READY, ready),
+                (PROGRESSING, progressing),
+                (DEGRADED, degraded),
+            )
+        )
+        self.update(conditions=conditions, observed_generation=self.spec.generation)
 
     def run(self) -> Decision:
         self.record_analysis(self.obs.analysis)

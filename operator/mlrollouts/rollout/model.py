@@ -3,6 +3,7 @@
 The controller converts the resource (``mlrollouts.api``) into a :class:`RolloutSpec` and a
 :class:`RolloutState`, gathers an :class:`Observation`, calls :func:`mlrollouts.rollout.decide`, and
 writes the returned state back into the resource status. Times are timezone-aware UTC datetimes.
+The enumerations (phase, strategy, failure counting) are the API's own.
 """
 
 from __future__ import annotations
@@ -11,42 +12,16 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
-
-class Phase(enum.StrEnum):
-    PENDING = "Pending"
-    PROGRESSING = "Progressing"
-    PAUSED = "Paused"
-    HEALTHY = "Healthy"
-    DEGRADED = "Degraded"
-
-
-class Strategy(enum.StrEnum):
-    CANARY = "Canary"
-    BLUE_GREEN = "BlueGreen"
-    IMMEDIATE = "Immediate"
+from mlrollouts.api.modeldeployment import FailureMode, OnInconclusive, Phase, Strategy
+from mlrollouts.core.conditions import Condition
+from mlrollouts.core.events import Event
+from mlrollouts.core.verdicts import CheckOutcome, Verdict, combined_verdict
 
 
 class StepKind(enum.StrEnum):
     SHADOW = "shadow"
     WEIGHT = "weight"
     APPROVAL = "approval"
-
-
-class Verdict(enum.StrEnum):
-    PASS = "Pass"
-    FAIL = "Fail"
-    INCONCLUSIVE = "Inconclusive"
-    ERROR = "Error"
-
-
-class FailureMode(enum.StrEnum):
-    CONSECUTIVE = "Consecutive"
-    TOTAL = "Total"
-
-
-class OnInconclusive(enum.StrEnum):
-    HOLD = "Hold"
-    ROLLBACK = "Rollback"
 
 
 class Action(enum.StrEnum):
@@ -102,16 +77,6 @@ class RolloutSpec:
 
 
 @dataclass(frozen=True)
-class CheckOutcome:
-    name: str
-    verdict: Verdict
-    value: float | None = None
-    stable_value: float | None = None
-    samples: float | None = None
-    message: str = ""
-
-
-@dataclass(frozen=True)
 class AnalysisRun:
     """The checks evaluated at ``at`` for the current step."""
 
@@ -120,12 +85,7 @@ class AnalysisRun:
 
     @property
     def verdict(self) -> Verdict:
-        """Fail beats Error beats Inconclusive beats Pass; no checks at all is Inconclusive."""
-        verdicts = {c.verdict for c in self.checks}
-        for v in (Verdict.FAIL, Verdict.ERROR, Verdict.INCONCLUSIVE):
-            if v in verdicts:
-                return v
-        return Verdict.PASS if verdicts else Verdict.INCONCLUSIVE
+        return combined_verdict(c.verdict for c in self.checks)
 
 
 @dataclass(frozen=True)
@@ -167,16 +127,6 @@ class RevisionRecord:
 
 
 @dataclass(frozen=True)
-class Condition:
-    type: str
-    status: str
-    reason: str
-    message: str
-    last_transition_time: datetime
-    observed_generation: int
-
-
-@dataclass(frozen=True)
 class RolloutState:
     """Everything needed to resume: persisted in the resource status after every decision."""
 
@@ -204,13 +154,6 @@ class RolloutState:
     history: tuple[AnalysisRecord, ...] = ()
     revisions: tuple[RevisionRecord, ...] = ()
     conditions: tuple[Condition, ...] = ()
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)

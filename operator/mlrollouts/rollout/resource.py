@@ -15,47 +15,40 @@ A retired revision's ``finishedAt`` is the time it is (or was) scaled to zero.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from mlrollouts.api import AnalysisRun as ApiAnalysisRun
 from mlrollouts.api import (
     AnalysisStatus,
-    ConditionStatus,
     ModelDeployment,
     ModelDeploymentStatus,
+    Phase,
     RevisionOutcome,
     RevisionWeight,
-    parse_duration,
-)
-from mlrollouts.api import (
-    Condition as ApiCondition,
 )
 from mlrollouts.api import (
     RevisionRecord as ApiRevisionRecord,
 )
+from mlrollouts.core.conditions import PROGRESSING, Condition, ConditionStatus
+from mlrollouts.core.durations import parse_duration
+from mlrollouts.core.names import ACTION_ANNOTATION
+from mlrollouts.core.verdicts import CheckOutcome
 from mlrollouts.rollout.model import (
     Action,
     AnalysisPolicy,
     AnalysisRecord,
     AnalysisRun,
-    CheckOutcome,
-    Condition,
-    FailureMode,
-    OnInconclusive,
-    Phase,
     RevisionRecord,
     RolloutSpec,
     RolloutState,
     Step,
     StepKind,
-    Strategy,
-    Verdict,
 )
 from mlrollouts.rollout.revision import revision_hash
 
 TRAFFIC_VERIFIED = "TrafficVerified"
-ACTION_ANNOTATION = "mlrollouts.io/action"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -84,16 +77,16 @@ def rollout_spec(md: ModelDeployment, history_size: int = 10, poll_interval: flo
         policy = AnalysisPolicy(
             interval=parse_duration(analysis.interval),
             failure_limit=analysis.failure_limit,
-            failure_mode=FailureMode(analysis.failure_mode.value),
+            failure_mode=analysis.failure_mode,
             inconclusive_limit=analysis.inconclusive_limit,
-            on_inconclusive=OnInconclusive(analysis.on_inconclusive.value),
+            on_inconclusive=analysis.on_inconclusive,
             enabled=bool(analysis.checks),
         )
     return RolloutSpec(
         target_revision=target_revision(md),
         replicas=md.spec.serving.replicas,
         generation=md.metadata.generation or 1,
-        strategy=Strategy(rollout.strategy.value),
+        strategy=rollout.strategy,
         steps=tuple(steps),
         analysis=policy,
         progress_deadline=parse_duration(rollout.progress_deadline),
@@ -129,7 +122,7 @@ def _group_runs(runs: Iterable[ApiAnalysisRun]) -> tuple[AnalysisRecord, ...]:
         grouped.setdefault(key, []).append(
             CheckOutcome(
                 name=run.check,
-                verdict=Verdict(run.verdict.value),
+                verdict=run.verdict,
                 value=run.value,
                 stable_value=run.stable_value,
                 samples=run.samples,
@@ -143,33 +136,34 @@ def _group_runs(runs: Iterable[ApiAnalysisRun]) -> tuple[AnalysisRecord, ...]:
     return tuple(records)
 
 
-def rollout_state(md: ModelDeployment, spec: RolloutSpec) -> RolloutState:
-    """The state machine's view of ``md.status`` (an empty state for a new resource)."""
-    status = md.status
-    if status is None:
-        return RolloutState()
-    conditions = tuple(
-        Condition(
-            type=c.type,
-            status=c.status.value,
-            reason=c.reason,
-            message=c.message,
+def _conditions(status: ModelDeploymentStatus) -> tuple[Condition, ...]:
+    """The status conditions, each with a transition time and a generation for the machine."""
+    return tuple(
+        replace(
+            c,
             last_transition_time=_aware(c.last_transition_time) or EPOCH,
             observed_generation=c.observed_generation or 0,
         )
         for c in status.conditions
     )
+
+
+def rollout_state(md: ModelDeployment, spec: RolloutSpec) -> RolloutState:
+    """The state machine's view of ``md.status`` (an empty state for a new resource)."""
+    status = md.status
+    if status is None:
+        return RolloutState()
+    conditions = _conditions(status)
     by_type = {c.type: c for c in conditions}
-    phase = Phase(status.phase.value)
-    paused_at = pause_reason = None
-    progressing = by_type.get("Progressing")
-    if phase is Phase.PAUSED and progressing is not None:
-        paused_at, pause_reason = progressing.last_transition_time, progressing.reason
+    progressing = by_type.get(PROGRESSING) if status.phase is Phase.PAUSED else None
     verified_cond = by_type.get(TRAFFIC_VERIFIED)
-    steps = spec.effective_steps()
     step_index = status.current_step or 0
     candidate = status.candidate_revision
-    promoting = candidate is not None and step_index >= len(steps) and phase is Phase.PROGRESSING
+    promoting = (
+        candidate is not None
+        and step_index >= len(spec.effective_steps())
+        and status.phase is Phase.PROGRESSING
+    )
     revisions = tuple(
         RevisionRecord(
             revision=r.revision,
@@ -180,7 +174,7 @@ def rollout_state(md: ModelDeployment, spec: RolloutSpec) -> RolloutState:
         for r in status.revisions
     )
     return RolloutState(
-        phase=phase,
+        phase=status.phase,
         message=status.message or "",
         observed_generation=status.observed_generation or 0,
         stable=status.stable_revision,
@@ -193,8 +187,8 @@ def rollout_state(md: ModelDeployment, spec: RolloutSpec) -> RolloutState:
         desired_weights={w.revision: w.desired for w in status.weights},
         verified_weights={w.revision: w.verified for w in status.weights if w.verified is not None},
         shadow=next(((w.revision, w.shadow) for w in status.weights if w.shadow), None),
-        paused_at=paused_at,
-        pause_reason=pause_reason,
+        paused_at=progressing.last_transition_time if progressing else None,
+        pause_reason=progressing.reason if progressing else None,
         promoting=promoting,
         last_analysis_at=_aware(status.analysis.last_run_at),
         failures=status.analysis.total_failures,
@@ -210,62 +204,65 @@ def weights_summary(weights: dict[str, int]) -> str:
     return " ".join(f"{rev}:{w}" for rev, w in sorted(weights.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def status_from_state(
+def _outcome(state: RolloutState, revision: str) -> RevisionOutcome | None:
+    if revision == state.stable:
+        return RevisionOutcome.SERVING
+    if revision == state.candidate:
+        return None
+    if revision == state.failed_revision:
+        return RevisionOutcome.ROLLED_BACK
+    return RevisionOutcome.SUPERSEDED
+
+
+def _revision_records(
     state: RolloutState,
     spec: RolloutSpec,
     previous: ModelDeploymentStatus | None,
-    verified: bool,
-    now: datetime,
-    model_uri: str | None = None,
-    model_version: str | None = None,
-) -> dict[str, Any]:
-    """The full ``status`` to write back (camelCase JSON), keeping fields this machine does not own."""
+    model_uri: str | None,
+    model_version: str | None,
+) -> list[ApiRevisionRecord]:
+    """The revision history; what the model was is known only for the revision being built, so
+    older records keep what they said."""
     old_records = {r.revision: r for r in (previous.revisions if previous else [])}
     records = []
     for r in state.revisions:
         old = old_records.get(r.revision)
-        if r.revision == state.stable:
-            outcome: RevisionOutcome | None = RevisionOutcome.SERVING
-        elif r.revision == state.candidate:
-            outcome = None
-        elif r.revision == state.failed_revision:
-            outcome = RevisionOutcome.ROLLED_BACK
-        else:
-            outcome = RevisionOutcome.SUPERSEDED
+        target = r.revision == spec.target_revision
         records.append(
             ApiRevisionRecord(
                 revision=r.revision,
-                model_uri=old.model_uri
-                if old
-                else (model_uri if r.revision == spec.target_revision else None),
-                model_version=(
-                    old.model_version
-                    if old
-                    else (model_version if r.revision == spec.target_revision else None)
-                ),
+                model_uri=old.model_uri if old else (model_uri if target else None),
+                model_version=old.model_version if old else (model_version if target else None),
                 created_at=r.created_at,
                 finished_at=r.scale_down_at,
-                outcome=outcome,
+                outcome=_outcome(state, r.revision),
                 message=old.message if old else None,
             )
         )
-    revisions_seen = list(dict.fromkeys([*state.desired_weights, *state.verified_weights]))
-    if state.shadow is not None and state.shadow[0] not in revisions_seen:
-        revisions_seen.append(state.shadow[0])
-    weights = [
+    return records
+
+
+def _revision_weights(state: RolloutState) -> list[RevisionWeight]:
+    revisions = list(dict.fromkeys([*state.desired_weights, *state.verified_weights]))
+    if state.shadow is not None and state.shadow[0] not in revisions:
+        revisions.append(state.shadow[0])
+    return [
         RevisionWeight(
             revision=rev,
             desired=state.desired_weights.get(rev, 0),
             verified=state.verified_weights.get(rev),
             shadow=state.shadow[1] if state.shadow and state.shadow[0] == rev else None,
         )
-        for rev in revisions_seen
+        for rev in revisions
     ]
+
+
+def _analysis_status(state: RolloutState) -> AnalysisStatus:
     runs = [
         ApiAnalysisRun(
             time=h.at,
             check=c.name,
-            verdict=c.verdict.value,
+            verdict=c.verdict,
             revision=state.candidate,
             step=h.step,
             value=c.value,
@@ -276,34 +273,54 @@ def status_from_state(
         for h in state.history
         for c in h.checks
     ]
-    # the TrafficVerified condition carries the time the weights last changed or were confirmed
-    conditions = list(state.conditions)
-    old_verified = next((c for c in conditions if c.type == TRAFFIC_VERIFIED), None)
-    cond_status = "True" if verified else "False"
-    since = state.weights_changed_at or now
-    if old_verified is not None and old_verified.status == cond_status and not verified:
-        since = min(old_verified.last_transition_time, since)
-    elif old_verified is not None and old_verified.status == cond_status:
-        since = old_verified.last_transition_time
-    elif verified:
-        since = now
-    conditions = [c for c in conditions if c.type != TRAFFIC_VERIFIED]
-    conditions.append(
-        Condition(
-            type=TRAFFIC_VERIFIED,
-            status=cond_status,
-            reason="WeightsConfirmed" if verified else "WaitingForTrafficProvider",
-            message=(
-                f"traffic provider confirms {weights_summary(state.desired_weights)}"
-                if verified
-                else f"waiting for the traffic provider to confirm {weights_summary(state.desired_weights)}"
-            ),
-            last_transition_time=since,
-            observed_generation=spec.generation,
-        )
+    return AnalysisStatus(
+        runs=runs,
+        consecutive_failures=state.consecutive_failures,
+        total_failures=state.failures,
+        inconclusive_count=state.inconclusive,
+        last_run_at=state.last_analysis_at,
     )
+
+
+def _traffic_verified(state: RolloutState, spec: RolloutSpec, verified: bool, now: datetime) -> Condition:
+    """``TrafficVerified`` keeps a time rather than following the transition rule: the time the
+    weights were last changed or confirmed, from which the progress deadline counts."""
+    summary = weights_summary(state.desired_weights)
+    if verified:
+        return Condition(
+            TRAFFIC_VERIFIED,
+            ConditionStatus.TRUE,
+            "WeightsConfirmed",
+            f"traffic provider confirms {summary}",
+            now,
+            spec.generation,
+        )
+    return Condition(
+        TRAFFIC_VERIFIED,
+        ConditionStatus.FALSE,
+        "WaitingForTrafficProvider",
+        f"waiting for the traffic provider to confirm {summary}",
+        state.weights_changed_at or now,
+        spec.generation,
+    )
+
+
+def status_from_state(
+    state: RolloutState,
+    spec: RolloutSpec,
+    previous: ModelDeploymentStatus | None,
+    verified: bool,
+    now: datetime,
+    model_uri: str | None = None,
+    model_version: str | None = None,
+) -> dict[str, Any]:
+    """The full ``status`` to write back (camelCase JSON), keeping fields this machine does not own.
+
+    ``state`` is a decided state: its conditions are the machine's, ``TrafficVerified`` is added here.
+    """
+    conditions = [c for c in state.conditions if c.type != TRAFFIC_VERIFIED]
     status = ModelDeploymentStatus(
-        phase=state.phase.value,
+        phase=state.phase,
         observed_generation=spec.generation,
         stable_revision=state.stable,
         candidate_revision=state.candidate,
@@ -313,27 +330,11 @@ def status_from_state(
         else None,
         step_started_at=state.step_started_at,
         rollout_started_at=state.rollout_started_at,
-        weights=weights,
+        weights=_revision_weights(state),
         weights_summary=weights_summary({k: v for k, v in state.desired_weights.items() if v > 0}),
-        analysis=AnalysisStatus(
-            runs=runs,
-            consecutive_failures=state.consecutive_failures,
-            total_failures=state.failures,
-            inconclusive_count=state.inconclusive,
-            last_run_at=state.last_analysis_at,
-        ),
-        revisions=records,
-        conditions=[
-            ApiCondition(
-                type=c.type,
-                status=ConditionStatus(c.status),
-                reason=c.reason,
-                message=c.message,
-                last_transition_time=c.last_transition_time,
-                observed_generation=c.observed_generation,
-            )
-            for c in conditions
-        ],
+        analysis=_analysis_status(state),
+        revisions=_revision_records(state, spec, previous, model_uri, model_version),
+        conditions=[*conditions, _traffic_verified(state, spec, verified, now)],
         message=state.message or None,
         learning=previous.learning if previous else None,
     )

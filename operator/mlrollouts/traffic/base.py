@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlrollouts.builders import Object, Owner
+from mlrollouts.builders.common import DEFAULT_UPSTREAM_TEMPLATE
+from mlrollouts.builders.serving import DEFAULT_SERVING_IMAGE
 
 
 @dataclass(frozen=True)
@@ -35,9 +37,9 @@ class TrafficContext:
     candidate: str | None
     config: Any = None
     """The provider's section of ``spec.traffic`` (API model), or ``None``."""
-    serving_image: str = "mlrollouts/serving:0.1.0"
+    serving_image: str = DEFAULT_SERVING_IMAGE
     replicas: int = 1
-    upstream_template: str = "http://{service}.{namespace}.svc:80"
+    upstream_template: str = DEFAULT_UPSTREAM_TEMPLATE
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def upstream(self, service: str) -> str:

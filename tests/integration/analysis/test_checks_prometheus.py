@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from mlrollouts.analysis import AnalysisContext, CheckSpec, Verdict, read_rewards, run_checks
+from mlrollouts.analysis import AnalysisContext, read_rewards, run_checks
 from mlrollouts.analysis.provider import PrometheusProvider
+from mlrollouts.api import Check
+from mlrollouts.core.verdicts import Verdict
 from support import PYTHON, free_port, running, wait_until
 from support.exporters import Exporter, serving_exporter
 from support.prometheus import PrometheusServer
@@ -38,14 +40,14 @@ REVISIONS = {
 
 # The checks a careful user would put on a canary.
 CANARY_CHECKS = [
-    CheckSpec(name="errors", template="error-rate", max=0.05),
-    CheckSpec(name="errors-vs-stable", template="error-rate", max_ratio_to_stable=2),
-    CheckSpec(name="p50", template="latency-p50", max=0.1),
-    CheckSpec(name="p95", template="latency-p95", max=0.1),
-    CheckSpec(name="p99", template="latency-p99", max=0.25),
-    CheckSpec(name="p99-vs-stable", template="latency-p99", max_ratio_to_stable=1.5),
-    CheckSpec(name="traffic", template="request-rate", min=10),
-    CheckSpec(name="drift", template="prediction-drift", max=0.1),
+    Check(name="errors", template="error-rate", max=0.05),
+    Check(name="errors-vs-stable", template="error-rate", max_ratio_to_stable=2),
+    Check(name="p50", template="latency-p50", max=0.1),
+    Check(name="p95", template="latency-p95", max=0.1),
+    Check(name="p99", template="latency-p99", max=0.25),
+    Check(name="p99-vs-stable", template="latency-p99", max_ratio_to_stable=1.5),
+    Check(name="traffic", template="request-rate", min=10),
+    Check(name="drift", template="prediction-drift", max=0.1),
 ]
 
 
@@ -147,7 +149,7 @@ async def test_no_traffic_is_inconclusive_never_pass_or_fail(lab):
 
 
 async def test_drift_detected_between_different_distributions_only(lab):
-    drift = [CheckSpec(name="drift", template="prediction-drift", max=0.1)]
+    drift = [Check(name="drift", template="prediction-drift", max=0.1)]
     [shifted] = await run_checks(drift, context(lab.prometheus.url, "drift"))
     [same] = await run_checks(drift, context(lab.prometheus.url, "good"))
     assert shifted.verdict is Verdict.FAIL
@@ -159,7 +161,7 @@ async def test_drift_detected_between_different_distributions_only(lab):
 
 async def test_custom_query_with_variables(lab):
     checks = [
-        CheckSpec(
+        Check(
             name="ok-rate",
             query='sum(rate(mlserving_requests_total{model="{{ model }}",revision="{{ revision }}",code="200"}'
             "[{{ interval }}]))",
@@ -175,10 +177,10 @@ async def test_custom_query_with_variables(lab):
 
 async def test_bad_queries_are_errors_with_the_reason(lab):
     checks = [
-        CheckSpec(name="syntax", query="sum(rate(mlserving_requests_total[10s]", max=1),
-        CheckSpec(name="several", query="rate(mlserving_requests_total[{{ interval }}])", max=1000),
-        CheckSpec(name="unknown-var", query="sum(up{x='{{ color }}'})", max=1),
-        CheckSpec(name="missing-metric", query="sum(no_such_metric_total)", max=1),
+        Check(name="syntax", query="sum(rate(mlserving_requests_total[10s]", max=1),
+        Check(name="several", query="rate(mlserving_requests_total[{{ interval }}])", max=1000),
+        {"name": "unknown-var", "query": "sum(up{x='{{ color }}'})", "max": 1},
+        Check(name="missing-metric", query="sum(no_such_metric_total)", max=1),
     ]
     results = by_name(await run_checks(checks, context(lab.prometheus.url, "good")))
     assert results["syntax"].verdict is Verdict.ERROR
@@ -191,9 +193,9 @@ async def test_bad_queries_are_errors_with_the_reason(lab):
 
 async def test_shadow_agreement_and_reward_rate_from_router_metrics(lab):
     checks = [
-        CheckSpec(name="agree", template="shadow-agreement", min=0.95),
-        CheckSpec(name="strict-agree", template="shadow-agreement", min=0.99),
-        CheckSpec(name="reward", template="reward-rate", min=0.2, max_ratio_to_stable=5),
+        Check(name="agree", template="shadow-agreement", min=0.95),
+        Check(name="strict-agree", template="shadow-agreement", min=0.99),
+        Check(name="reward", template="reward-rate", min=0.2, max_ratio_to_stable=5),
     ]
     results = by_name(await run_checks(checks, context(lab.prometheus.url, "good")))
     assert results["agree"].verdict is Verdict.PASS
@@ -242,7 +244,7 @@ async def test_reward_reader_per_variant(lab):
 
 
 async def test_candidate_changed_at_runtime_starts_failing(lab):
-    checks = [CheckSpec(name="errors", template="error-rate", max=0.1)]
+    checks = [Check(name="errors", template="error-rate", max=0.1)]
     [before] = await run_checks(checks, context(lab.prometheus.url, "live"))
     assert before.verdict is Verdict.PASS
     lab.exporters["live"].update(error_ratio=0.5)
@@ -258,7 +260,7 @@ async def test_candidate_changed_at_runtime_starts_failing(lab):
 
 async def test_checks_evaluated_at_a_given_time_see_that_window(lab):
     # An hour ago no exporter existed: no samples in that window, so inconclusive; now it passes.
-    checks = [CheckSpec(name="errors", template="error-rate", max=0.1)]
+    checks = [Check(name="errors", template="error-rate", max=0.1)]
     [past] = await run_checks(checks, context(lab.prometheus.url, "good"), at=time.time() - 3600)
     assert past.verdict is Verdict.INCONCLUSIVE and past.samples == 0
     [now] = await run_checks(checks, context(lab.prometheus.url, "good"), at=time.time())
@@ -268,8 +270,7 @@ async def test_checks_evaluated_at_a_given_time_see_that_window(lab):
 async def test_a_burst_of_checks_queues_instead_of_timing_out(lab):
     # 3 queries per check, far more than the worker threads: all must be answered, none time out.
     checks = [
-        CheckSpec(name=f"rate-{i}", template="request-rate", min=10, window=f"{10 + i % 5}s")
-        for i in range(60)
+        Check(name=f"rate-{i}", template="request-rate", min=10, window=f"{10 + i % 5}s") for i in range(60)
     ]
     ctx = context(lab.prometheus.url, "good", prometheus_timeout=2.0)
     results = await run_checks(checks, ctx)
@@ -281,7 +282,7 @@ async def test_prometheus_stopped_gives_error_never_pass(lab, prometheus):
     """A second Prometheus scraping the good revision: Pass while it runs, Error once stopped."""
     prometheus.set_targets([([lab.exporters["good"].target], {})])
     prometheus.wait_for_series(f'count_over_time(mlserving_requests_total{{revision="good"}}[{WINDOW}]) >= 3')
-    checks = [CheckSpec(name="errors", template="error-rate", max=0.05)]
+    checks = [Check(name="errors", template="error-rate", max=0.05)]
     ctx = context(prometheus.url, "good", min_samples=10)
     [running_result] = await run_checks(checks, ctx)
     assert running_result.verdict is Verdict.PASS, running_result.message
@@ -319,7 +320,7 @@ async def test_prometheus_that_does_not_answer_times_out_as_error(tmp_path):
             prometheus_timeout=1.0,
         )
         started = time.monotonic()
-        [result] = await run_checks([CheckSpec(name="errors", template="error-rate", max=0.05)], ctx)
+        [result] = await run_checks([Check(name="errors", template="error-rate", max=0.05)], ctx)
         took = time.monotonic() - started
     assert result.verdict is Verdict.ERROR
     assert "did not answer within 1s" in result.message

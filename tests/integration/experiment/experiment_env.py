@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
@@ -28,7 +29,7 @@ import httpx
 import yaml
 
 from mlrollouts.api.crd import all_crds
-from mlrollouts.controller.experiments import decode_signing_key
+from mlrollouts.builders.router import SIGNING_KEY_FIELD
 from mlserving.router.table import ROUTES_CONFIGMAP_KEY
 from support import PYTHON, Proc, free_port, http_ok, wait_until
 from support.models import serve_argv
@@ -40,7 +41,8 @@ OPERATOR_SCRIPT = textwrap.dedent(
     """
     import asyncio, logging, sys
     import kopf
-    from mlrollouts.controller import experiments, handlers, metrics
+    from mlrollouts.controller import metrics, operator
+    from mlrollouts.controller.experiment import ExperimentController
     from mlrollouts.controller.config import OperatorConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -52,8 +54,8 @@ OPERATOR_SCRIPT = textwrap.dedent(
         kopf.operator(
             clusterwide=True,
             memo=kopf.Memo(config=config),
-            registry=experiments.registry(config.tick),
-            settings=handlers.settings(None),
+            registry=operator.registry([ExperimentController()]),
+            settings=operator.settings(None),
             standalone=True,
         )
     )
@@ -263,7 +265,7 @@ def signing_key(api: Api, namespace: str, experiment: str) -> str:
         timeout=20,
         message="router signing key Secret",
     )
-    return decode_signing_key(secret)
+    return base64.b64decode((secret.get("data") or {})[SIGNING_KEY_FIELD]).decode()
 
 
 def model_deployment(name: str, model_uri: str) -> dict[str, Any]:

@@ -12,8 +12,8 @@ import pytest
 
 from mlrollouts.api.experiment import Experiment, ExperimentPhase, ExperimentStatus
 from mlrollouts.controller.config import OperatorConfig
-from mlrollouts.controller.experiments import observe_metrics
-from mlrollouts.rollout.experiment_plan import ExperimentObservation, VariantTarget, plan
+from mlrollouts.controller.experiment import observe_metrics
+from mlrollouts.experiment.plan import ExperimentObservation, VariantTarget, plan
 from support import require_binary, wait_until
 from support.exporters import serving_exporter
 

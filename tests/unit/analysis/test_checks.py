@@ -1,16 +1,20 @@
-"""Check specs (validation naming the field), contexts, Prometheus answer parsing, and how run_checks
-wires queries together (against a recording provider; real Prometheus is in the integration suite)."""
+"""Checks that cannot run (an Error naming the field), contexts, Prometheus answer parsing, and how
+run_checks wires queries together (against a recording provider; real Prometheus is in the
+integration suite)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
 
-from mlrollouts.analysis import AnalysisContext, CheckSpec, CheckSpecError, MetricProvider, Sample, Verdict
+from mlrollouts.analysis import AnalysisConfigError, AnalysisContext, MetricProvider, Sample, thresholds
 from mlrollouts.analysis.checks import run_checks
 from mlrollouts.analysis.provider import _api_error_reason, _parse_result
-from mlrollouts.analysis.verdicts import NoValues, QueryError
+from mlrollouts.analysis.verdicts import NoValues, QueryError, Thresholds
+from mlrollouts.api import Check
+from mlrollouts.core.verdicts import Verdict
 
 
 class RecordingProvider(MetricProvider):
@@ -37,38 +41,59 @@ def ctx(provider, **kw):
 
 
 @pytest.mark.parametrize(
-    ("spec", "message"),
+    ("check", "message"),
     [
-        (CheckSpec(name=""), r"checks\[0\]\.name"),
-        (CheckSpec(name="x"), "exactly one of template or query"),
-        (CheckSpec(name="x", template="error-rate", query="up"), "exactly one of template or query"),
-        (CheckSpec(name="x", template="errors"), r"checks\[0\] 'x'\.template: unknown template 'errors'"),
-        (CheckSpec(name="x", query="up{r='{{ rev }}'}"), r"\.query: unknown template variable 'rev'"),
-        (CheckSpec(name="x", query="  "), r"\.query: the query is empty"),
-        (CheckSpec(name="x", template="error-rate", min=2, max=1), "min 2 is greater than max 1"),
-        (CheckSpec(name="x", template="error-rate", max=float("nan")), r"\.max: must be a finite number"),
+        ({"name": "", "template": "error-rate", "max": 1}, r"^checks\[0\]\.name: "),
+        ({"name": "x", "max": 1}, r"^checks\[0\]: needs exactly one of template or query"),
         (
-            CheckSpec(name="x", template="error-rate", max_ratio_to_stable=0),
-            r"\.maxRatioToStable: must be a positive number",
+            {"name": "x", "template": "error-rate", "query": "up", "max": 1},
+            "exactly one of template or query",
         ),
         (
-            CheckSpec(name="x", template="prediction-drift", max_ratio_to_stable=2),
-            "already compares with stable",
+            {"name": "x", "template": "errors", "max": 1},
+            r"^checks\[0\]\.template: Input should be 'error-rate'",
         ),
-        (CheckSpec(name="x", template="error-rate", window="5 minutes"), r"\.window: invalid duration"),
+        (
+            {"name": "x", "query": "up{r='{{ rev }}'}", "max": 1},
+            r"^checks\[0\]\.query: query uses unknown variable\(s\) 'rev'; allowed: namespace, ",
+        ),
+        ({"name": "x", "query": "  ", "max": 1}, r"^checks\[0\] 'x'\.query: the query is empty"),
+        (
+            {"name": "x", "template": "error-rate", "min": 2, "max": 1},
+            r"^checks\[0\]\.min: min \(2\.0\) must be below",
+        ),
+        (
+            {"name": "x", "template": "error-rate", "maxRatioToStable": 0},
+            r"^checks\[0\]\.maxRatioToStable: Input should be greater than 0",
+        ),
+        (
+            {"name": "x", "template": "prediction-drift", "maxRatioToStable": 2},
+            r"^checks\[0\] 'x'\.maxRatioToStable: prediction-drift already compares with stable",
+        ),
+        (
+            {"name": "x", "template": "error-rate", "max": 1, "window": "5 minutes"},
+            r"^checks\[0\]\.window: invalid duration '5 minutes'",
+        ),
+        # the API's duration grammar: no days, weeks or years
+        (
+            {"name": "x", "template": "error-rate", "max": 1, "window": "1d"},
+            r"^checks\[0\]\.window: invalid duration",
+        ),
+        (
+            {"name": "x", "template": "error-rate", "max": 1, "window": "0s"},
+            r"^checks\[0\] 'x'\.window: invalid duration '0s': must be longer than zero",
+        ),
     ],
 )
-def test_invalid_specs_name_the_field(spec, message):
-    with pytest.raises(CheckSpecError, match=message):
-        spec.validate("checks[0]")
+async def test_checks_that_cannot_run_are_errors_naming_the_field(check, message):
+    p = RecordingProvider({})
+    [result] = await run_checks([check], ctx(p))
+    assert result.verdict is Verdict.ERROR
+    assert re.search(message, result.message), result.message
+    assert p.queries == []  # nothing was asked of Prometheus
 
 
-def test_spec_from_camel_case_mapping_and_from_objects():
-    spec = CheckSpec.from_any(
-        {"name": "err", "template": "error-rate", "maxRatioToStable": 2, "window": "1m"}
-    )
-    assert spec == CheckSpec(name="err", template="error-rate", max_ratio_to_stable=2, window="1m")
-
+async def test_checks_from_camel_case_and_snake_case_mappings_and_from_objects():
     class Model:
         name = "lat"
         template = "latency-p99"
@@ -78,7 +103,27 @@ def test_spec_from_camel_case_mapping_and_from_objects():
         max_ratio_to_stable = None
         window = None
 
-    assert CheckSpec.from_any(Model()) == CheckSpec(name="lat", template="latency-p99", max=0.5)
+    p = RecordingProvider({"histogram_quantile": [Sample({}, 0.1)], "increase(": [Sample({}, 100.0)]})
+    results = await run_checks(
+        [
+            {"name": "err", "template": "error-rate", "maxRatioToStable": 2, "window": "1m"},
+            {"name": "snake", "query": "sum(up)", "max_ratio_to_stable": 2},
+            Model(),
+        ],
+        ctx(p),
+    )
+    assert [r.name for r in results] == ["err", "snake", "lat"]
+    assert [r.verdict for r in results] == [Verdict.INCONCLUSIVE, Verdict.INCONCLUSIVE, Verdict.PASS]
+    assert any("[1m]" in q and "mlserving_requests_total" in q for q in p.queries)
+    assert thresholds(Check(name="lat", template="latency-p99", max=0.5)) == Thresholds(max=0.5)
+
+
+def test_unusable_prometheus_timeout_is_a_config_error():
+    for timeout, message in (("soon", "invalid duration 'soon'"), ("0s", "must be longer than zero")):
+        with pytest.raises(AnalysisConfigError, match=f"analysis.prometheus.timeout: .*{message}"):
+            AnalysisContext.from_spec(
+                {"prometheus": {"timeout": timeout}}, namespace="ml", name="n", model="m", revision="r"
+            )
 
 
 def test_context_from_analysis_spec_with_operator_default_address():
@@ -180,7 +225,7 @@ async def test_drift_check_takes_the_worst_output():
             "increase(mlserving_requests_total": [Sample({}, 100.0)],
         }
     )
-    [result] = await run_checks([CheckSpec(name="drift", template="prediction-drift", max=0.2)], ctx(p))
+    [result] = await run_checks([Check(name="drift", template="prediction-drift", max=0.2)], ctx(p))
     assert result.verdict is Verdict.FAIL
     assert result.value == pytest.approx(0.677838, abs=1e-6)
     assert "label=0.6778" in result.message
@@ -189,7 +234,7 @@ async def test_drift_check_takes_the_worst_output():
 async def test_drift_without_stable_revision_is_inconclusive():
     p = RecordingProvider({})
     [result] = await run_checks(
-        [CheckSpec(name="drift", template="prediction-drift", max=0.2)], ctx(p, stable_revision=None)
+        [Check(name="drift", template="prediction-drift", max=0.2)], ctx(p, stable_revision=None)
     )
     assert result.verdict is Verdict.INCONCLUSIVE and "no stable revision" in result.message
 
@@ -200,7 +245,7 @@ async def test_bad_specs_and_missing_address_become_errors_without_raising():
         [{"name": "bad", "template": "nope"}, {"name": "ok", "query": "sum(up)", "min": 1}], ctx(p)
     )
     assert [r.verdict for r in results] == [Verdict.ERROR, Verdict.PASS]
-    assert "template: unknown template 'nope'" in results[0].message
+    assert results[0].message.startswith("checks[0].template: Input should be 'error-rate'")
 
     no_address = AnalysisContext(namespace="ml", name="n", model="m", revision="r")
     [r] = await run_checks([{"name": "ok", "query": "sum(up)", "min": 1}], no_address)
@@ -234,11 +279,6 @@ async def test_api_models_flow_through_context_and_checks():
         "http://prom:9090",
         2.0,
     )
-    specs = [CheckSpec.from_any(check) for check in analysis.checks]
-    assert specs == [
-        CheckSpec(name="err", template="error-rate", max=0.05),
-        CheckSpec(name="q", query='sum(up{r="{{ revision }}"})', max_ratio_to_stable=2.0, window="1m"),
-    ]
     p = RecordingProvider({'sum(up{r="b"})': [Sample({}, 3.0)], 'sum(up{r="a"})': [Sample({}, 2.0)]})
     results = await run_checks(analysis.checks, replace(c, provider=p, min_samples=0))
     assert results[1].verdict is Verdict.PASS and results[1].value == 3.0 and results[1].stable_value == 2.0

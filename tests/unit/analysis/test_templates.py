@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mlrollouts.analysis.templates import (
-    BUILTIN_TEMPLATES,
-    SAMPLES_QUERY,
-    TEMPLATE_VARIABLES,
-    TemplateError,
-    format_duration,
-    parse_duration,
-    render,
-    template_variables,
-)
+from mlrollouts.analysis.templates import BUILTIN_TEMPLATES, SAMPLES_QUERY, prometheus_range, render
+from mlrollouts.api import QUERY_VARIABLES, QueryTemplateError, query_variables
 
 VARS = {
     "namespace": "ml",
@@ -27,7 +19,7 @@ VARS = {
 
 
 def test_renders_every_variable():
-    query = " ".join(f"{name}={{{{ {name} }}}}" for name in TEMPLATE_VARIABLES)
+    query = " ".join(f"{name}={{{{ {name} }}}}" for name in QUERY_VARIABLES)
     assert render(query, VARS) == (
         "namespace=ml name=fraud model=fraud-model revision=c4nd1d stable_revision=st4bl3 variant=c4nd1d interval=30s"
     )
@@ -38,20 +30,20 @@ def test_whitespace_inside_braces_is_optional():
 
 
 def test_unknown_variable_is_named():
-    with pytest.raises(TemplateError, match="'revison'") as info:
+    with pytest.raises(QueryTemplateError, match="'revison'") as info:
         render('up{revision="{{ revison }}"}', VARS)
-    assert "known variables" in str(info.value)
+    assert "allowed: namespace, name, model" in str(info.value)
 
 
 def test_malformed_placeholder_is_an_error():
-    with pytest.raises(TemplateError, match="malformed"):
-        template_variables("rate(x[{{ interval | default }}])")
-    with pytest.raises(TemplateError, match="malformed"):
-        template_variables("rate(x[{{ interval ]")
+    with pytest.raises(QueryTemplateError, match=r"unknown variable\(s\) 'interval \| default'"):
+        query_variables("rate(x[{{ interval | default }}])")
+    with pytest.raises(QueryTemplateError, match="unbalanced"):
+        query_variables("rate(x[{{ interval ]")
 
 
 def test_variable_without_value_is_an_error():
-    with pytest.raises(TemplateError, match="'stable_revision' has no value"):
+    with pytest.raises(QueryTemplateError, match="'stable_revision' has no value"):
         render('x{revision="{{ stable_revision }}"}', {**VARS, "stable_revision": None})
 
 
@@ -60,8 +52,8 @@ def test_values_cannot_break_out_of_a_label_string():
     assert rendered == 'x{model="a\\"}) or vector(1"}'
 
 
-def test_template_variables_lists_used_names_once():
-    assert template_variables("{{ revision }} {{ interval }} {{ revision }}") == ["revision", "interval"]
+def test_query_variables_lists_used_names_once():
+    assert query_variables("{{ revision }} {{ interval }} {{ revision }}") == ["revision", "interval"]
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_TEMPLATES))
@@ -93,21 +85,26 @@ def test_builtin_queries_use_the_contract_metric_names():
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("30s", 30), ("5m", 300), ("1m30s", 90), ("1h", 3600), ("500ms", 0.5), (15, 15)]
+    ("value", "promql"),
+    [
+        ("30s", "30s"),
+        (" 1m ", "1m"),
+        ("1h30m", "1h30m"),
+        ("500ms", "500ms"),
+        ("1.5m", "90s"),
+        ("0.25s", "250ms"),
+        (30, "30s"),
+        (601, "601s"),
+        (2.5, "2500ms"),
+    ],
 )
-def test_parse_duration(text, seconds):
-    assert parse_duration(text) == seconds
+def test_prometheus_range(value, promql):
+    assert prometheus_range(value) == promql
 
 
-@pytest.mark.parametrize("bad", ["", "30", "5 m", "1,5m", "-1s", "0s", 0, -3, "abc"])
-def test_parse_duration_rejects(bad):
+@pytest.mark.parametrize(
+    "bad", ["", "30", "5 m", "1,5m", "-1s", "0s", "1d", "2w", 0, -3, float("nan"), True, "abc"]
+)
+def test_prometheus_range_rejects(bad):
     with pytest.raises(ValueError, match="invalid duration"):
-        parse_duration(bad)
-
-
-def test_format_duration():
-    assert format_duration(30) == "30s"
-    assert format_duration(2.5) == "2500ms"
-    assert format_duration(" 1m ") == "1m"
-    assert format_duration("1.5m") == "90s"
-    assert format_duration("0.25s") == "250ms"
+        prometheus_range(bad)

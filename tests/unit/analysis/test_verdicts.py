@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from mlrollouts.analysis.verdicts import NoValues, QueryError, Thresholds, Verdict, judge
+from mlrollouts.analysis.verdicts import NoValues, QueryError, Thresholds, judge
+from mlrollouts.core.verdicts import Verdict
 
 
 def v(thresholds=None, value=0.0, **kw):

@@ -14,6 +14,8 @@ EXAMPLES = [
     ROOT / "examples/canary/modeldeployment.yaml",
     ROOT / "examples/ab-bandit/experiment.yaml",
     ROOT / "examples/composite/compositemodel.yaml",
+    ROOT / "examples/online-learning/modeldeployment.yaml",
+    ROOT / "examples/online-learning/static.yaml",
 ]
 
 

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from mlrollouts.api import format_duration, parse_duration, parse_resource
+from mlrollouts.api import parse_resource
+from mlrollouts.core.durations import format_duration, parse_duration
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

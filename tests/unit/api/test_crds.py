@@ -18,7 +18,6 @@ from mlrollouts.api import (
     AnalysisStatus,
     CompositeModel,
     CompositeModelStatus,
-    Condition,
     Experiment,
     ExperimentStatus,
     Interval,
@@ -36,6 +35,7 @@ from mlrollouts.api import (
 )
 from mlrollouts.api import crd as crdgen
 from mlrollouts.cli import main as cli
+from mlrollouts.core.conditions import Condition, ConditionStatus
 
 CRD_FILES = {
     "ModelDeployment": "modeldeployments.mlrollouts.io.yaml",
@@ -266,7 +266,7 @@ def test_status_written_by_the_models_validates_against_the_crds():
     now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     ready = Condition(
         type="Ready",
-        status="True",
+        status=ConditionStatus.TRUE,
         reason="Healthy",
         message="ok",
         last_transition_time=now,

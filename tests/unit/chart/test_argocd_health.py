@@ -11,10 +11,10 @@ import lupa.lua54 as lupa
 import pytest
 import yaml
 
-from mlrollouts.api.common import Condition, ConditionStatus
 from mlrollouts.api.compositemodel import CompositeModelStatus, CompositePhase
 from mlrollouts.api.experiment import ExperimentPhase, ExperimentStatus, VariantStatus, Winner
 from mlrollouts.api.modeldeployment import ModelDeploymentStatus, Phase, RevisionWeight
+from mlrollouts.core.conditions import Condition, ConditionStatus
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 ARGOCD_DIR = REPO_ROOT / "charts" / "mlrollouts" / "files" / "argocd"

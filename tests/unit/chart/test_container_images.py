@@ -137,9 +137,7 @@ def image_distributions() -> set[str]:
     return _closure(requirements)
 
 
-ENTRY_POINTS = (
-    "import mlrollouts.cli.main, mlrollouts.cli.operator, mlrollouts.cli.plugin, mlrollouts.controller.run"
-)
+ENTRY_POINTS = "import mlrollouts.cli.main, mlrollouts.cli.operator, mlrollouts.cli.plugin, mlrollouts.controller.operator"
 
 
 def image_site_packages(dists: set[str], target: Path) -> Path:

@@ -3,25 +3,25 @@ own last status write."""
 
 from __future__ import annotations
 
-from mlrollouts.controller.experiments import _progress_key, _target_of
+from mlrollouts.controller.experiment import ExperimentController, target_of
 
 
 def test_target_from_the_model_deployment_status():
     md = {"spec": {"model": {"uri": "s3://m", "name": "fraud"}}, "status": {"stableRevision": "5f2a1c"}}
-    target = _target_of("wide", "fraud-v2", md)
+    target = target_of("wide", "fraud-v2", md)
     assert target.usable and (target.model, target.revision) == ("fraud", "5f2a1c")
 
 
 def test_served_model_name_defaults_to_the_resource_name():
-    target = _target_of(
+    target = target_of(
         "wide", "fraud-v2", {"spec": {"model": {"uri": "s3://m"}}, "status": {"stableRevision": "r"}}
     )
     assert target.model == "fraud-v2"
 
 
 def test_missing_or_not_yet_serving_model_deployments_are_named():
-    assert "'fraud-v2' not found" in (_target_of("wide", "fraud-v2", None).problem or "")
-    pending = _target_of("wide", "fraud-v2", {"spec": {"model": {"uri": "s3://m"}}, "status": {}})
+    assert "'fraud-v2' not found" in (target_of("wide", "fraud-v2", None).problem or "")
+    pending = target_of("wide", "fraud-v2", {"spec": {"model": {"uri": "s3://m"}}, "status": {}})
     assert not pending.usable and "no stable revision" in (pending.problem or "")
 
 
@@ -36,7 +36,7 @@ def test_progress_key_compares_instants_not_spellings():
         "lastUpdateAt": "2026-01-05T12:00:10.000Z",
         "phase": "Running",
     }
-    assert _progress_key(written) == _progress_key(echoed)
+    assert ExperimentController().progress_key(written) == ExperimentController().progress_key(echoed)
     older = {**written, "lastUpdateAt": "2026-01-05T12:00:07Z"}
-    assert _progress_key(older) != _progress_key(written)
-    assert _progress_key({}) != _progress_key(written)
+    assert ExperimentController().progress_key(older) != ExperimentController().progress_key(written)
+    assert ExperimentController().progress_key({}) != ExperimentController().progress_key(written)

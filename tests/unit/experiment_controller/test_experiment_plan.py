@@ -19,7 +19,7 @@ from mlrollouts.experiment import (
     ThompsonSamplingPolicy,
     UCB1Policy,
 )
-from mlrollouts.rollout.experiment_plan import (
+from mlrollouts.experiment.plan import (
     ExperimentObservation,
     ExperimentPlan,
     GuardrailOutcome,

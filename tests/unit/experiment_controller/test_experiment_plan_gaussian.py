@@ -11,7 +11,7 @@ import pytest
 
 from mlrollouts.api.experiment import Experiment, ExperimentPhase, ExperimentStatus
 from mlrollouts.experiment import RewardModel
-from mlrollouts.rollout.experiment_plan import (
+from mlrollouts.experiment.plan import (
     ExperimentObservation,
     ExperimentPlan,
     RewardCounts,

@@ -11,29 +11,9 @@ from mlrollouts.api import ModelDeployment
 from mlrollouts.cli.main import main
 from mlrollouts.cli.operator import operator_config, parse_run_args
 from mlrollouts.controller.config import OperatorConfig, parse_image_patterns
-from mlrollouts.controller.handlers import registry, settings
-from mlrollouts.controller.kube import merge_patch_for, refused_status, resource_path
-from mlrollouts.controller.reconcile import disallowed_image
-
-
-def test_merge_patch_removes_vanished_keys_and_keeps_equal_ones():
-    old = {"phase": "Progressing", "candidateRevision": "b", "analysis": {"runs": [1], "lastRunAt": "t"}}
-    new = {"phase": "Healthy", "analysis": {"runs": [1, 2]}}
-    assert merge_patch_for(old, new) == {
-        "phase": "Healthy",
-        "candidateRevision": None,
-        "analysis": {"runs": [1, 2], "lastRunAt": None},
-    }
-    assert merge_patch_for(new, new) == {}
-
-
-def test_resource_paths_for_core_and_grouped_kinds():
-    assert resource_path("v1", "ConfigMap", "ml", "x") == "/api/v1/namespaces/ml/configmaps/x"
-    assert resource_path("apps/v1", "Deployment", "ml") == "/apis/apps/v1/namespaces/ml/deployments"
-    assert (
-        resource_path("mlrollouts.io/v1alpha1", "ModelDeployment", "ml", "iris")
-        == "/apis/mlrollouts.io/v1alpha1/namespaces/ml/modeldeployments/iris"
-    )
+from mlrollouts.controller.modeldeployment import ModelDeploymentController, disallowed_image
+from mlrollouts.controller.operator import registry, settings
+from mlrollouts.core.conditions import refused_status
 
 
 def test_kopf_settings_use_our_prefix_and_peering():
@@ -50,11 +30,14 @@ def test_kopf_settings_use_our_prefix_and_peering():
     assert settings(None).peering.standalone is True
 
 
-def test_registry_has_change_handlers_and_a_driver():
-    reg = registry()
+def test_registry_has_change_handlers_and_a_driver_per_kind():
+    reg = registry([ModelDeploymentController()])
     spawned = list(reg._spawning.get_all_handlers())
     assert [h.id for h in spawned] == ["drive"]
     assert len(list(reg._changing.get_all_handlers())) >= 4  # resume, create, update, delete
+    every_kind = registry()
+    plurals = sorted(h.selector.any_name for h in every_kind._spawning.get_all_handlers())
+    assert plurals == ["compositemodels", "experiments", "modeldeployments"]
 
 
 @pytest.mark.parametrize("flag", ["--tick", "--poll"])

@@ -7,22 +7,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from mlrollouts.api import FailureMode, OnInconclusive, Phase, Strategy
+from mlrollouts.core.verdicts import CheckOutcome, Verdict
 from mlrollouts.rollout import (
     Action,
     AnalysisPolicy,
     AnalysisRun,
-    CheckOutcome,
-    FailureMode,
     Observation,
-    OnInconclusive,
-    Phase,
     RevisionHealth,
     RolloutSpec,
     RolloutState,
     Step,
     StepKind,
-    Strategy,
-    Verdict,
     analysis_due,
     decide,
 )

@@ -7,13 +7,12 @@ from datetime import timedelta
 from test_rollout_machine import T0, positive
 
 from mlrollouts.api import ModelDeployment, ModelDeploymentStatus
+from mlrollouts.core.verdicts import CheckOutcome, Verdict
 from mlrollouts.rollout import (
     Action,
     AnalysisRun,
-    CheckOutcome,
     Observation,
     RevisionHealth,
-    Verdict,
     decide,
 )
 from mlrollouts.rollout.resource import (

@@ -22,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from mlrollouts.api.common import Condition, ConditionStatus, parse_duration
 from mlrollouts.api.experiment import (
     DecisionMethod,
     Experiment,
@@ -38,11 +37,15 @@ from mlrollouts.api.experiment import (
     VariantStatus,
     Winner,
 )
-from mlrollouts.experiment import (
+from mlrollouts.core.conditions import DEGRADED, PROGRESSING, READY, ConditionStatus, set_condition
+from mlrollouts.core.durations import parse_duration
+from mlrollouts.core.events import Event
+from mlrollouts.core.names import ACTION_ANNOTATION
+from mlrollouts.core.verdicts import Verdict
+from mlrollouts.experiment.config import (
     BayesianRule,
     DecisionRule,
     EpsilonGreedyPolicy,
-    Evaluation,
     ExperimentSettings,
     FixedPolicy,
     FrequentistRule,
@@ -51,9 +54,9 @@ from mlrollouts.experiment import (
     ThompsonSamplingPolicy,
     UCB1Policy,
     VariantObservation,
-    evaluate,
-    to_integer_weights,
 )
+from mlrollouts.experiment.engine import Evaluation, evaluate
+from mlrollouts.experiment.weights import to_integer_weights
 
 TERMINAL = (ExperimentPhase.CONCLUDED, ExperimentPhase.STOPPED)
 ABORT_ACTION = "abort"
@@ -64,6 +67,10 @@ KNOWN_ACTIONS = ("abort",)
 REWARD_SUM_SLACK = 0.01
 # How long to wait before looking again at an experiment whose variants are not serving yet.
 NOT_READY_RETRY_SECONDS = 2.0
+GAUSSIAN_NEEDS_FEEDBACK = (
+    "reward.distribution Gaussian needs reward.source Feedback (the router counts the sum of "
+    "squared rewards per variant); a custom reward query gives only the sum"
+)
 
 
 # --- observation -----------------------------------------------------------------------------------
@@ -101,10 +108,10 @@ class RewardCounts:
 
 @dataclass(frozen=True)
 class GuardrailOutcome:
-    """One guardrail check of one variant: ``verdict`` is Pass, Fail, Inconclusive or Error."""
+    """One guardrail check of one variant."""
 
     name: str
-    verdict: str
+    verdict: Verdict
     message: str = ""
     value: float | None = None
 
@@ -125,13 +132,6 @@ class ExperimentObservation:
 
 
 @dataclass(frozen=True)
-class PlanEvent:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
 class ExperimentPlan:
     """What to do: the route weights (percent per variant; ``None`` leaves the route alone), the
     status to write, the events to emit, whether to remove the action annotation, and when to look
@@ -139,7 +139,7 @@ class ExperimentPlan:
 
     weights: dict[str, int] | None
     status: ExperimentStatus
-    events: tuple[PlanEvent, ...] = ()
+    events: tuple[Event, ...] = ()
     clear_action: bool = False
     requeue_after: float | None = None
     evaluation: Evaluation | None = None
@@ -226,55 +226,7 @@ def next_evaluation_in(experiment: Experiment, status: ExperimentStatus, now: da
     return max(0.0, (due - now).total_seconds())
 
 
-# --- conditions ----------------------------------------------------------------------------------
-
-
-def _with_condition(
-    conditions: list[Condition],
-    type_: str,
-    status: bool,
-    reason: str,
-    message: str,
-    now: datetime,
-    generation: int | None,
-) -> list[Condition]:
-    """Set one condition; its ``lastTransitionTime`` moves only when its status changes."""
-    value = ConditionStatus.TRUE if status else ConditionStatus.FALSE
-    old = next((c for c in conditions if c.type == type_), None)
-    since = old.last_transition_time if old is not None and old.status == value else now
-    new = Condition(
-        type=type_,
-        status=value,
-        reason=reason,
-        message=message,
-        last_transition_time=since,
-        observed_generation=generation,
-    )
-    return [c for c in conditions if c.type != type_] + [new]
-
-
-@dataclass
-class _Draft:
-    """The status being built, with the events of the pass."""
-
-    status: ExperimentStatus
-    now: datetime
-    generation: int | None
-    events: list[PlanEvent] = field(default_factory=list)
-
-    def condition(self, type_: str, status: bool, reason: str, message: str = "") -> None:
-        self.status.conditions = _with_condition(
-            self.status.conditions, type_, status, reason, message, self.now, self.generation
-        )
-
-    def health(self, degraded_reason: str | None, message: str = "") -> None:
-        if degraded_reason is None:
-            self.condition("Degraded", False, "AsExpected")
-        else:
-            self.condition("Degraded", True, degraded_reason, message)
-
-
-# --- the plan ------------------------------------------------------------------------------------
+# --- the status being built ----------------------------------------------------------------------
 
 
 def _current_weights(spec: ExperimentSpec, status: ExperimentStatus) -> dict[str, int]:
@@ -286,11 +238,11 @@ def _weights_text(weights: Mapping[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in weights.items())
 
 
-def _weight_change_event(old: Mapping[str, int], new: Mapping[str, int]) -> PlanEvent | None:
+def _weight_change_event(old: Mapping[str, int], new: Mapping[str, int]) -> Event | None:
     if dict(old) == dict(new):
         return None
     moves = ", ".join(f"{k} {old.get(k, 0)}->{v}" for k, v in new.items() if old.get(k, 0) != v)
-    return PlanEvent("Normal", "WeightChanged", f"weights {moves} (now {_weights_text(new)})")
+    return Event.normal("WeightChanged", f"weights {moves} (now {_weights_text(new)})")
 
 
 def _variant_entries(
@@ -304,6 +256,103 @@ def _variant_entries(
         entry.weight = int(weights.get(v.name, 0))
         out.append(entry)
     return out
+
+
+@dataclass
+class _Draft:
+    """One pass being decided: the experiment as it was, the status being built, the events."""
+
+    experiment: Experiment
+    now: datetime
+    status: ExperimentStatus
+    current: dict[str, int]
+    """The route weights in force (percent per variant, 0 for a variant without a route yet)."""
+    clear_action: bool = False
+    events: list[Event] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, experiment: Experiment, now: datetime) -> _Draft:
+        old = experiment.status or ExperimentStatus()
+        status = old.model_copy(deep=True)
+        status.observed_generation = experiment.metadata.generation
+        return cls(experiment, now, status, _current_weights(experiment.spec, old))
+
+    @property
+    def spec(self) -> ExperimentSpec:
+        return self.experiment.spec
+
+    @property
+    def old(self) -> ExperimentStatus:
+        return self.experiment.status or ExperimentStatus()
+
+    @property
+    def has_route(self) -> bool:
+        return any(w > 0 for w in self.current.values())
+
+    def condition(self, type_: str, status: bool, reason: str, message: str = "") -> None:
+        self.status.conditions = set_condition(
+            self.status.conditions,
+            type_,
+            ConditionStatus.TRUE if status else ConditionStatus.FALSE,
+            reason,
+            message,
+            now=self.now,
+            generation=self.experiment.metadata.generation,
+        )
+
+    def health(self, degraded_reason: str | None, message: str = "") -> None:
+        if degraded_reason is None:
+            self.condition(DEGRADED, False, "AsExpected")
+        else:
+            self.condition(DEGRADED, True, degraded_reason, message)
+
+    def degraded(self, reason: str, message: str) -> None:
+        self.status.phase = ExperimentPhase.DEGRADED
+        self.status.message = message
+        self.health(reason, message)
+
+    def conclude(
+        self,
+        winner: str | None,
+        reason: str,
+        message: str,
+        evidence: Mapping[str, float],
+        phase: ExperimentPhase = ExperimentPhase.CONCLUDED,
+    ) -> None:
+        self.status.phase = phase
+        self.status.winner = Winner(
+            variant=winner,
+            reason=reason,
+            evidence={k: v for k, v in evidence.items() if math.isfinite(v)},
+            decided_at=self.now,
+        )
+        self.status.concluded_at = self.now
+        self.status.message = message
+        self.condition(PROGRESSING, False, reason, message)
+        kind = "Concluded" if phase is ExperimentPhase.CONCLUDED else "Stopped"
+        self.events.append(Event.normal(kind, message) if winner else Event.warning(kind, message))
+
+    def weight_change(self, weights: Mapping[str, int]) -> None:
+        change = _weight_change_event(self.current, weights)
+        if change is not None:
+            self.events.append(change)
+
+    def finish(self, weights: dict[str, int] | None, evaluation: Evaluation | None = None) -> ExperimentPlan:
+        """The plan: route ``weights`` (``None`` leaves the route alone) and the status built."""
+        if weights is not None:
+            self.status.variants = _variant_entries(self.spec, self.status, weights)
+            self.condition(READY, True, "RouteApplied", f"route weights {_weights_text(weights)}")
+        return ExperimentPlan(
+            weights=weights,
+            status=self.status,
+            events=tuple(self.events),
+            clear_action=self.clear_action,
+            requeue_after=next_evaluation_in(self.experiment, self.status, self.now),
+            evaluation=evaluation,
+        )
+
+
+# --- the plan ------------------------------------------------------------------------------------
 
 
 def _finite(value: float | None) -> float | None:
@@ -330,15 +379,15 @@ def _guardrail_states(
             states[v.name] = (GuardrailState.OK, None)
             continue
         results = list(outcomes.get(v.name, ()))
-        failed = [r for r in results if r.verdict == "Fail"]
+        failed = [r for r in results if r.verdict == Verdict.FAIL]
         if failed:
             text = "; ".join(f"{r.name}: {r.message}" for r in failed)
             states[v.name] = (GuardrailState.BREACHED, text)
             newly.append(v.name)
-        elif results and all(r.verdict == "Pass" for r in results):
+        elif results and all(r.verdict == Verdict.PASS for r in results):
             states[v.name] = (GuardrailState.OK, None)
         elif results:
-            pending = [r for r in results if r.verdict != "Pass"]
+            pending = [r for r in results if r.verdict != Verdict.PASS]
             text = "; ".join(f"{r.name}: {r.verdict} ({r.message})" for r in pending)
             states[v.name] = (GuardrailState.UNKNOWN, text)
         else:
@@ -406,30 +455,6 @@ def _fill_statistics(
         entry.guardrail, entry.guardrail_message = guardrails[entry.name]
 
 
-def _conclude(
-    draft: _Draft,
-    spec: ExperimentSpec,
-    winner: str | None,
-    reason: str,
-    message: str,
-    evidence: Mapping[str, float],
-    phase: ExperimentPhase = ExperimentPhase.CONCLUDED,
-) -> None:
-    status = draft.status
-    status.phase = phase
-    status.winner = Winner(
-        variant=winner,
-        reason=reason,
-        evidence={k: v for k, v in evidence.items() if math.isfinite(v)},
-        decided_at=draft.now,
-    )
-    status.concluded_at = draft.now
-    status.message = message
-    draft.condition("Progressing", False, reason, message)
-    kind = "Concluded" if phase is ExperimentPhase.CONCLUDED else "Stopped"
-    draft.events.append(PlanEvent("Normal" if winner else "Warning", kind, message))
-
-
 def _all_usable(targets: Mapping[str, VariantTarget], spec: ExperimentSpec) -> list[str]:
     problems = []
     for v in spec.variants:
@@ -456,166 +481,163 @@ def _to_percent(spec: ExperimentSpec, weights: Mapping[str, float]) -> dict[str,
 def plan(experiment: Experiment, observation: ExperimentObservation, now: datetime) -> ExperimentPlan:
     """Decide one pass (see the module docstring). Raises nothing for bad data: problems end up in
     the status (``Degraded`` with the reason) and the route stays as it was."""
-    spec = experiment.spec
-    old = experiment.status or ExperimentStatus()
-    status = old.model_copy(deep=True)
-    generation = experiment.metadata.generation
-    status.observed_generation = generation
-    draft = _Draft(status, now, generation)
-    current = _current_weights(spec, old)
-    have_route = any(w > 0 for w in current.values())
-    action = (observation.action or "").strip().lower() or None
-    clear_action = action is not None
+    draft = _Draft.of(experiment, now)
+    action = _take_action(draft, observation.action)
+    problems = _all_usable(observation.targets, experiment.spec)
+    kept_route = draft.current if draft.has_route and not problems else None
+    if draft.old.phase in TERMINAL:
+        # A finished experiment keeps its last route (winner or last split) and its verdict.
+        return draft.finish(kept_route)
+    if action == ABORT_ACTION:
+        draft.conclude(None, "Aborted", "stopped by the abort action", {}, ExperimentPhase.STOPPED)
+        return draft.finish(kept_route)
+    settings = settings_from_spec(experiment.spec)
+    if problems:
+        return _wait_for_variants(draft, problems)
+    seed = seed_base(experiment)
+    if draft.old.started_at is None or not draft.has_route:
+        return _start(draft, settings, seed)
+    if observation.rewards is None:
+        return draft.finish(draft.current)
+    return _evaluate(draft, observation.rewards, observation.guardrails, settings, seed)
 
-    def done(weights: dict[str, int] | None, evaluation: Evaluation | None = None) -> ExperimentPlan:
-        if weights is not None:
-            status.variants = _variant_entries(spec, status, weights)
-            draft.condition("Ready", True, "RouteApplied", f"route weights {_weights_text(weights)}")
-        return ExperimentPlan(
-            weights=weights,
-            status=status,
-            events=tuple(draft.events),
-            clear_action=clear_action,
-            requeue_after=next_evaluation_in(experiment, status, now),
-            evaluation=evaluation,
-        )
 
+def _take_action(draft: _Draft, raw: str | None) -> str | None:
+    """The requested action, if it is one the experiment knows (an unknown one is only reported);
+    either way the annotation has been handled and is removed."""
+    action = (raw or "").strip().lower() or None
+    draft.clear_action = action is not None
     if action is not None and action not in KNOWN_ACTIONS:
         draft.events.append(
-            PlanEvent("Warning", "UnknownAction", f"unknown mlrollouts.io/action {action!r}; known: abort")
+            Event.warning("UnknownAction", f"unknown {ACTION_ANNOTATION} {action!r}; known: abort")
         )
-        action = None
+        return None
+    return action
 
-    problems = _all_usable(observation.targets, spec)
 
-    # A finished experiment keeps its last route (winner or last split) and its verdict.
-    if old.phase in TERMINAL:
-        return done(current if have_route and not problems else None)
-
-    if action == ABORT_ACTION:
-        _conclude(draft, spec, None, "Aborted", "stopped by the abort action", {}, ExperimentPhase.STOPPED)
-        return done(current if have_route and not problems else None)
-
-    settings = settings_from_spec(spec)
-    if problems:
-        message = "; ".join(problems)
-        draft.condition("Ready", False, "VariantNotReady", message)
-        if old.started_at is None:
-            status.phase = ExperimentPhase.PENDING
-            draft.condition("Progressing", False, "WaitingForVariants", message)
-            draft.health(None)
-        else:
-            status.phase = ExperimentPhase.DEGRADED
-            draft.health("VariantNotReady", message)
-        status.message = message
-        return replace(done(None), requeue_after=NOT_READY_RETRY_SECONDS)
-
-    seed = seed_base(experiment)
-    if old.started_at is None or not have_route:
-        weights = _initial_weights(spec, settings, seed)
-        status.phase = ExperimentPhase.RUNNING
-        status.started_at = _aware(old.started_at) or now
-        status.last_update_at = now
-        status.message = f"started with weights {_weights_text(weights)}"
-        draft.condition("Progressing", True, "Running", status.message)
+def _wait_for_variants(draft: _Draft, problems: list[str]) -> ExperimentPlan:
+    """Some variant cannot receive traffic: Pending before the start, Degraded after it."""
+    message = "; ".join(problems)
+    draft.condition(READY, False, "VariantNotReady", message)
+    if draft.old.started_at is None:
+        draft.status.phase = ExperimentPhase.PENDING
+        draft.condition(PROGRESSING, False, "WaitingForVariants", message)
         draft.health(None)
-        draft.events.append(PlanEvent("Normal", "Started", status.message))
-        change = _weight_change_event(current, weights)
-        if change is not None:
-            draft.events.append(change)
-        return done(weights)
+        draft.status.message = message
+    else:
+        draft.degraded("VariantNotReady", message)
+    return replace(draft.finish(None), requeue_after=NOT_READY_RETRY_SECONDS)
 
-    if observation.rewards is None:
-        return done(current)
 
-    started = _aware(old.started_at) or now
-    elapsed = max(0.0, (now - started).total_seconds())
+def _start(draft: _Draft, settings: ExperimentSettings, seed: int) -> ExperimentPlan:
+    """The first split (or the first after the route was lost); there is no data to evaluate yet."""
+    weights = _initial_weights(draft.spec, settings, seed)
+    status = draft.status
+    status.phase = ExperimentPhase.RUNNING
+    status.started_at = _aware(draft.old.started_at) or draft.now
+    status.last_update_at = draft.now
+    status.message = f"started with weights {_weights_text(weights)}"
+    draft.condition(PROGRESSING, True, "Running", status.message)
+    draft.health(None)
+    draft.events.append(Event.normal("Started", status.message))
+    draft.weight_change(weights)
+    return draft.finish(weights)
+
+
+def _evaluate(
+    draft: _Draft,
+    rewards: Mapping[str, RewardCounts] | str,
+    guardrail_outcomes: Mapping[str, Sequence[GuardrailOutcome]],
+    settings: ExperimentSettings,
+    seed: int,
+) -> ExperimentPlan:
+    """An evaluation is due: rewards and guardrails in, the next split and maybe a winner out."""
+    spec, now = draft.spec, draft.now
+    elapsed = max(0.0, (now - (_aware(draft.old.started_at) or now)).total_seconds())
     intervals = int(elapsed // interval_seconds(spec))
     max_duration = parse_duration(spec.max_duration) if spec.max_duration else None
     max_reached = max_duration is not None and elapsed >= max_duration
-    status.last_update_at = now
-
-    if isinstance(observation.rewards, str):
-        message = f"rewards could not be read: {observation.rewards}"
-        if max_reached:
-            _conclude(draft, spec, None, "MaxDurationReached", f"maxDuration reached; {message}", {})
-            return done(current)
-        status.phase = ExperimentPhase.DEGRADED
-        status.message = message
-        draft.health("RewardsUnavailable", message)
-        draft.condition("Progressing", True, "Running", "waiting for readable rewards")
-        return done(current)
-
-    guardrails, newly = _guardrail_states(spec, old, observation.guardrails)
-    for name in newly:
-        draft.events.append(
-            PlanEvent(
-                "Warning",
-                "GuardrailBreached",
-                f"variant {name!r} removed from the split: {guardrails[name][1]}",
-            )
-        )
+    draft.status.last_update_at = now
+    if isinstance(rewards, str):
+        return _rewards_unreadable(draft, rewards, max_reached)
+    guardrails = _guardrails(draft, guardrail_outcomes)
     if spec.reward.distribution is RewardDistribution.GAUSSIAN and spec.reward.source is RewardSource.QUERY:
         # The Gaussian model needs each variant's sum of squared rewards: the router's feedback
         # metrics have it, a single custom reward query does not.
-        message = (
-            "reward.distribution Gaussian needs reward.source Feedback (the router counts the sum of "
-            "squared rewards per variant); a custom reward query gives only the sum"
-        )
-        status.phase = ExperimentPhase.DEGRADED
-        status.message = message
-        draft.health("RewardModelUnsupported", message)
-        return done(current)
+        draft.degraded("RewardModelUnsupported", GAUSSIAN_NEEDS_FEEDBACK)
+        return draft.finish(draft.current)
     try:
         evaluation = evaluate(
-            _observations(spec, observation.rewards, guardrails),
-            {k: float(v) for k, v in current.items()},
+            _observations(spec, rewards, guardrails),
+            {k: float(v) for k, v in draft.current.items()},
             settings,
             [seed, intervals],
             intervals_elapsed=intervals,
             max_duration_reached=max_reached,
         )
     except ValueError as exc:
-        message = f"evaluation failed: {exc}"
-        status.phase = ExperimentPhase.DEGRADED
-        status.message = message
-        draft.health("EvaluationFailed", message)
-        return done(current)
+        draft.degraded("EvaluationFailed", f"evaluation failed: {exc}")
+        return draft.finish(draft.current)
+    return _decided(draft, evaluation, guardrails)
 
-    entries = _variant_entries(spec, status, current)
+
+def _rewards_unreadable(draft: _Draft, error: str, max_reached: bool) -> ExperimentPlan:
+    message = f"rewards could not be read: {error}"
+    if max_reached:
+        draft.conclude(None, "MaxDurationReached", f"maxDuration reached; {message}", {})
+        return draft.finish(draft.current)
+    draft.degraded("RewardsUnavailable", message)
+    draft.condition(PROGRESSING, True, "Running", "waiting for readable rewards")
+    return draft.finish(draft.current)
+
+
+def _guardrails(
+    draft: _Draft, outcomes: Mapping[str, Sequence[GuardrailOutcome]]
+) -> dict[str, tuple[GuardrailState, str | None]]:
+    """Each variant's guardrail state; a variant that breaches in this pass is announced."""
+    guardrails, newly = _guardrail_states(draft.spec, draft.old, outcomes)
+    for name in newly:
+        draft.events.append(
+            Event.warning(
+                "GuardrailBreached", f"variant {name!r} removed from the split: {guardrails[name][1]}"
+            )
+        )
+    return guardrails
+
+
+def _decided(
+    draft: _Draft, evaluation: Evaluation, guardrails: Mapping[str, tuple[GuardrailState, str | None]]
+) -> ExperimentPlan:
+    """Statistics into the status, then: all variants out, a conclusion, or the next split."""
+    entries = _variant_entries(draft.spec, draft.status, draft.current)
     _fill_statistics(entries, evaluation, guardrails)
-    status.variants = entries
+    draft.status.variants = entries
     decision = evaluation.decision
-    new_weights = _to_percent(spec, evaluation.weights)
-    healthy = [n for n, (state, _) in guardrails.items() if state is not GuardrailState.BREACHED]
-
-    if not healthy:
-        status.phase = ExperimentPhase.DEGRADED
-        status.message = decision.message
-        draft.health("AllVariantsFailedGuardrails", decision.message)
-        draft.condition("Progressing", True, "Running", decision.message)
-        return done(current, evaluation)
-
+    new_weights = _to_percent(draft.spec, evaluation.weights)
+    if all(state is GuardrailState.BREACHED for state, _ in guardrails.values()):
+        draft.degraded("AllVariantsFailedGuardrails", decision.message)
+        draft.condition(PROGRESSING, True, "Running", decision.message)
+        return draft.finish(draft.current, evaluation)
     if decision.concluded:
-        target = current
-        if decision.winner is not None and spec.on_conclusion is OnConclusion.ROUTE_TO_WINNER:
-            target = {v.name: 100 if v.name == decision.winner else 0 for v in spec.variants}
-        elif spec.on_conclusion is OnConclusion.ROUTE_TO_WINNER:
-            target = new_weights  # no winner: the last split, without removed variants
-        reason = decision.reason.value
-        message = f"winner {decision.winner!r}: {decision.message}" if decision.winner else decision.message
-        _conclude(draft, spec, decision.winner, reason, message, decision.evidence)
-        draft.health(None)
-        change = _weight_change_event(current, target)
-        if change is not None:
-            draft.events.append(change)
-        return done(target, evaluation)
-
-    status.phase = ExperimentPhase.RUNNING
-    status.message = decision.message
-    draft.condition("Progressing", True, "Running", decision.message)
+        return _concluded(draft, evaluation, new_weights)
+    draft.status.phase = ExperimentPhase.RUNNING
+    draft.status.message = decision.message
+    draft.condition(PROGRESSING, True, "Running", decision.message)
     draft.health(None)
-    change = _weight_change_event(current, new_weights)
-    if change is not None:
-        draft.events.append(change)
-    return done(new_weights, evaluation)
+    draft.weight_change(new_weights)
+    return draft.finish(new_weights, evaluation)
+
+
+def _concluded(draft: _Draft, evaluation: Evaluation, new_weights: dict[str, int]) -> ExperimentPlan:
+    """A winner (or the end without one): with RouteToWinner the route follows the verdict."""
+    spec, decision = draft.spec, evaluation.decision
+    target = draft.current
+    if decision.winner is not None and spec.on_conclusion is OnConclusion.ROUTE_TO_WINNER:
+        target = {v.name: 100 if v.name == decision.winner else 0 for v in spec.variants}
+    elif spec.on_conclusion is OnConclusion.ROUTE_TO_WINNER:
+        target = new_weights  # no winner: the last split, without removed variants
+    message = f"winner {decision.winner!r}: {decision.message}" if decision.winner else decision.message
+    draft.conclude(decision.winner, decision.reason.value, message, decision.evidence)
+    draft.health(None)
+    draft.weight_change(target)
+    return draft.finish(target, evaluation)

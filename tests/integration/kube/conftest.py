@@ -1,0 +1,1 @@
+from mlrollouts.local.apiserver.testing import apiserver, kubeconfig  # noqa: F401
