@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: venv test test-unit test-integration test-e2e lint crds demo bench bench-serving bench-router \
-        bench-operator bench-bandits bench-apiserver images kind-e2e clean
+        bench-operator bench-bandits bench-apiserver bench-composite bench-learning images kind-e2e clean
 
 venv: $(STAMP)
 
@@ -33,10 +33,10 @@ test-e2e: venv
 lint: venv
 	$(VENV)/bin/ruff check operator serving_image tests
 	$(VENV)/bin/ruff format --check operator serving_image tests
-	$(VENV)/bin/mypy -p mlrollouts.api -p mlrollouts.experiment -p mlrollouts.rollout
+	$(VENV)/bin/mypy -p mlrollouts.api -p mlrollouts.core -p mlrollouts.experiment -p mlrollouts.rollout -p mlrollouts.learning -p mlrollouts.composite -p mlrollouts.traffic
 	$(VENV)/bin/lint-imports
 
-# The local playground end to end: a canary promoted and a broken model rolled back (plot in out/demo/).
+# The local playground end to end: every scenario at once (canary, composite, online learning; plots in out/demo/).
 demo: venv
 	$(VENV)/bin/mlrollouts local demo --output-dir out/demo
 
@@ -48,7 +48,7 @@ clean:
 	rm -rf $(VENV) .mlrollouts .pytest_cache .mypy_cache .ruff_cache
 
 # Benchmarks print their numbers; they are not part of `make test`.
-bench: bench-serving bench-router bench-operator bench-bandits bench-apiserver
+bench: bench-serving bench-router bench-operator bench-bandits bench-apiserver bench-composite bench-learning
 
 bench-serving: venv
 	$(PY) tests/bench/bench_serving.py
@@ -64,6 +64,13 @@ bench-bandits: venv
 
 bench-apiserver: venv
 	$(PY) tests/bench/bench_apiserver.py
+
+bench-composite: venv
+	$(PY) tests/bench/bench_composite.py
+
+# Online learning: learner throughput, snapshot hot-loading, guard rollback on the playground (one table).
+bench-learning: venv
+	$(PY) tests/bench/bench_learning.py
 
 # Container images and the kind end-to-end run (need Docker; they say so and stop where it is absent).
 images:

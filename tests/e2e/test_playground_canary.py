@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from mlrollouts.local.demo import MODELDEPLOYMENTS, Demo, entry_point, train_demo_models
-from mlrollouts.local.kube import DEPLOYMENTS, EVENTS, PODS, SERVICES
+from mlrollouts.core.names import API_VERSION
+from mlrollouts.local.demo_canary import CanaryScenario, train_demo_models
+from mlrollouts.local.demo_scenario import DemoContext, entry_point
 from mlrollouts.local.playground import Playground
 from support import require_binary, wait_until
 
@@ -33,7 +34,7 @@ def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("playground")
     models = train_demo_models(root / "models")
     playground = Playground(root / "state").start()
-    demo = Demo(playground, models, root / "out", live=False)
+    demo = CanaryScenario(DemoContext(playground), models)
     try:
         yield demo
     finally:
@@ -41,7 +42,7 @@ def demo(tmp_path_factory):
         playground.stop()
 
 
-def answers_between(demo: Demo, predicate) -> Counter:
+def answers_between(demo: CanaryScenario, predicate) -> Counter:
     """Answers the client got while ``predicate(weights)`` held (difference of the running counts)."""
     spans = [(w, c) for _, w, c in demo.answers]
     total: Counter = Counter()
@@ -67,17 +68,20 @@ def test_canary_promotes_v2_and_rolls_back_broken_v3(demo):
     # the rollout history and the events tell the same story
     outcomes = {r["revision"]: r.get("outcome") for r in status["revisions"]}
     assert outcomes.get(v3) == "RolledBack", status["revisions"]
-    reasons = {e.get("reason") for e in kube.list(EVENTS, ns) if e["involvedObject"]["name"] == name}
+    reasons = {e.get("reason") for e in kube.list("v1", "Event", ns) if e["involvedObject"]["name"] == name}
     assert {"Promoted", "RolledBack"} <= reasons, reasons
 
     # children: one Deployment and Service per live revision, owned by the ModelDeployment
-    deployments = {d["metadata"]["name"]: d for d in kube.list(DEPLOYMENTS, ns)}
+    deployments = {d["metadata"]["name"]: d for d in kube.list("apps/v1", "Deployment", ns)}
     assert f"{name}-{v2}" in deployments
     owner = deployments[f"{name}-{v2}"]["metadata"]["ownerReferences"][0]
     assert owner["kind"] == "ModelDeployment" and owner["name"] == name
-    assert any(s["metadata"]["name"] == f"{name}-{v2}" for s in kube.list(SERVICES, ns))
+    assert any(s["metadata"]["name"] == f"{name}-{v2}" for s in kube.list("v1", "Service", ns))
     wait_until(
-        lambda: (kube.get(DEPLOYMENTS, ns, f"{name}-{v3}") or {}).get("spec", {}).get("replicas", 0) == 0,
+        lambda: (
+            (kube.get("apps/v1", "Deployment", ns, f"{name}-{v3}") or {}).get("spec", {}).get("replicas", 0)
+            == 0
+        ),
         timeout=60,
         message="the rolled-back revision scaled to zero",
     )
@@ -153,7 +157,7 @@ def test_rollout_survives_sigkill_of_a_server_and_of_the_operator(demo):
     wait_until(
         lambda: any(
             cs["restartCount"] >= 1
-            for pod in kube.list(PODS, ns)
+            for pod in kube.list("v1", "Pod", ns)
             if pod["metadata"]["name"].startswith(f"{name}-{v2}")
             for cs in pod["status"]["containerStatuses"]
         ),
@@ -180,4 +184,4 @@ def test_rollout_survives_sigkill_of_a_server_and_of_the_operator(demo):
     assert entry_point(kube, ns, name) is not None
     # the client kept being served through both crashes
     assert sum(n for (_, code), n in demo.traffic.counts.items() if code == 200) > 100
-    assert kube.get(MODELDEPLOYMENTS, ns, name)["status"]["phase"] == "Healthy"
+    assert kube.get(API_VERSION, "ModelDeployment", ns, name)["status"]["phase"] == "Healthy"

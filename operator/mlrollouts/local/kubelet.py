@@ -11,6 +11,14 @@ Containers of the mlrollouts images run the installed console scripts of this en
 ``mlrollouts/serving`` runs ``mlserving`` and ``mlrollouts/operator`` runs ``mlrollouts``. Other
 images run their ``command`` from ``PATH``.
 
+Volumes (``secret``, ``configMap``, ``emptyDir``, ``hostPath``) are directories under the pod's work
+dir, and the paths a container is given under its mounts are rewritten to them (see
+``mlrollouts.local.volumes``); a pod whose Secret or ConfigMap does not exist yet waits for it.
+Deployments roll out with surge, or ``Recreate`` (every old pod gone before a new one starts).
+Startup, readiness and liveness probes run over HTTP. With a service proxy (``service_proxy_port``),
+processes reach ``http://<service>.<namespace>.svc`` names through it (see
+``mlrollouts.local.service_proxy``).
+
 It is level-triggered: every ``poll_interval`` it lists the objects and converges, so a kubelet
 restarted at any moment picks up where it was (processes it started are children of its own process
 group and end with it).
@@ -37,23 +45,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlrollouts.local.kube import (
-    CONFIGMAPS,
-    DEPLOYMENTS,
-    ENDPOINT_SLICES,
-    ENDPOINTS,
-    PODS,
-    SECRETS,
-    SERVICES,
-    KubeClient,
-    KubeError,
-    Obj,
+from mlrollouts.controller.kube import KubeError, Obj, SyncKube
+from mlrollouts.local.service_proxy import EndpointTable, ServiceProxy
+from mlrollouts.local.volumes import (
+    MissingReference,
+    PodVolumes,
+    container_mounts,
+    materialize,
+    pod_volumes,
+    rewrite_path,
 )
 
 log = logging.getLogger("mlrollouts.kubelet")
 
 LOCAL_PORTS_ANNOTATION = "mlrollouts.io/local-ports"
 MANAGED_BY = "mlrollouts-local-kubelet"
+ENDPOINT_SLICE_API = "discovery.k8s.io/v1"
 # Console scripts that the mlrollouts images run by default (no ``command`` in the container).
 IMAGE_ENTRYPOINTS = {
     "mlrollouts/serving": ["mlserving"],
@@ -143,6 +150,12 @@ class ContainerProcess:
     readiness: Probe | None
     liveness: Probe | None
     log_path: Path
+    spec: Obj = field(default_factory=dict)  # the container of the pod template
+    mounts: dict[str, Path] = field(default_factory=dict)  # mountPath -> local directory
+    startup: Probe | None = None
+    started: bool = True  # the startup probe passed (or there is none)
+    startup_failures: int = 0
+    next_startup: float = 0.0
     popen: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
@@ -175,8 +188,11 @@ class PodProcess:
     created: str = field(default_factory=now_iso)
     terminating_since: float | None = None
     published: str = ""  # last Pod status we wrote, to skip no-op patches
-    failure: str = ""  # why the pod cannot run at all (bad command, missing secret)
+    failure: str = ""  # why the pod cannot run at all (bad command, unsupported volume)
     named_ports: dict[str, int] = field(default_factory=dict)  # port name -> containerPort
+    volumes: PodVolumes | None = None
+    prepared: bool = False  # volumes written and environments resolved
+    waiting: str = ""  # what the pod waits for before its containers start (a missing Secret)
 
     @property
     def ready(self) -> bool:
@@ -189,12 +205,48 @@ class PodProcess:
         return ports
 
 
+def probe_of(spec: Obj | None, ports: dict[int, int], named: dict[str, int], fast: bool) -> Probe | None:
+    """An HTTP probe of a container, aimed at the local port of its container port."""
+    if not spec or "httpGet" not in spec:
+        return None
+    http = spec["httpGet"]
+    port = http.get("port")
+    container_port = named[port] if isinstance(port, str) and port in named else int(port)
+    local = ports.get(container_port)
+    if local is None:  # probing a port the container does not declare: it listens there as is
+        local = container_port
+    period = float(spec.get("periodSeconds", 10))
+    return Probe(
+        path=http.get("path", "/"),
+        port=local,
+        # readiness and startup are probed faster than in a cluster so the playground reacts
+        # quickly; liveness keeps its period, or slow starters would be killed sooner than on a cluster
+        period=max(0.5, min(period, 2.0)) if fast else max(1.0, period),
+        failure_threshold=int(spec.get("failureThreshold", 3)),
+        initial_delay=float(spec.get("initialDelaySeconds", 0)),
+        timeout=float(spec.get("timeoutSeconds", 1)),
+    )
+
+
+# probes go straight to the process, whatever proxy the environment names
+PROBE_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def probe_passes(probe: Probe) -> bool:
+    try:
+        url = f"http://127.0.0.1:{probe.port}{probe.path}"
+        with PROBE_OPENER.open(url, timeout=probe.timeout) as resp:
+            return 200 <= resp.status < 400
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
 class ProcessKubelet:
     """Runs Deployments of one API server as local processes (see the module docstring)."""
 
     def __init__(
         self,
-        kube: KubeClient,
+        kube: SyncKube,
         workdir: Path,
         *,
         kubeconfig: str | None = None,
@@ -202,7 +254,10 @@ class ProcessKubelet:
         namespace: str | None = None,
         poll_interval: float = 0.3,
         extra_env: dict[str, str] | None = None,
+        service_proxy_port: int | None = None,
     ) -> None:
+        """``service_proxy_port``: serve Service names to the pods through a proxy on this port
+        (0: any free port); None: no proxy."""
         self.kube = kube
         self.workdir = workdir
         self.kubeconfig = kubeconfig
@@ -216,10 +271,14 @@ class ProcessKubelet:
         self._published_sd = ""
         self._stop = threading.Event()
         self._counter = 0
+        self.service_proxy = ServiceProxy(service_proxy_port) if service_proxy_port is not None else None
 
     # ------------------------------------------------------------------ loop
     def run(self) -> None:
         log.info("process kubelet started", extra={"server": self.kube.server})
+        if self.service_proxy is not None:
+            self.service_proxy.start()
+            log.info("service proxy on %s", self.service_proxy.url)
         while not self._stop.is_set():
             try:
                 self.sync_once()
@@ -232,7 +291,7 @@ class ProcessKubelet:
         self._stop.set()
 
     def sync_once(self) -> None:
-        deployments = self.kube.list(DEPLOYMENTS, self.namespace)
+        deployments = self.kube.list("apps/v1", "Deployment", self.namespace)
         self._reconcile_deployments(deployments)
         self._supervise()
         self._publish_pods()
@@ -241,7 +300,14 @@ class ProcessKubelet:
         self._publish_prometheus_targets()
 
     def shutdown(self) -> None:
-        """Stop every process (SIGTERM, then SIGKILL after the grace period)."""
+        """Stop every process (SIGTERM, then SIGKILL after the grace period), then the proxy."""
+        try:
+            self._stop_processes()
+        finally:
+            if self.service_proxy is not None:
+                self.service_proxy.stop()
+
+    def _stop_processes(self) -> None:
         for pod in self.pods.values():
             if pod.terminating_since is None:
                 pod.terminating_since = time.monotonic()
@@ -267,35 +333,42 @@ class ProcessKubelet:
             meta = deployment["metadata"]
             if meta.get("deletionTimestamp"):
                 continue
-            namespace, name = meta.get("namespace", "default"), meta["name"]
-            wanted_keys.add((namespace, name))
-            spec = deployment.get("spec") or {}
-            replicas = int(spec.get("replicas", 1))
-            template = spec.get("template") or {}
-            current_hash = template_hash(template)
-            mine = [
-                p
-                for p in self.pods.values()
-                if (p.namespace, p.deployment) == (namespace, name) and p.terminating_since is None
-            ]
-            current = [p for p in mine if p.hash == current_hash]
-            old = [p for p in mine if p.hash != current_hash]
-            for _ in range(replicas - len(current)):
-                pod = self._new_pod(deployment, template, current_hash)
-                self.pods[(pod.namespace, pod.name)] = pod
-                current.append(pod)
-            if len(current) > replicas:
-                # scale down the newest first, the way a ReplicaSet prefers not-ready and young pods
-                surplus = sorted(current, key=lambda p: (p.ready, p.created))[: len(current) - replicas]
-                for pod in surplus:
-                    self._terminate(pod)
-            # surge roll-out: old pods go once the new template is fully ready
-            ready_current = sum(1 for p in current if p.ready)
-            if old and (ready_current >= replicas or replicas == 0):
-                for pod in old:
-                    self._terminate(pod)
+            wanted_keys.add((meta.get("namespace", "default"), meta["name"]))
+            self._reconcile_deployment(deployment)
         for pod in list(self.pods.values()):
             if (pod.namespace, pod.deployment) not in wanted_keys and pod.terminating_since is None:
+                self._terminate(pod)
+
+    def _reconcile_deployment(self, deployment: Obj) -> None:
+        meta = deployment["metadata"]
+        namespace, name = meta.get("namespace", "default"), meta["name"]
+        spec = deployment.get("spec") or {}
+        replicas = int(spec.get("replicas", 1))
+        template = spec.get("template") or {}
+        current_hash = template_hash(template)
+        every = [p for p in self.pods.values() if (p.namespace, p.deployment) == (namespace, name)]
+        mine = [p for p in every if p.terminating_since is None]
+        current = [p for p in mine if p.hash == current_hash]
+        old = [p for p in mine if p.hash != current_hash]
+        if (spec.get("strategy") or {}).get("type") == "Recreate":
+            # never two generations at once: the old pods are gone before a new one starts
+            for pod in old:
+                self._terminate(pod)
+            if any(p.hash != current_hash for p in every):
+                return
+        for _ in range(replicas - len(current)):
+            pod = self._new_pod(deployment, template, current_hash)
+            self.pods[(pod.namespace, pod.name)] = pod
+            current.append(pod)
+        if len(current) > replicas:
+            # scale down the newest first, the way a ReplicaSet prefers not-ready and young pods
+            surplus = sorted(current, key=lambda p: (p.ready, p.created))[: len(current) - replicas]
+            for pod in surplus:
+                self._terminate(pod)
+        # surge roll-out: old pods go once the new template is fully ready
+        ready_current = sum(1 for p in current if p.ready)
+        if old and (ready_current >= replicas or replicas == 0):
+            for pod in old:
                 self._terminate(pod)
 
     def _new_pod(self, deployment: Obj, template: Obj, tmpl_hash: str) -> PodProcess:
@@ -324,6 +397,7 @@ class ProcessKubelet:
             grace=min(grace, LOCAL_MAX_GRACE),
         )
         try:
+            pod.volumes = pod_volumes(pod_spec, workdir / "volumes")
             for container in pod_spec.get("containers") or []:
                 pod.containers.append(self._container_process(pod, container))
         except (LookupError, ValueError) as exc:
@@ -341,43 +415,46 @@ class ProcessKubelet:
             if port.get("name"):
                 named[port["name"]] = int(port["containerPort"])
         pod.named_ports.update(named)
-        argv = self._argv(container, ports)
-        env = self._env(pod, container, ports)
-
-        def probe(spec: Obj | None, fast: bool) -> Probe | None:
-            if not spec or "httpGet" not in spec:
-                return None
-            http = spec["httpGet"]
-            port = http.get("port")
-            container_port = named[port] if isinstance(port, str) and port in named else int(port)
-            local = ports.get(container_port)
-            if local is None:  # probing a port the container does not declare: it listens there as is
-                local = container_port
-            period = float(spec.get("periodSeconds", 10))
-            return Probe(
-                path=http.get("path", "/"),
-                port=local,
-                # readiness is probed faster than in a cluster so the playground reacts quickly;
-                # liveness keeps its period, or slow starters would be killed sooner than on a cluster
-                period=max(0.5, min(period, 2.0)) if fast else max(1.0, period),
-                failure_threshold=int(spec.get("failureThreshold", 3)),
-                initial_delay=float(spec.get("initialDelaySeconds", 0)),
-                timeout=float(spec.get("timeoutSeconds", 1)),
-            )
-
+        mounts = container_mounts(pod.volumes, container) if pod.volumes is not None else {}
+        argv = self._argv(container, ports, mounts)
         return ContainerProcess(
             name=container["name"],
             argv=argv,
-            env=env,
+            env={},  # resolved when the pod starts: the Secrets it reads may not exist yet
             ports=ports,
-            readiness=probe(container.get("readinessProbe"), fast=True),
-            liveness=probe(container.get("livenessProbe"), fast=False),
+            readiness=probe_of(container.get("readinessProbe"), ports, named, fast=True),
+            liveness=probe_of(container.get("livenessProbe"), ports, named, fast=False),
+            startup=probe_of(container.get("startupProbe"), ports, named, fast=True),
             log_path=pod.workdir / f"{container['name']}.log",
+            spec=container,
+            mounts=mounts,
         )
 
-    def _argv(self, container: Obj, ports: dict[int, int]) -> list[str]:
-        command = list(container.get("command") or [])
-        args = [str(a) for a in container.get("args") or []]
+    def _prepare(self, pod: PodProcess) -> bool:
+        """Write the pod's volumes and resolve its environments; False while it must wait."""
+        try:
+            if pod.volumes is not None:
+                materialize(pod.volumes, lambda kind, name: self.kube.get("v1", kind, pod.namespace, name))
+            for container in pod.containers:
+                container.env = self._env(pod, container.spec, container.ports, container.mounts)
+        except MissingReference as exc:
+            if pod.waiting != str(exc):
+                log.warning("pod %s/%s waits: %s", pod.namespace, pod.name, exc)
+            pod.waiting = str(exc)
+            return False
+        except (LookupError, ValueError, OSError) as exc:
+            pod.failure = str(exc)
+            log.error("pod %s/%s cannot start: %s", pod.namespace, pod.name, exc)
+            return False
+        pod.waiting = ""
+        pod.prepared = True
+        return True
+
+    def _argv(self, container: Obj, ports: dict[int, int], mounts: dict[str, Path]) -> list[str]:
+        """The container's command and args as the process runs them: paths under its mounts point
+        at the volumes, console scripts run through this interpreter, ports are the local ones."""
+        command = [rewrite_path(str(c), mounts) for c in container.get("command") or []]
+        args = [rewrite_path(str(a), mounts) for a in container.get("args") or []]
         if not command:
             entry = IMAGE_ENTRYPOINTS.get(image_repository(container.get("image", "")))
             if entry is None:
@@ -425,14 +502,19 @@ class ProcessKubelet:
             i += 1
         return out
 
-    def _env(self, pod: PodProcess, container: Obj, ports: dict[int, int]) -> dict[str, str]:
+    def _env(
+        self, pod: PodProcess, container: Obj, ports: dict[int, int], mounts: dict[str, Path]
+    ) -> dict[str, str]:
         env = {
             k: v
             for k, v in os.environ.items()
             if k in ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV")
         }
         env.update(self.extra_env)
-        env["TMPDIR"] = str(pod.workdir)
+        if self.service_proxy is not None:
+            env.update(self.service_proxy.environment(env.get("NO_PROXY", "")))
+        # a container with a volume on /tmp writes its temporary files there, as in a cluster
+        env["TMPDIR"] = str(mounts.get("/tmp", pod.workdir))
         env["POD_NAME"] = pod.name
         env["POD_NAMESPACE"] = pod.namespace
         if self.kubeconfig:
@@ -447,7 +529,7 @@ class ProcessKubelet:
                 value = ""
             if name.endswith("PORT") and value.isdigit() and int(value) in ports:
                 value = str(ports[int(value)])
-            env[name] = value
+            env[name] = rewrite_path(value, mounts)
         return env
 
     def _value_from(self, pod: PodProcess, source: Obj, name: str) -> str:
@@ -464,15 +546,15 @@ class ProcessKubelet:
             if match:
                 return pod.labels.get(match.group(1), "")
             raise ValueError(f"env {name}: fieldRef {path!r} is not supported by the local kubelet")
-        for kind, ref in (("secretKeyRef", SECRETS), ("configMapKeyRef", CONFIGMAPS)):
+        for kind, ref_kind in (("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")):
             if kind in source:
                 key_ref = source[kind]
-                obj = self.kube.get(ref, pod.namespace, key_ref["name"])
+                obj = self.kube.get("v1", ref_kind, pod.namespace, key_ref["name"])
                 data = (obj or {}).get("data") or {}
                 if key_ref["key"] not in data:
                     if key_ref.get("optional"):
                         return ""
-                    raise LookupError(f"env {name}: {kind} {key_ref['name']}/{key_ref['key']} not found")
+                    raise MissingReference(f"env {name}: {kind} {key_ref['name']}/{key_ref['key']} not found")
                 value = data[key_ref["key"]]
                 if kind == "secretKeyRef":
                     import base64
@@ -516,8 +598,13 @@ class ProcessKubelet:
         container.next_liveness = container.started_at + (
             max(container.liveness.initial_delay, container.liveness.period) if container.liveness else 0
         )
-        container.next_probe = container.next_readiness
-        container.ready = container.readiness is None
+        container.next_startup = container.started_at + (
+            container.startup.initial_delay if container.startup else 0
+        )
+        container.started = container.startup is None
+        container.startup_failures = 0
+        container.next_probe = min(container.next_readiness, container.next_startup)
+        container.ready = container.readiness is None and container.started
         container.liveness_failures = 0
         container.readiness_failures = 0
 
@@ -535,7 +622,7 @@ class ProcessKubelet:
                     self._delete_pod_object(pod)
                     del self.pods[key]
                 continue
-            if pod.failure:
+            if pod.failure or (not pod.prepared and not self._prepare(pod)):
                 continue
             for container in pod.containers:
                 if container.popen is None:
@@ -563,48 +650,83 @@ class ProcessKubelet:
                     self._probe(pod, container, now)
 
     def _probe(self, pod: PodProcess, container: ContainerProcess, now: float) -> None:
-        def check(probe: Probe) -> bool:
-            try:
-                url = f"http://127.0.0.1:{probe.port}{probe.path}"
-                with urllib.request.urlopen(url, timeout=probe.timeout) as resp:
-                    return 200 <= resp.status < 400
-            except (urllib.error.URLError, OSError, ValueError):
-                return False
+        if not container.started:
+            self._probe_startup(pod, container, now)
+        else:
+            self._probe_readiness(container, now)
+            self._probe_liveness(pod, container, now)
+        # each probe runs on its own schedule; the next wake-up is the earliest one
+        pending = (
+            [container.next_startup]
+            if not container.started
+            else [
+                t
+                for t, p in (
+                    (container.next_readiness, container.readiness),
+                    (container.next_liveness, container.liveness),
+                )
+                if p
+            ]
+        )
+        container.next_probe = min(pending) if pending else now + 1.0
 
-        # readiness and liveness run on their own schedules; the next wake-up is the earlier one
-        if container.readiness and now >= container.next_readiness:
-            container.next_readiness = now + container.readiness.period
-            ok = check(container.readiness)
-            container.readiness_failures = 0 if ok else container.readiness_failures + 1
-            if ok:
-                container.ready = True
-            elif container.readiness_failures >= container.readiness.failure_threshold:
-                container.ready = False
+    def _probe_startup(self, pod: PodProcess, container: ContainerProcess, now: float) -> None:
+        """Readiness and liveness wait for the startup probe; too many failures restart the container."""
+        startup = container.startup
+        assert startup is not None
+        if now < container.next_startup:
+            return
+        container.next_startup = now + startup.period
+        if probe_passes(startup):
+            container.started = True
+            container.ready = container.readiness is None
+            container.next_readiness = now
+            if container.liveness is not None:
+                container.next_liveness = now + container.liveness.period
+            return
+        container.startup_failures += 1
+        if container.startup_failures >= startup.failure_threshold:
+            log.warning(
+                "container %s of %s/%s failed its startup probe; restarting",
+                container.name,
+                pod.namespace,
+                pod.name,
+            )
+            self._signal(container, signal.SIGKILL)
+
+    def _probe_readiness(self, container: ContainerProcess, now: float) -> None:
+        readiness = container.readiness
+        if readiness is None or now < container.next_readiness:
+            return
+        container.next_readiness = now + readiness.period
+        ok = probe_passes(readiness)
+        container.readiness_failures = 0 if ok else container.readiness_failures + 1
+        if ok:
+            container.ready = True
+        elif container.readiness_failures >= readiness.failure_threshold:
+            container.ready = False
+
+    def _probe_liveness(self, pod: PodProcess, container: ContainerProcess, now: float) -> None:
         liveness = container.liveness
         if (
-            liveness
-            and now >= container.next_liveness
-            and now - container.started_at >= liveness.initial_delay
+            liveness is None
+            or now < container.next_liveness
+            or now - container.started_at < liveness.initial_delay
         ):
-            container.next_liveness = now + liveness.period
-            if check(liveness):
-                container.liveness_failures = 0
-            else:
-                container.liveness_failures += 1
-                if container.liveness_failures >= liveness.failure_threshold:
-                    log.warning(
-                        "container %s of %s/%s failed its liveness probe; restarting",
-                        container.name,
-                        pod.namespace,
-                        pod.name,
-                    )
-                    self._signal(container, signal.SIGKILL)
-        pending = [
-            t
-            for t, p in ((container.next_readiness, container.readiness), (container.next_liveness, liveness))
-            if p
-        ]
-        container.next_probe = min(pending) if pending else now + 1.0
+            return
+        container.next_liveness = now + liveness.period
+        if probe_passes(liveness):
+            container.liveness_failures = 0
+            return
+        container.liveness_failures += 1
+        if container.liveness_failures >= liveness.failure_threshold:
+            log.warning(
+                "container %s of %s/%s failed its liveness probe; restarting",
+                container.name,
+                pod.namespace,
+                pod.name,
+            )
+            self._signal(container, signal.SIGKILL)
 
     # --------------------------------------------------------------- publish
     def _pod_object(self, pod: PodProcess) -> Obj:
@@ -618,6 +740,8 @@ class ProcessKubelet:
                 state = {"waiting": {"reason": "CrashLoopBackOff", "message": f"exit code {c.last_exit}"}}
             else:
                 state = {"waiting": {"reason": "ContainerCreating"}}
+                if pod.waiting:
+                    state["waiting"]["message"] = pod.waiting
             statuses.append(
                 {
                     "name": c.name,
@@ -641,8 +765,8 @@ class ProcessKubelet:
             {"type": "Ready", "status": "True" if ready else "False"},
             {"type": "ContainersReady", "status": "True" if ready else "False"},
         ]
-        if pod.failure:
-            conditions[1]["message"] = pod.failure
+        if pod.failure or pod.waiting:
+            conditions[1]["message"] = pod.failure or pod.waiting
         return {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -695,21 +819,24 @@ class ProcessKubelet:
                 if not pod.published:
                     status = body.pop("status")
                     try:
-                        self.kube.create(PODS, pod.namespace, body)
+                        self.kube.create(body)
                     except KubeError as exc:
                         if exc.status != 409:
                             raise
-                        self.kube.merge_patch(PODS, pod.namespace, pod.name, {"metadata": body["metadata"]})
+                        self.kube.merge_patch(
+                            "v1", "Pod", pod.namespace, pod.name, {"metadata": body["metadata"]}
+                        )
                     body["status"] = status
                 else:
                     self.kube.merge_patch(
-                        PODS,
+                        "v1",
+                        "Pod",
                         pod.namespace,
                         pod.name,
                         {"metadata": {"annotations": body["metadata"]["annotations"]}},
                     )
                 self.kube.merge_patch(
-                    PODS, pod.namespace, pod.name, {"status": body["status"]}, subresource="status"
+                    "v1", "Pod", pod.namespace, pod.name, {"status": body["status"]}, subresource="status"
                 )
                 pod.published = fingerprint
             except KubeError as exc:
@@ -717,7 +844,7 @@ class ProcessKubelet:
 
     def _delete_pod_object(self, pod: PodProcess) -> None:
         with contextlib.suppress(KubeError):
-            self.kube.delete(PODS, pod.namespace, pod.name)
+            self.kube.delete("v1", "Pod", pod.namespace, pod.name)
 
     def _publish_deployments(self, deployments: list[Obj]) -> None:
         for deployment in deployments:
@@ -764,13 +891,16 @@ class ProcessKubelet:
             for condition in stamped["conditions"]:
                 condition["lastUpdateTime"] = condition["lastTransitionTime"] = now_iso()
             try:
-                self.kube.merge_patch(DEPLOYMENTS, namespace, name, {"status": stamped}, subresource="status")
+                self.kube.merge_patch(
+                    "apps/v1", "Deployment", namespace, name, {"status": stamped}, subresource="status"
+                )
                 self._published_deployments[key] = fingerprint
             except KubeError as exc:
                 log.warning("could not publish deployment status %s/%s: %s", namespace, name, exc)
 
     def _publish_endpoints(self) -> None:
-        services = self.kube.list(SERVICES, self.namespace)
+        services = self.kube.list("v1", "Service", self.namespace)
+        table: EndpointTable = {}
         for service in services:
             meta = service["metadata"]
             namespace, name = meta.get("namespace", "default"), meta["name"]
@@ -778,6 +908,8 @@ class ProcessKubelet:
             selector = spec.get("selector")
             if not selector:
                 continue  # Services without a selector keep hand-written Endpoints
+            ready_ports: dict[int, list[int]] = {int(p["port"]): [] for p in spec.get("ports") or []}
+            table[(namespace, name)] = ready_ports
             subsets = []
             slice_endpoints = []
             slice_ports: list[Obj] = []
@@ -797,6 +929,8 @@ class ProcessKubelet:
                     if svc_port.get("name"):
                         port["name"] = svc_port["name"]
                     ports.append(port)
+                    if pod.ready:
+                        ready_ports[int(svc_port["port"])].append(local)
                 if not ports:
                     continue
                 address = {
@@ -821,16 +955,18 @@ class ProcessKubelet:
             if self._published_endpoints.get((namespace, name)) == fingerprint:
                 continue
             try:
-                existing = self.kube.get(ENDPOINTS, namespace, name)
+                existing = self.kube.get("v1", "Endpoints", namespace, name)
                 if existing is None:
-                    self.kube.create(ENDPOINTS, namespace, endpoints)
+                    self.kube.create(endpoints)
                 else:
                     endpoints["metadata"]["resourceVersion"] = existing["metadata"].get("resourceVersion")
-                    self.kube.replace(ENDPOINTS, namespace, name, endpoints)
+                    self.kube.replace(endpoints)
                 self._publish_endpoint_slices(namespace, name, slice_endpoints, slice_ports)
                 self._published_endpoints[(namespace, name)] = fingerprint
             except KubeError as exc:
                 log.warning("could not publish endpoints %s/%s: %s", namespace, name, exc)
+        if self.service_proxy is not None:
+            self.service_proxy.update(table)
 
     def _publish_endpoint_slices(
         self, namespace: str, service: str, endpoints: list[tuple[PodProcess, list[Obj]]], ports: list[Obj]
@@ -840,7 +976,7 @@ class ProcessKubelet:
         for pod, pod_ports in endpoints:
             slice_name = f"{service}-{pod.name.rsplit('-', 1)[-1]}"[:63]
             wanted[slice_name] = {
-                "apiVersion": "discovery.k8s.io/v1",
+                "apiVersion": ENDPOINT_SLICE_API,
                 "kind": "EndpointSlice",
                 "addressType": "IPv4",
                 "metadata": {
@@ -863,7 +999,7 @@ class ProcessKubelet:
         del ports
         try:
             existing = self.kube.list(
-                ENDPOINT_SLICES, namespace, label_selector=f"kubernetes.io/service-name={service}"
+                ENDPOINT_SLICE_API, "EndpointSlice", namespace, {"kubernetes.io/service-name": service}
             )
         except KubeError as exc:
             if exc.status == 404:
@@ -871,9 +1007,18 @@ class ProcessKubelet:
             raise
         for item in existing:
             if item["metadata"]["name"] not in wanted:
-                self.kube.delete(ENDPOINT_SLICES, namespace, item["metadata"]["name"])
+                self.kube.delete(ENDPOINT_SLICE_API, "EndpointSlice", namespace, item["metadata"]["name"])
         for body in wanted.values():
-            self.kube.upsert(ENDPOINT_SLICES, namespace, body)
+            self._create_or_patch(body)
+
+    def _create_or_patch(self, body: Obj) -> None:
+        try:
+            self.kube.create(body)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            meta = body["metadata"]
+            self.kube.merge_patch(body["apiVersion"], body["kind"], meta["namespace"], meta["name"], body)
 
     @staticmethod
     def _resolve_target(pod: PodProcess, target: Any) -> int | None:
@@ -925,6 +1070,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace")
     parser.add_argument("--poll-interval", type=float, default=0.3)
     parser.add_argument(
+        "--service-proxy-port",
+        type=int,
+        help="serve http://<service>.<namespace>.svc names to the pods through an HTTP proxy on this "
+        "loopback port (0: any free port)",
+    )
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -935,7 +1086,7 @@ def main(argv: list[str] | None = None) -> int:
     extra_env = dict(item.split("=", 1) for item in args.env)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    kube = KubeClient(args.kubeconfig)
+    kube = SyncKube.from_environment(args.kubeconfig)
     kubelet = ProcessKubelet(
         kube,
         args.workdir,
@@ -944,6 +1095,7 @@ def main(argv: list[str] | None = None) -> int:
         namespace=args.namespace,
         poll_interval=args.poll_interval,
         extra_env=extra_env,
+        service_proxy_port=args.service_proxy_port,
     )
     signal.signal(signal.SIGTERM, lambda *_: kubelet.stop())
     signal.signal(signal.SIGINT, lambda *_: kubelet.stop())

@@ -33,13 +33,12 @@ from typing import Any
 
 import yaml
 
-from mlrollouts.local.kube import NAMESPACES, KubeClient, KubeError, ResourceRef
+from mlrollouts.controller.kube import KubeError, SyncKube
 
 DEFAULT_STATE_DIR = Path(".mlrollouts")
 PROMETHEUS_INSTALL_HINT = (
     "apt-get install -y prometheus  (Debian/Ubuntu; or put the prometheus binary on PATH)"
 )
-CRDS = ResourceRef("apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False)
 
 
 class PlaygroundError(RuntimeError):
@@ -184,22 +183,15 @@ class Playground:
     def _apply_crds(self) -> None:
         from mlrollouts.api.crd import all_crds
 
-        kube = KubeClient(str(self.kubeconfig))
-        try:
+        with SyncKube.from_environment(str(self.kubeconfig)) as kube:
             for crd in all_crds():
                 try:
-                    kube.create(CRDS, None, crd)
+                    kube.create(crd)
                 except KubeError as exc:
                     if exc.status != 409:
                         raise
             with contextlib.suppress(KubeError):
-                kube.create(
-                    NAMESPACES,
-                    None,
-                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}},
-                )
-        finally:
-            kube.close()
+                kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
 
     def _start_prometheus(self, binary: str, timeout: float) -> None:
         workdir = self.state_dir / "prometheus"
@@ -237,6 +229,8 @@ class Playground:
         self._wait(lambda: http_ok(f"{self.prometheus_url}/-/ready"), timeout, "Prometheus", child)
 
     def _start_kubelet(self) -> None:
+        # no cluster DNS here: the kubelet's proxy serves http://<service>.<namespace>.svc names
+        self.service_proxy_url = f"http://127.0.0.1:{free_port()}"
         self._add(
             Child(
                 "kubelet",
@@ -249,6 +243,8 @@ class Playground:
                     str(self.state_dir / "work"),
                     "--prometheus-sd-file",
                     str(self.sd_file),
+                    "--service-proxy-port",
+                    self.service_proxy_url.rsplit(":", 1)[1],
                     # no cluster DNS here: routers reach Services through their Endpoints
                     "--env",
                     "MLROUTER_RESOLVE_ENDPOINTS=true",
@@ -277,7 +273,11 @@ class Playground:
                     *self.operator_args,
                 ),
                 self.logs / "operator.log",
-                env={"KUBECONFIG": str(self.kubeconfig)},
+                env={
+                    "KUBECONFIG": str(self.kubeconfig),
+                    "HTTP_PROXY": self.service_proxy_url,
+                    "NO_PROXY": "127.0.0.1,localhost,::1",
+                },
             )
         )
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mlrollouts.local.kube import DEPLOYMENTS, ENDPOINTS, PODS, SERVICES, KubeClient
+from mlrollouts.controller.kube import SyncKube
 from mlrollouts.local.kubelet import ProcessKubelet, image_repository
 from support import wait_until
 
@@ -83,7 +83,7 @@ SERVICE = {
 
 @pytest.fixture
 def cluster(kubeconfig: Path, tmp_path: Path):
-    kube = KubeClient(str(kubeconfig))
+    kube = SyncKube.from_environment(str(kubeconfig))
     sd_file = tmp_path / "targets.json"
     kubelet = ProcessKubelet(
         kube, tmp_path / "work", kubeconfig=str(kubeconfig), prometheus_sd_file=sd_file, poll_interval=0.1
@@ -98,8 +98,8 @@ def cluster(kubeconfig: Path, tmp_path: Path):
         kube.close()
 
 
-def ready_addresses(kube: KubeClient) -> list[int]:
-    endpoints = kube.get(ENDPOINTS, "default", "web") or {}
+def ready_addresses(kube: SyncKube) -> list[int]:
+    endpoints = kube.get("v1", "Endpoints", "default", "web") or {}
     return sorted(
         port["port"]
         for subset in endpoints.get("subsets") or []
@@ -121,25 +121,28 @@ def test_image_repository_strips_registry_tag_and_digest():
 
 def test_deployment_runs_as_processes_with_status_endpoints_and_targets(cluster):
     kube, _, sd_file = cluster
-    kube.create(SERVICES, "default", SERVICE)
-    kube.create(DEPLOYMENTS, "default", deployment("web", 2, "v1"))
+    kube.create(SERVICE)
+    kube.create(deployment("web", 2, "v1"))
 
     wait_until(lambda: len(ready_addresses(kube)) == 2, timeout=30, message="two ready endpoints")
     ports = ready_addresses(kube)
     answers = {fetch(p).split()[0] for p in ports}
-    pods = {p["metadata"]["name"] for p in kube.list(PODS, "default")}
+    pods = {p["metadata"]["name"] for p in kube.list("v1", "Pod", "default")}
     assert answers == pods  # every endpoint is a distinct pod process
     assert all(fetch(p).endswith("v1") for p in ports)
 
     status = wait_until(
         lambda: (
-            (s := (kube.get(DEPLOYMENTS, "default", "web") or {}).get("status", {})).get("readyReplicas") == 2
+            (s := (kube.get("apps/v1", "Deployment", "default", "web") or {}).get("status", {})).get(
+                "readyReplicas"
+            )
+            == 2
             and s
         ),
         message="deployment status readyReplicas=2",
     )
     assert status["availableReplicas"] == 2 and status["updatedReplicas"] == 2
-    pod = kube.list(PODS, "default")[0]
+    pod = kube.list("v1", "Pod", "default")[0]
     assert pod["metadata"]["labels"]["app"] == "web"
     assert {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"] == "True"
 
@@ -152,21 +155,21 @@ def test_deployment_runs_as_processes_with_status_endpoints_and_targets(cluster)
 
 def test_rolling_update_scale_and_delete(cluster):
     kube, kubelet, _ = cluster
-    kube.create(SERVICES, "default", SERVICE)
-    kube.create(DEPLOYMENTS, "default", deployment("web", 1, "v1"))
+    kube.create(SERVICE)
+    kube.create(deployment("web", 1, "v1"))
     wait_until(lambda: len(ready_addresses(kube)) == 1, timeout=30, message="one ready endpoint")
 
     # a new template replaces the old process only once the new one is ready
-    kube.merge_patch(DEPLOYMENTS, "default", "web", {"spec": deployment("web", 1, "v2")["spec"]})
+    kube.merge_patch("apps/v1", "Deployment", "default", "web", {"spec": deployment("web", 1, "v2")["spec"]})
     wait_until(
         lambda: [fetch(p).split()[-1] for p in ready_addresses(kube)] == ["v2"],
         timeout=30,
         message="endpoint serving v2 only",
     )
 
-    kube.merge_patch(DEPLOYMENTS, "default", "web", {"spec": {"replicas": 3}})
+    kube.merge_patch("apps/v1", "Deployment", "default", "web", {"spec": {"replicas": 3}})
     wait_until(lambda: len(ready_addresses(kube)) == 3, timeout=30, message="three ready endpoints")
-    kube.merge_patch(DEPLOYMENTS, "default", "web", {"spec": {"replicas": 1}})
+    kube.merge_patch("apps/v1", "Deployment", "default", "web", {"spec": {"replicas": 1}})
     wait_until(
         lambda: len(ready_addresses(kube)) == 1 and len(kubelet.pods) == 1,
         timeout=30,
@@ -174,17 +177,17 @@ def test_rolling_update_scale_and_delete(cluster):
     )
 
     procs = [c.popen for p in kubelet.pods.values() for c in p.containers]
-    kube.delete(DEPLOYMENTS, "default", "web")
+    kube.delete("apps/v1", "Deployment", "default", "web")
     wait_until(lambda: not kubelet.pods, timeout=30, message="all processes stopped")
     assert all(p is not None and p.poll() is not None for p in procs)
-    wait_until(lambda: not kube.list(PODS, "default"), message="pod objects removed")
+    wait_until(lambda: not kube.list("v1", "Pod", "default"), message="pod objects removed")
 
 
 def test_crashed_process_is_restarted_and_readiness_follows_the_probe(cluster, tmp_path):
     kube, kubelet, _ = cluster
     flag = tmp_path / "ready.flag"
-    kube.create(SERVICES, "default", SERVICE)
-    kube.create(DEPLOYMENTS, "default", deployment("web", 1, "v1", ready_flag=str(flag)))
+    kube.create(SERVICE)
+    kube.create(deployment("web", 1, "v1", ready_flag=str(flag)))
     wait_until(
         lambda: kubelet.pods and all(c.running() for p in kubelet.pods.values() for c in p.containers),
         message="process running",
@@ -198,7 +201,8 @@ def test_crashed_process_is_restarted_and_readiness_follows_the_probe(cluster, t
         fetch(port, "/crash")
     wait_until(
         lambda: (
-            (pod := kube.list(PODS, "default")[0])["status"]["containerStatuses"][0]["restartCount"] >= 1
+            (pod := kube.list("v1", "Pod", "default")[0])["status"]["containerStatuses"][0]["restartCount"]
+            >= 1
             and pod["status"]["containerStatuses"][0]["ready"]
         ),
         timeout=30,
@@ -212,10 +216,10 @@ def test_unknown_command_marks_the_pod_failed(cluster):
     kube, _, _ = cluster
     body = deployment("web", 1, "v1")
     body["spec"]["template"]["spec"]["containers"][0]["command"] = ["no-such-binary-here"]
-    kube.create(DEPLOYMENTS, "default", body)
+    kube.create(body)
     pod = wait_until(
         lambda: (
-            (pods := kube.list(PODS, "default"))
+            (pods := kube.list("v1", "Pod", "default"))
             and pods[0].get("status", {}).get("phase") == "Failed"
             and pods[0]
         ),
