@@ -22,6 +22,21 @@ class MetricFactory:
         return kind(name, documentation, (*self.labels, *extra_labels), registry=self.registry, **options)
 
 
+class CachedChildren:
+    """Metrics whose label children are looked up once per label values and then cached, for the
+    metrics updated on the request path (``labels()`` hashes and locks on every call)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._cache.get(key)
+        if child is None:
+            child = self._cache[key] = metric.labels(*labels)
+        return child
+
+
 class RewardMetrics:
     """Feedback and the sum and the sum of squares of its rewards: the mean and variance of unbounded
     (Gaussian) rewards follow from the three. The sums are gauges, as rewards may be negative."""

@@ -12,14 +12,40 @@ learner's signed snapshots.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Protocol
 from urllib.parse import urlparse
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class ServerSettings(BaseSettings):
+class _ModelFields(Protocol):
+    model: str
+    model_name: str
+    trusted_types: str
+    s3_endpoint_url: str | None
+
+
+class ModelSettingsMixin:
+    """What the settings of a command that loads a model derive from their fields."""
+
+    @property
+    def metric_model(self: _ModelFields) -> str:
+        return self.model or self.model_name
+
+    @property
+    def trusted_type_list(self: _ModelFields) -> list[str]:
+        return [t.strip() for t in self.trusted_types.split(",") if t.strip()]
+
+    def with_s3_endpoint(self: _ModelFields, options: dict[str, str]) -> dict[str, str]:
+        """A copy of the storage ``options``, with the command's S3 endpoint unless they name one."""
+        options = dict(options)
+        if self.s3_endpoint_url:
+            options.setdefault("AWS_ENDPOINT_URL", self.s3_endpoint_url)
+        return options
+
+
+class ServerSettings(ModelSettingsMixin, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MLSERVING_", extra="ignore", protected_namespaces=())
 
     model_name: str = Field(min_length=1, description="Name of the model in URLs (/v2/models/<name>).")
@@ -153,15 +179,4 @@ class ServerSettings(BaseSettings):
     @property
     def learning_storage_options(self) -> dict[str, str]:
         """The snapshot storage options, with the server's S3 endpoint unless one is given."""
-        options = dict(self.snapshot_storage_options)
-        if self.s3_endpoint_url:
-            options.setdefault("AWS_ENDPOINT_URL", self.s3_endpoint_url)
-        return options
-
-    @property
-    def metric_model(self) -> str:
-        return self.model or self.model_name
-
-    @property
-    def trusted_type_list(self) -> list[str]:
-        return [t.strip() for t in self.trusted_types.split(",") if t.strip()]
+        return self.with_s3_endpoint(self.snapshot_storage_options)

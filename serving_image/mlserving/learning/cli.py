@@ -13,7 +13,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
+from mlserving.cli_flags import Flag, add_flags, configure_logging, repeatable, settings_from_flags, switch
+
+_FLAGS: list[Flag] = [
     ("--model-name", "model_name", {"help": "model name in URLs (env MLLEARNER_MODEL_NAME)"}),
     (
         "--model-uri",
@@ -62,6 +64,11 @@ _FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--max-body-bytes", "max_body_bytes", {"type": int, "help": "larger request bodies get 413"}),
     ("--download-dir", "download_dir", {"help": "where a remote initial model is downloaded"}),
     ("--log-level", "log_level", {"help": "log level (INFO)"}),
+    repeatable("--storage-option", "KEY=VALUE storage option (repeatable), e.g. AWS_REGION=eu-west-1"),
+    repeatable("--trust-type", "trust this type when loading the initial skops model (repeatable)"),
+    switch(
+        "--allow-unsafe-pickle", "load a joblib/pickle initial model (it can run arbitrary code when loaded)"
+    ),
 ]
 
 
@@ -77,53 +84,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for flag, dest, kwargs in _FLAGS:
-        parser.add_argument(flag, dest=dest, **kwargs)
-    parser.add_argument(
-        "--storage-option",
-        dest="storage_option",
-        action="append",
-        help="KEY=VALUE storage option (repeatable), e.g. AWS_REGION=eu-west-1",
-    )
-    parser.add_argument(
-        "--trust-type",
-        dest="trust_type",
-        action="append",
-        help="trust this type when loading the initial skops model (repeatable)",
-    )
-    parser.add_argument(
-        "--allow-unsafe-pickle",
-        dest="allow_unsafe_pickle",
-        action="store_true",
-        help="load a joblib/pickle initial model (it can run arbitrary code when loaded)",
-    )
+    add_flags(parser, _FLAGS)
 
 
 def settings_from(args: argparse.Namespace) -> Any:
     """LearnerSettings from parsed flags; SystemExit(2) with one line per bad flag."""
-    from pydantic import ValidationError
-
-    from mlserving.learning.location import StorageError, parse_storage_options
     from mlserving.learning.settings import LearnerSettings
 
-    skip = ("handler", "command", "trust_type", "storage_option")
-    overrides = {k: v for k, v in vars(args).items() if k not in skip}
-    if getattr(args, "trust_type", None):
-        overrides["trusted_types"] = ",".join(args.trust_type)
-    try:
-        if getattr(args, "storage_option", None):
-            overrides["storage_options"] = parse_storage_options(args.storage_option)
-        return LearnerSettings(**overrides)
-    except StorageError as exc:
-        _fail(f"--storage-option: {exc}")
-    except ValidationError as exc:
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"])
-            print(
-                f"mlserving learn: --{field.replace('_', '-')} (MLLEARNER_{field.upper()}): {err['msg']}",
-                file=sys.stderr,
-            )
-        raise SystemExit(2) from None
+    settings = settings_from_flags("learn", LearnerSettings, args)
+    if settings is None:
+        raise SystemExit(2)
+    return settings
 
 
 def _fail(message: str) -> None:
@@ -133,6 +104,8 @@ def _fail(message: str) -> None:
 
 def build_pipeline(settings: Any) -> Any:
     """Load the key and the initial model, and assemble the pipeline; SystemExit(2) when refused."""
+    from dataclasses import fields
+
     from mlserving.learning.learner import LearnerError, check_learnable, load_initial_model, set_params
     from mlserving.learning.location import StorageError, StorageLocation
     from mlserving.learning.manifest import SnapshotError, read_key_file
@@ -156,22 +129,10 @@ def build_pipeline(settings: Any) -> Any:
         check_learnable(estimator, settings.algorithm)
     except (SnapshotError, StorageError, FetchError, ModelLoadError, LearnerError) as exc:
         _fail(str(exc))
-    config = PipelineConfig(
-        model_name=settings.model_name,
-        metric_model=settings.metric_model,
-        snapshot_every=settings.snapshot_every,
-        batch_size=settings.batch_size,
-        window=settings.window,
-        max_delay=settings.max_delay,
-        max_waiting_requests=settings.max_waiting_requests,
-        label_field=settings.label_field,
-        flush_interval=settings.flush_interval,
-        flush_rows=settings.flush_rows,
-        ack_timeout=settings.ack_timeout,
-        unknown_id_wait=settings.unknown_id_wait,
-        max_unwritten_rows=settings.max_unwritten_rows,
-        base_sha256=lineage_id(file_sha256(model_file), settings.estimator_params),
-    )
+    # The pipeline takes the learner's settings of the same names as they are.
+    given = {f.name: getattr(settings, f.name) for f in fields(PipelineConfig) if hasattr(settings, f.name)}
+    base = lineage_id(file_sha256(model_file), settings.estimator_params)
+    config = PipelineConfig(**given, base_sha256=base)
     return LearningPipeline(config, initial_estimator=estimator, location=location, key=key)
 
 
@@ -188,16 +149,12 @@ def lineage_id(model_sha256: str, params: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
-
     import uvicorn
 
     from mlserving.learning.service import create_app
 
     settings = settings_from(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)
     pipeline = build_pipeline(settings)
     app = create_app(pipeline, max_body_bytes=settings.max_body_bytes)
     config = uvicorn.Config(

@@ -12,8 +12,10 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlserving.settings import ModelSettingsMixin
 
-class LearnerSettings(BaseSettings):
+
+class LearnerSettings(ModelSettingsMixin, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MLLEARNER_", extra="ignore", protected_namespaces=())
 
     model_name: str = Field(min_length=1, description="Model name in URLs (/v2/models/<name>/feedback).")
@@ -75,16 +77,5 @@ class LearnerSettings(BaseSettings):
         return value
 
     @property
-    def metric_model(self) -> str:
-        return self.model or self.model_name
-
-    @property
-    def trusted_type_list(self) -> list[str]:
-        return [t.strip() for t in self.trusted_types.split(",") if t.strip()]
-
-    @property
     def all_storage_options(self) -> dict[str, str]:
-        options = dict(self.storage_options)
-        if self.s3_endpoint_url:
-            options.setdefault("AWS_ENDPOINT_URL", self.s3_endpoint_url)
-        return options
+        return self.with_s3_endpoint(self.storage_options)

@@ -56,6 +56,7 @@ from mlserving.router.upstream import (
     Disconnected,
     Endpoint,
     RequestTimeout,
+    Resolve,
     UpstreamPool,
 )
 
@@ -65,9 +66,6 @@ VARIANT_HEADER = b"x-mlrollouts-variant"
 ID_HEADER = b"x-mlrollouts-id"
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_SHADOW_INFLIGHT = 256
-
-Resolve = Callable[[str], list[str]]
-"""Maps an upstream base URL to the URLs actually used (e.g. a Service to its ready endpoints)."""
 
 
 @dataclass(eq=False)
@@ -270,29 +268,22 @@ class RouterApp(Application):
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         try:
-            if path.startswith("/v2/models/"):
-                model, slash, tail = path[11:].partition("/")
+            v2 = path.startswith("/v2/models/")
+            if v2 or path.startswith("/v1/models/"):
+                # /v2/models/<model>/<tail> or /v1/models/<model>:<verb>
+                model, separator, tail = path[11:].partition("/" if v2 else ":")
                 graph = self.graphs.graph_for_model(model)
                 if graph is not None:
-                    headers = end_to_end_headers(scope["headers"])
-                    await self._graph_endpoint.v2(scope, receive, send, graph, tail, headers)
+                    answer = self._graph_endpoint.v2 if v2 else self._graph_endpoint.v1
+                    await answer(scope, receive, send, graph, tail, end_to_end_headers(scope["headers"]))
                     return
-                if slash and tail == "feedback":
+                if v2 and separator and tail == "feedback":
                     await self._feedback(scope, receive, send, model)
                     return
+                prefix = "/v2/models/" if v2 else "/v1/models/"
+                inference = tail.endswith("infer") if v2 else tail == "predict"
                 raw_tail = self._raw_tail(scope, 11 + len(model))
-                await self._forward(
-                    scope, receive, send, model, "/v2/models/", raw_tail, tail.endswith("infer")
-                )
-            elif path.startswith("/v1/models/"):
-                model, _, verb = path[11:].partition(":")
-                graph = self.graphs.graph_for_model(model)
-                if graph is not None:
-                    headers = end_to_end_headers(scope["headers"])
-                    await self._graph_endpoint.v1(scope, receive, send, graph, verb, headers)
-                    return
-                raw_tail = self._raw_tail(scope, 11 + len(model))
-                await self._forward(scope, receive, send, model, "/v1/models/", raw_tail, verb == "predict")
+                await self._forward(scope, receive, send, model, prefix, raw_tail, inference)
             else:
                 await self._own_endpoint(send, path)
         except HttpError as exc:

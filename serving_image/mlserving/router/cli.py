@@ -67,13 +67,12 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mlserving.cli_flags import configure_logging
     from mlserving.http.run import run_uvicorn
     from mlserving.router.app import RouterApp
     from mlserving.router.ids import SIGNING_KEY_ENV, IdSigner
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level)
     if args.require_signing_key and not os.environ.get(SIGNING_KEY_ENV):
         log.error("%s is required (--require-signing-key) but not set", SIGNING_KEY_ENV)
         return 2

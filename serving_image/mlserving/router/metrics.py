@@ -7,19 +7,20 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from mlserving.metrics import MetricFactory, RewardMetrics
+from mlserving.metrics import CachedChildren, MetricFactory, RewardMetrics
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
 
 
-class RouterMetrics:
+class RouterMetrics(CachedChildren):
     """One registry per router; label children are cached because label lookup is on the hot path."""
 
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
+        super().__init__()
         self.registry = CollectorRegistry(auto_describe=True)
         metric = MetricFactory(self.registry, "route", "variant")
         self.requests = metric(
@@ -53,14 +54,6 @@ class RouterMetrics:
         self.upstream_retries = metric(
             Counter, "mlrouter_upstream_retries", "Retries after a connection failure."
         )
-        self._cache: dict[tuple[Any, ...], Any] = {}
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)
-        child = self._cache.get(key)
-        if child is None:
-            child = self._cache[key] = metric.labels(*labels)
-        return child
 
     def observe_request(self, route: str, variant: str, code: int, seconds: float) -> None:
         self._child(self.requests, route, variant, str(code)).inc()

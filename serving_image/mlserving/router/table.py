@@ -32,49 +32,23 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
-from pydantic.alias_generators import to_camel
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from mlserving.router.graph.model import Graph
+from mlserving.router.spec import CamelSpec, ModelName, check_http_url, dns_label, repeated
 
 ROUTES_CONFIGMAP_KEY = "routes.yaml"
 """The key of the route table inside the router's ConfigMap (``data[ROUTES_CONFIGMAP_KEY]``)."""
-
-# Names end up in metric labels, response ids ("." separated) and URLs: DNS-1123 labels keep them safe.
-_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-# Model names follow the server's rules: the path segment of /v2/models/{m}.
-_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_UPSTREAM_RE = re.compile(r"^https?://[^/\s?#]+(/[^\s?#]*)?$")
 
 
 class RouteTableError(ValueError):
     """A route table that cannot be used; the message names the offending field."""
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, validate_default=True
-    )
-
-
-def _check_name(value: str, what: str) -> str:
-    if not _NAME_RE.match(value):
-        raise ValueError(f"{what} {value!r} must be a DNS-1123 label (lowercase letters, digits, '-', ≤63)")
-    return value
-
-
-class Timeouts(_Model):
+class Timeouts(CamelSpec):
     """Upstream timeouts of a variant (seconds)."""
 
     connect_seconds: float = Field(default=1.0, gt=0, le=60, description="TCP connect timeout.")
@@ -83,30 +57,23 @@ class Timeouts(_Model):
     )
 
 
-class Variant(_Model):
+class Variant(CamelSpec):
     """One arm of a route: a set of equivalent upstream endpoints and its traffic weight."""
 
-    name: str = Field(description="Variant name; appears in x-mlrollouts-variant, ids and metric labels.")
+    name: Annotated[str, dns_label("variant name")] = Field(
+        description="Variant name; appears in x-mlrollouts-variant, ids and metric labels."
+    )
     upstreams: list[str] = Field(min_length=1, description="Base URLs, e.g. http://iris-5f2a1c:8080.")
     weight: float = Field(default=0.0, ge=0, description="Relative traffic weight (any positive scale).")
-    model: str | None = Field(
+    model: ModelName | None = Field(
         default=None, description="Model name on the upstream, when it differs from the route's model."
     )
     timeouts: Timeouts | None = Field(default=None, description="Overrides the route's timeouts.")
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return _check_name(value, "variant name")
-
     @field_validator("upstreams")
     @classmethod
     def _upstreams(cls, value: list[str]) -> list[str]:
-        cleaned = []
-        for url in value:
-            if not _UPSTREAM_RE.match(url):
-                raise ValueError(f"upstream {url!r} must be an http(s) base URL without query or fragment")
-            cleaned.append(url.rstrip("/"))
+        cleaned = [check_http_url(url, "upstream", "base URL") for url in value]
         if len(set(cleaned)) != len(cleaned):
             raise ValueError("upstreams must be distinct")
         return cleaned
@@ -118,15 +85,8 @@ class Variant(_Model):
             raise ValueError("weight must be finite")
         return value
 
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str | None) -> str | None:
-        if value is not None and not _MODEL_RE.match(value):
-            raise ValueError(f"model {value!r} is not a valid model name")
-        return value
 
-
-class Stickiness(_Model):
+class Stickiness(CamelSpec):
     """Where the sticky key comes from: a request header or a cookie (exactly one)."""
 
     header: str | None = Field(default=None, description="Request header holding the sticky key.")
@@ -141,7 +101,7 @@ class Stickiness(_Model):
         return self
 
 
-class Shadow(_Model):
+class Shadow(CamelSpec):
     """Mirror a percent of the route's requests to a variant; its answers are compared, never returned."""
 
     variant: str = Field(description="Name of a variant of this route (usually with weight 0).")
@@ -151,17 +111,21 @@ class Shadow(_Model):
     )
 
 
-class Feedback(_Model):
+class Feedback(CamelSpec):
     """How long a response id can be credited with feedback."""
 
     id_ttl_seconds: float = Field(default=7 * 24 * 3600, gt=0, description="Age after which an id expires.")
 
 
-class Route(_Model):
+class Route(CamelSpec):
     """One entry point: requests for ``model`` are split over ``variants``, or run through a ``graph``."""
 
-    name: str = Field(description="Route name; the `route` label of mlrouter_* metrics.")
-    model: str = Field(description="Model name clients use in /v2/models/{model}/... and /v1/models/{model}.")
+    name: Annotated[str, dns_label("route name")] = Field(
+        description="Route name; the `route` label of mlrouter_* metrics."
+    )
+    model: ModelName = Field(
+        description="Model name clients use in /v2/models/{model}/... and /v1/models/{model}."
+    )
     # Declared before variants so that the variants check knows whether this is a graph route.
     graph: Graph | None = Field(
         default=None, description="A composite model: a graph of components instead of variants."
@@ -171,18 +135,6 @@ class Route(_Model):
     shadow: Shadow | None = None
     timeouts: Timeouts = Field(default_factory=Timeouts)
     feedback: Feedback = Field(default_factory=Feedback)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return _check_name(value, "route name")
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str) -> str:
-        if not _MODEL_RE.match(value):
-            raise ValueError(f"model {value!r} is not a valid model name")
-        return value
 
     @field_validator("variants")
     @classmethod
@@ -204,8 +156,7 @@ class Route(_Model):
                     raise ValueError(f"{field}: not available on a graph route (set it on the components)")
             return self
         names = [v.name for v in self.variants]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
+        if duplicates := repeated(names):
             raise ValueError(f"duplicate variant names: {duplicates}")
         total = sum(v.weight for v in self.variants)
         if not total > 0:
@@ -215,16 +166,13 @@ class Route(_Model):
         return self
 
     def variant(self, name: str) -> Variant | None:
-        for variant in self.variants:
-            if variant.name == name:
-                return variant
-        return None
+        return next((variant for variant in self.variants if variant.name == name), None)
 
     def timeouts_for(self, variant: Variant) -> Timeouts:
         return variant.timeouts or self.timeouts
 
 
-class RouteTable(_Model):
+class RouteTable(CamelSpec):
     """All routes served by one router."""
 
     routes: list[Route] = Field(default_factory=list)
@@ -232,17 +180,12 @@ class RouteTable(_Model):
     @model_validator(mode="after")
     def _unique(self) -> Self:
         for attr in ("name", "model"):
-            values = [getattr(r, attr) for r in self.routes]
-            duplicates = sorted({v for v in values if values.count(v) > 1})
-            if duplicates:
+            if duplicates := repeated([getattr(r, attr) for r in self.routes]):
                 raise ValueError(f"duplicate route {attr}s: {duplicates}")
         return self
 
     def route_for_model(self, model: str) -> Route | None:
-        for route in self.routes:
-            if route.model == model:
-                return route
-        return None
+        return next((route for route in self.routes if route.model == model), None)
 
     # -- serialisation -------------------------------------------------------------------------
 

@@ -17,11 +17,15 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httptools
+
+Resolve = Callable[[str], list[str]]
+"""Maps an upstream base URL to the URLs actually used (e.g. a Service to its ready endpoints)."""
 
 
 class UpstreamError(Exception):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
+from mlserving.cli_flags import Flag, add_flags, repeatable, settings_from_flags, switch
+
+_FLAGS: list[Flag] = [
     ("--model-name", "model_name", {"help": "model name in URLs (env MLSERVING_MODEL_NAME)"}),
     ("--model-uri", "model_uri", {"help": "file://, path, http(s):// or s3:// (env MLSERVING_MODEL_URI)"}),
     ("--format", "format", {"choices": ["auto", "onnx", "sklearn"], "help": "model format (default auto)"}),
@@ -72,6 +73,15 @@ _FLAGS: list[tuple[str, str, dict[str, Any]]] = [
         "snapshot_poll_seconds",
         {"type": float, "help": "seconds between reads of the latest snapshot (0.5)"},
     ),
+    switch("--allow-unsafe-pickle", "load joblib/pickle files (they can run arbitrary code when loaded)"),
+    switch("--allow-nan", "accept NaN/Inf in floating-point inputs"),
+    repeatable(
+        "--trust-type", "trust this type when loading skops files (repeatable), e.g. sklearn.tree._tree.Tree"
+    ),
+    repeatable(
+        "--snapshot-storage-option",
+        "KEY=VALUE option of the snapshot storage (repeatable), e.g. AWS_REGION=eu-west-1",
+    ),
 ]
 
 
@@ -82,58 +92,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Serve one scikit-learn or ONNX model. Every flag can also be set as MLSERVING_<NAME>.",
         argument_default=argparse.SUPPRESS,
     )
-    for flag, dest, kwargs in _FLAGS:
-        parser.add_argument(flag, dest=dest, **kwargs)
-    parser.add_argument(
-        "--allow-unsafe-pickle",
-        dest="allow_unsafe_pickle",
-        action="store_true",
-        help="load joblib/pickle files (they can run arbitrary code when loaded)",
-    )
-    parser.add_argument(
-        "--allow-nan", dest="allow_nan", action="store_true", help="accept NaN/Inf in floating-point inputs"
-    )
-    parser.add_argument(
-        "--trust-type",
-        dest="trust_type",
-        action="append",
-        help="trust this type when loading skops files (repeatable), e.g. sklearn.tree._tree.Tree",
-    )
-    parser.add_argument(
-        "--snapshot-storage-option",
-        dest="snapshot_storage_option",
-        action="append",
-        help="KEY=VALUE option of the snapshot storage (repeatable), e.g. AWS_REGION=eu-west-1",
-    )
+    add_flags(parser, _FLAGS)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from mlserving.learning.location import parse_storage_options
     from mlserving.settings import ServerSettings
 
-    listed = ("trust_type", "snapshot_storage_option")
-    overrides = {k: v for k, v in vars(args).items() if k not in ("handler", "command", *listed)}
-    if getattr(args, "trust_type", None):
-        overrides["trusted_types"] = ",".join(args.trust_type)
-    if getattr(args, "snapshot_storage_option", None):
-        try:
-            overrides["snapshot_storage_options"] = parse_storage_options(args.snapshot_storage_option)
-        except ValueError as exc:
-            print(f"mlserving serve: --snapshot-storage-option: {exc}", file=sys.stderr)
-            return 2
-    try:
-        settings = ServerSettings(**overrides)
-    except ValidationError as exc:
-        for error in exc.errors():
-            field = ".".join(str(p) for p in error["loc"])
-            if not field:  # a rule between fields: the message names them
-                print(f"mlserving serve: {error['msg']}", file=sys.stderr)
-                continue
-            flag = "--" + field.replace("_", "-")
-            print(f"mlserving serve: {flag} (MLSERVING_{field.upper()}): {error['msg']}", file=sys.stderr)
+    settings = settings_from_flags("serve", ServerSettings, args)
+    if settings is None:
         return 2
     serve(settings)
     return 0

@@ -31,6 +31,7 @@ import numpy as np
 import mlserving
 from mlserving.feedback import Feedback
 from mlserving.http import JSON_HEADERS, Headers
+from mlserving.request_checks import ProtocolError
 from mlserving.runtimes import LoadOptions, ModelRuntime, open_model
 from mlserving.runtimes.base import TensorSpec
 from mlserving.server.batching import Batcher
@@ -38,7 +39,7 @@ from mlserving.server.hotload import IncompatibleSnapshot, SnapshotHotLoader
 from mlserving.server.ids import ResponseIds
 from mlserving.server.learner import LearnerAnswer, LearnerLink
 from mlserving.server.metrics import LearningMetrics, ServerMetrics
-from mlserving.server.protocol import InferenceRequest, ProtocolError, bind_inputs, check_outputs
+from mlserving.server.protocol import InferenceRequest, bind_inputs, check_outputs
 from mlserving.settings import ServerSettings
 from mlserving.storage import FetchError, fetch_model
 

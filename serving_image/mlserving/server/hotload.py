@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Protocol
 
 from mlserving.learning.manifest import SnapshotError, SnapshotMissing
@@ -39,25 +40,19 @@ class IncompatibleSnapshot(SnapshotError):
     """The snapshot's model takes other inputs or gives other outputs than the served one."""
 
 
+@dataclass(eq=False)
 class SnapshotHotLoader:
-    def __init__(
-        self,
-        source: SnapshotSource,
-        *,
-        open_runtime: Callable[[Any], ModelRuntime],
-        swap: Callable[[ModelRuntime, int], None],
-        metrics: LearningMetrics,
-        interval: float,
-        pinned: int | None = None,
-    ) -> None:
-        """``swap(runtime, version)`` serves the runtime, or raises IncompatibleSnapshot."""
-        self.source = source
-        self.open_runtime = open_runtime
-        self.swap = swap
-        self.metrics = metrics
-        self.interval = interval
-        self.pinned = pinned
-        self._last_problem = ""
+    """Serves the follower's snapshots: ``swap(runtime, version)`` serves the runtime, or raises
+    IncompatibleSnapshot."""
+
+    source: SnapshotSource
+    _: KW_ONLY
+    open_runtime: Callable[[Any], ModelRuntime]
+    swap: Callable[[ModelRuntime, int], None]
+    metrics: LearningMetrics
+    interval: float
+    pinned: int | None = None
+    _last_problem: str = field(default="", init=False)
 
     async def run(self) -> None:
         while True:

@@ -67,9 +67,12 @@ class LearnerLink:
         self.metrics = metrics
         self.records = 0
         self._client: Any = None
-        self.max_queue = max_queue
-        self.max_batch = max_batch
-        self.flush_interval = flush_interval
+        # The shipper is made in start(), with the client it shares (both live on the event loop).
+        self._shipping: dict[str, Any] = {
+            "max_queue": max_queue,
+            "max_batch": max_batch,
+            "flush_interval": flush_interval,
+        }
         self.shipper: LogShipper | None = None
         self._warned_inputs = False
         if registry is not None:
@@ -79,14 +82,7 @@ class LearnerLink:
         import httpx
 
         self._client = httpx.AsyncClient(timeout=self.timeout)
-        self.shipper = LogShipper(
-            self.url,
-            max_batch=self.max_batch,
-            flush_interval=self.flush_interval,
-            max_queue=self.max_queue,
-            timeout=self.timeout,
-            client=self._client,
-        )
+        self.shipper = LogShipper(self.url, timeout=self.timeout, client=self._client, **self._shipping)
         await self.shipper.start()
 
     async def close(self, drain_timeout: float) -> None:

@@ -21,20 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from mlserving.http.errors import HttpError
+from mlserving.request_checks import ProtocolError, tensor_name, v1_rows
 from mlserving.runtimes.base import DATATYPES, TensorSpec, datatype_of
 
 MAX_RANK = 8
 _FLOAT_MAX = {2: float(np.finfo(np.float16).max), 4: float(np.finfo(np.float32).max), 8: float("inf")}
 _INT_KINDS = "iu"
 _FLOAT_KINDS = "iuf"
-
-
-class ProtocolError(HttpError):
-    """A request the server will not serve; ``status`` is the protocol's status code (4xx, 503)."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(status, message)
 
 
 @dataclass
@@ -244,14 +237,7 @@ def _decode_inputs(
     offset = 0
     for i, item in enumerate(raw_inputs):
         where = f"inputs[{i}]"
-        if not isinstance(item, dict):
-            raise ProtocolError(f"{where} must be an object with name, shape, datatype and data")
-        name = item.get("name")
-        if not isinstance(name, str) or not name:
-            raise ProtocolError(f"{where}.name must be a non-empty string")
-        if name in seen:
-            raise ProtocolError(f"{where}.name {name!r} appears more than once")
-        seen.add(name)
+        name = tensor_name(item, where, seen)
         datatype = item.get("datatype")
         if datatype not in DATATYPES:
             raise ProtocolError(f"{where}.datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
@@ -314,15 +300,10 @@ def decode_v1_request(
 ) -> InferenceRequest:
     """A KServe V1 request (``{"instances": [row, ...]}``, or ``"inputs"``) for a single-input model,
     asking for ``output``. Floating-point rows are parsed as FP64 and cast when bound to the input."""
-    if not isinstance(document, dict):
-        raise ProtocolError("request body must be a JSON object with 'instances'")
-    key = "instances" if "instances" in document else "inputs" if "inputs" in document else None
-    if key is None or not isinstance(document[key], list) or not document[key]:
-        raise ProtocolError("'instances' must be a non-empty array of rows")
+    key, rows = v1_rows(document)
     if len(inputs) != 1:
         raise ProtocolError(f"V1 predict needs a single-input model; {model_name!r} has {len(inputs)}")
     spec = inputs[0]
-    rows = document[key]
     if len(rows) * (spec.shape[-1] if spec.shape and spec.shape[-1] > 0 else 1) > max_elements:
         raise ProtocolError(f"{key} has more than {max_elements} values", 413)
     datatype = "FP64" if spec.datatype in ("FP16", "FP32") else spec.datatype

@@ -10,18 +10,17 @@ from __future__ import annotations
 import itertools
 from collections.abc import Awaitable, Callable, Iterator
 
-from mlserving.router.graph.executor import Call, ComponentUnavailable, Headers
+from mlserving.http import Headers
+from mlserving.router.graph.executor import Call, ComponentUnavailable
 from mlserving.router.upstream import (
     BadResponse,
     ConnectFailed,
     Disconnected,
     Endpoint,
     RequestTimeout,
+    Resolve,
     UpstreamPool,
 )
-
-Resolve = Callable[[str], list[str]]
-"""Maps an upstream base URL to the URLs actually used (e.g. a Service to its ready endpoints)."""
 
 Fetch = Callable[[str, str, float], Awaitable[tuple[int, bytes]]]
 """``fetch(upstream, path, timeout_seconds) -> (status, body)``: one GET, failures raised as ``Call``'s."""

@@ -9,12 +9,14 @@ it in ``"node"``.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
 from mlserving.feedback import parse_feedback
 from mlserving.http import (
+    Headers,
     HttpError,
     Receive,
     Scope,
@@ -24,10 +26,9 @@ from mlserving.http import (
     send_body,
     send_json,
 )
-from mlserving.router.graph.executor import ID_HEADER, CompiledGraph, ComponentUnavailable, Headers
+from mlserving.router.graph.executor import ID_HEADER, CompiledGraph, ComponentUnavailable
 from mlserving.router.graph.metadata import GraphDescriptions, NodeProblem
 from mlserving.router.graph.model import ModelNode
-from mlserving.router.graph.request import RequestError
 from mlserving.router.graph.runtime import GraphRuntime
 from mlserving.router.graph.v1 import predictions, v2_request
 from mlserving.router.ids import IdSigner
@@ -58,41 +59,27 @@ class GraphEndpoint:
         self, scope: Scope, receive: Receive, send: Send, graph: CompiledGraph, tail: str, headers: Headers
     ) -> None:
         """``tail``: the path after ``/v2/models/<m>`` without its leading slash ("" for metadata)."""
-        method, path = scope["method"], scope["path"]
-        if tail == "infer":
-            require_method(method, "POST", path)
-            await self._infer(scope, receive, send, graph, headers)
-        elif tail == "":
-            require_method(method, "GET", path)
-            await self._metadata(send, graph)
-        elif tail == "ready":
-            require_method(method, "GET", path)
-            ready, answer = await self.descriptions.readiness(graph)
-            await send_json(send, 200 if ready else 503, answer)
-        elif tail == "feedback":
-            require_method(method, "POST", path)
-            await self._feedback(scope, receive, send, graph)
-        elif tail.startswith("versions/"):
-            raise HttpError(
-                404, f"composite model {graph.model!r} has no versions: use /v2/models/{graph.model}"
-            )
-        else:
-            raise HttpError(404, f"no such path: {path}")
+        answer = _V2_PATHS.get(tail)
+        if answer is None:
+            if tail.startswith("versions/"):
+                raise HttpError(
+                    404, f"composite model {graph.model!r} has no versions: use /v2/models/{graph.model}"
+                )
+            raise HttpError(404, f"no such path: {scope['path']}")
+        method, handler = answer
+        require_method(scope["method"], method, scope["path"])
+        await handler(self, scope, receive, send, graph, headers)
 
     async def v1(
         self, scope: Scope, receive: Receive, send: Send, graph: CompiledGraph, verb: str, headers: Headers
     ) -> None:
         """``verb``: what follows ``:`` in ``/v1/models/<m>:<verb>`` ("" for the model's status)."""
-        method, path = scope["method"], scope["path"]
-        if verb == "predict":
-            require_method(method, "POST", path)
-            await self._predict(scope, receive, send, graph, headers)
-        elif verb == "":
-            require_method(method, "GET", path)
-            ready, _ = await self.descriptions.readiness(graph)
-            await send_json(send, 200, {"name": graph.model, "ready": ready})
-        else:
+        answer = _V1_VERBS.get(verb)
+        if answer is None:
             raise HttpError(404, f"unknown verb {verb!r} (V1 supports :predict)")
+        method, handler = answer
+        require_method(scope["method"], method, scope["path"])
+        await handler(self, scope, receive, send, graph, headers)
 
     # -- inference ---------------------------------------------------------------------------------
 
@@ -126,10 +113,7 @@ class GraphEndpoint:
         metadata = await self._described(send, graph)
         if metadata is None:
             return
-        try:
-            request = v2_request(document, metadata["inputs"], graph.model)
-        except RequestError as exc:
-            raise HttpError(exc.status, str(exc)) from None
+        request = v2_request(document, metadata["inputs"], graph.model)
         response_id = self.signer.issue(graph.name, GRAPH_VARIANT, time.time())
         status, payload, response_headers = await self.runtime.infer(graph, request, headers, response_id)
         response_headers.append((ID_HEADER, response_id.encode()))
@@ -140,10 +124,24 @@ class GraphEndpoint:
 
     # -- metadata ----------------------------------------------------------------------------------
 
-    async def _metadata(self, send: Send, graph: CompiledGraph) -> None:
+    async def _metadata(
+        self, _scope: Scope, _receive: Receive, send: Send, graph: CompiledGraph, _headers: Headers
+    ) -> None:
         metadata = await self._described(send, graph)
         if metadata is not None:
             await send_json(send, 200, metadata)
+
+    async def _ready(
+        self, _scope: Scope, _receive: Receive, send: Send, graph: CompiledGraph, _headers: Headers
+    ) -> None:
+        ready, answer = await self.descriptions.readiness(graph)
+        await send_json(send, 200 if ready else 503, answer)
+
+    async def _status(
+        self, _scope: Scope, _receive: Receive, send: Send, graph: CompiledGraph, _headers: Headers
+    ) -> None:
+        ready, _ = await self.descriptions.readiness(graph)
+        await send_json(send, 200, {"name": graph.model, "ready": ready})
 
     async def _described(self, send: Send, graph: CompiledGraph) -> dict[str, Any] | None:
         """The graph's metadata, or None once the problem that prevents it was answered."""
@@ -156,7 +154,9 @@ class GraphEndpoint:
 
     # -- feedback ----------------------------------------------------------------------------------
 
-    async def _feedback(self, scope: Scope, receive: Receive, send: Send, graph: CompiledGraph) -> None:
+    async def _feedback(
+        self, scope: Scope, receive: Receive, send: Send, graph: CompiledGraph, _headers: Headers
+    ) -> None:
         """Feedback for one component, forwarded to it with the id its response carried.
 
         Body: ``{"node": <Model node>, "id": <parameters.graph.components[node].id>, "reward": r}``.
@@ -204,3 +204,20 @@ class GraphEndpoint:
         node = graph.spec.node(name)
         assert isinstance(node, ModelNode)
         return node
+
+
+_Handler = Callable[[GraphEndpoint, Scope, Receive, Send, CompiledGraph, Headers], Awaitable[None]]
+
+_V2_PATHS: dict[str, tuple[str, _Handler]] = {
+    "infer": ("POST", GraphEndpoint._infer),
+    "": ("GET", GraphEndpoint._metadata),
+    "ready": ("GET", GraphEndpoint._ready),
+    "feedback": ("POST", GraphEndpoint._feedback),
+}
+"""What follows ``/v2/models/<m>/`` on a graph route: the method it takes and who answers it."""
+
+_V1_VERBS: dict[str, tuple[str, _Handler]] = {
+    "predict": ("POST", GraphEndpoint._predict),
+    "": ("GET", GraphEndpoint._status),
+}
+"""What follows ``/v1/models/<m>:`` on a graph route: the method it takes and who answers it."""

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from mlserving.http import Headers
 from mlserving.router.graph.combiners import combine, renormalised, select_outputs, stack_input
 from mlserving.router.graph.model import (
     EnsembleNode,
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
     from mlserving.router.graph.events import EventPublisher
     from mlserving.router.graph.metrics import GraphMetrics
 
-Headers = Sequence[tuple[bytes, bytes]]
 Call = Callable[[str, str, bytes, Headers, float], Awaitable[tuple[int, Headers, bytes]]]
 """``call(upstream, path, body, headers, timeout_seconds) -> (status, headers, body)``: one POST.
 

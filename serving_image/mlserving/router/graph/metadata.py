@@ -19,6 +19,7 @@ import asyncio
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import orjson
@@ -233,27 +234,21 @@ def readiness(spec: Graph, model: str, ready: dict[str, NodeProblem | None]) -> 
 # -- fetching and caching ----------------------------------------------------------------------------
 
 
+@dataclass(eq=False)
 class GraphDescriptions:
     """Metadata and readiness of compiled graphs, read from their components through ``fetch``."""
 
-    def __init__(
-        self,
-        fetch: Fetch,
-        *,
-        ttl_seconds: float = 30.0,
-        timeout_seconds: float = 2.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.fetch = fetch
-        self.ttl_seconds = ttl_seconds
-        self.timeout_seconds = timeout_seconds
-        self.clock = clock
-        self._cached: weakref.WeakKeyDictionary[CompiledGraph, tuple[float, dict[str, Any]]] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._pending: weakref.WeakKeyDictionary[CompiledGraph, asyncio.Task[dict[str, Any]]] = (
-            weakref.WeakKeyDictionary()
-        )
+    fetch: Fetch
+    _: KW_ONLY
+    ttl_seconds: float = 30.0
+    timeout_seconds: float = 2.0
+    clock: Callable[[], float] = time.monotonic
+    _cached: weakref.WeakKeyDictionary[CompiledGraph, tuple[float, dict[str, Any]]] = field(
+        default_factory=weakref.WeakKeyDictionary, init=False
+    )
+    _pending: weakref.WeakKeyDictionary[CompiledGraph, asyncio.Task[dict[str, Any]]] = field(
+        default_factory=weakref.WeakKeyDictionary, init=False
+    )
 
     async def metadata(self, graph: CompiledGraph) -> dict[str, Any]:
         """The graph's V2 metadata; ``NodeProblem`` names the node that prevents it."""

@@ -26,37 +26,21 @@ Example (YAML, the ``graph`` of a route)::
 from __future__ import annotations
 
 import math
-import re
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, field_validator, model_validator
+
+from mlserving.router.spec import CamelSpec, ModelName, check_http_url, dns_label
 
 MAX_NODES = 64
 MAX_CHILDREN = 32
 
-# Node names end up in metric labels and response parameters: DNS-1123 labels keep them safe.
-_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_URL_RE = re.compile(r"^https?://[^/\s?#]+(/[^\s?#]*)?$")
 DATATYPES = frozenset(
     {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
     | {"FP16", "FP32", "FP64", "BYTES"}
 )
 Scalar = bool | int | float | str
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, validate_default=True
-    )
-
-
-def _url(value: str, what: str) -> str:
-    if not _URL_RE.match(value):
-        raise ValueError(f"{what} {value!r} must be an http(s) URL without query or fragment")
-    return value.rstrip("/")
 
 
 class NodeType(StrEnum):
@@ -94,7 +78,7 @@ class CaseOp(StrEnum):
     GE = "ge"
 
 
-class DefaultOutput(_Spec):
+class DefaultOutput(CamelSpec):
     """One output tensor a node answers with when it fails under ``onError: Default``."""
 
     name: str = Field(min_length=1, max_length=253, description="Output tensor name.")
@@ -129,8 +113,11 @@ class DefaultOutput(_Spec):
         return self
 
 
-class _NodeBase(_Spec):
-    name: str = Field(description="Node name; the `node` label of mlgraph_node_* metrics.")
+class _NodeBase(CamelSpec):
+    # Node names end up in metric labels and response parameters.
+    name: Annotated[str, dns_label("node name", "lowercase letters, digits, '-'")] = Field(
+        description="Node name; the `node` label of mlgraph_node_* metrics."
+    )
     timeout_seconds: float | None = Field(
         default=None, gt=0, le=3600, description="Time the node may take; exceeded -> the node fails (504)."
     )
@@ -142,13 +129,6 @@ class _NodeBase(_Spec):
     default_outputs: list[DefaultOutput] | None = Field(
         default=None, min_length=1, description="The answer of a failed node under onError: Default."
     )
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _NAME_RE.match(value):
-            raise ValueError(f"node name {value!r} must be a DNS-1123 label (lowercase letters, digits, '-')")
-        return value
 
     @model_validator(mode="after")
     def _default_outputs(self) -> Self:
@@ -174,19 +154,12 @@ class ModelNode(_NodeBase):
     upstream: str = Field(
         description="Base URL of the component's entry point (a ModelDeployment's or Experiment's Service)."
     )
-    model: str = Field(description="Model name the component serves, as in /v2/models/{model}/infer.")
+    model: ModelName = Field(description="Model name the component serves, as in /v2/models/{model}/infer.")
 
     @field_validator("upstream")
     @classmethod
     def _upstream(cls, value: str) -> str:
-        return _url(value, "upstream")
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str) -> str:
-        if not _MODEL_RE.match(value):
-            raise ValueError(f"model {value!r} is not a valid model name")
-        return value
+        return check_http_url(value, "upstream")
 
 
 class SequenceNode(_NodeBase):
@@ -214,7 +187,7 @@ class SequenceNode(_NodeBase):
         return [(f"children.{i}", child) for i, child in enumerate(self.children)]
 
 
-class Combiner(_Spec):
+class Combiner(CamelSpec):
     """How an ensemble merges its children's output tensors, element by element."""
 
     type: CombinerType = Field(
@@ -286,7 +259,7 @@ class EnsembleNode(_NodeBase):
         return refs
 
 
-class When(_Spec):
+class When(CamelSpec):
     """A test on one feature of a row: ``inputs[input][row][feature] <op> value``."""
 
     input: str | None = Field(default=None, description="Input tensor name (default: the first input).")
@@ -295,7 +268,7 @@ class When(_Spec):
     value: float | str = Field(description="Compared with the feature (strings: BYTES inputs).")
 
 
-class Case(_Spec):
+class Case(CamelSpec):
     when: When
     node: str = Field(description="Node that serves the rows for which the test holds.")
 
@@ -319,7 +292,7 @@ class SwitchNode(_NodeBase):
 Node = Annotated[ModelNode | SequenceNode | EnsembleNode | SwitchNode, Field(discriminator="type")]
 
 
-class EventFilter(_Spec):
+class EventFilter(CamelSpec):
     """Send an event only when a row of the result passes this test (any row of a batch)."""
 
     output: str | None = Field(default=None, description="Output tensor name (default: the first output).")
@@ -328,7 +301,7 @@ class EventFilter(_Spec):
     value: float | str
 
 
-class Events(_Spec):
+class Events(CamelSpec):
     """Each graph result POSTed as a CloudEvent to a sink, off the inference path."""
 
     sink: str = Field(description="URL the events are POSTed to.")
@@ -354,10 +327,10 @@ class Events(_Spec):
     @field_validator("sink")
     @classmethod
     def _sink(cls, value: str) -> str:
-        return _url(value, "sink")
+        return check_http_url(value, "sink")
 
 
-class Graph(_Spec):
+class Graph(CamelSpec):
     """Nodes by name, the root requests enter, and limits for the whole graph."""
 
     root: str

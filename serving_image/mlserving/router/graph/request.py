@@ -11,15 +11,12 @@ from typing import Any
 
 import orjson
 
+from mlserving.request_checks import ProtocolError, tensor_name
 from mlserving.router.graph.tensors import Tensor, TensorError, flat_data
 
-
-class RequestError(Exception):
-    """The graph's own request is malformed (400, naming the field)."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+RequestError = ProtocolError
+"""The graph's own request is malformed (400, naming the field): the model server's error, as the
+checks of request tensors are the server's."""
 
 
 def parse_request(body: bytes | dict[str, Any]) -> dict[str, Any]:
@@ -49,14 +46,7 @@ def parse_request(body: bytes | dict[str, Any]) -> dict[str, Any]:
 
 def _check_input(index: int, tensor: Any, seen: set[str]) -> None:
     where = f"inputs[{index}]"
-    if not isinstance(tensor, dict):
-        raise RequestError(f"{where} must be an object with name, shape, datatype and data")
-    name = tensor.get("name")
-    if not isinstance(name, str) or not name:
-        raise RequestError(f"{where}.name must be a non-empty string")
-    if name in seen:
-        raise RequestError(f"{where}.name {name!r} appears more than once")
-    seen.add(name)
+    tensor_name(tensor, where, seen)
     if not isinstance(tensor.get("datatype"), str):
         raise RequestError(f"{where}.datatype must be a string such as FP32")
     shape = tensor.get("shape")

@@ -13,8 +13,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from mlserving.http import Headers
 from mlserving.router.graph.events import EventPublisher
-from mlserving.router.graph.executor import Call, CompiledGraph, Headers, compile_graph, run_graph
+from mlserving.router.graph.executor import Call, CompiledGraph, compile_graph, run_graph
 from mlserving.router.graph.metrics import GraphMetrics
 from mlserving.router.graph.model import ModelNode
 from mlserving.router.table import RouteTable

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from mlserving.request_checks import v1_rows
 from mlserving.router.graph.request import RequestError
 from mlserving.router.graph.tensors import Tensor, flat_data
 
@@ -17,18 +18,13 @@ MAX_DIMENSIONS = 16
 
 def v2_request(document: Any, inputs: list[dict[str, Any]], graph: str) -> dict[str, Any]:
     """The V2 request of a V1 one; ``RequestError`` names the field."""
-    if not isinstance(document, dict):
-        raise RequestError("request body must be a JSON object with 'instances'")
-    key = "instances" if "instances" in document else "inputs" if "inputs" in document else None
-    if key is None or not isinstance(document[key], list) or not document[key]:
-        raise RequestError("'instances' must be a non-empty array of rows")
+    key, rows = v1_rows(document)
     if len(inputs) != 1:
         names = ", ".join(str(i.get("name")) for i in inputs)
         raise RequestError(
             f"V1 predict needs a single-input graph; {graph!r} has {len(inputs)} inputs ({names}): use V2"
         )
     spec = inputs[0]
-    rows = document[key]
     shape = _shape(rows, key)
     data = _flat(rows)
     if len(shape) == 1 and len(spec["shape"]) == 2:
