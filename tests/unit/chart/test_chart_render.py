@@ -308,6 +308,15 @@ DESIGN_METRICS = {
     "mlrouter_shadow_agreement_total",
     "mlrouter_feedback_total",
     "mlrouter_reward_sum",
+    "mlserving_snapshot_version",
+    "mlgraph_requests_total",
+    "mlgraph_request_duration_seconds",
+    "mlgraph_node_requests_total",
+    "mlgraph_node_duration_seconds",
+    "mlgraph_events_total",
+    "mllearner_feedback_total",
+    "mllearner_prequential",
+    "mllearner_snapshot_version",
 }
 
 
@@ -374,7 +383,7 @@ def test_dashboard_queries_use_the_design_metric_names() -> None:
     used: set[str] = set()
     for expr in exprs:
         assert expr.count("(") == expr.count(")"), expr
-        for metric in re.findall(r"\b(ml(?:serving|router|rollouts)_[a-z_]+)(?=[{\[])", expr):
+        for metric in re.findall(r"\b(ml(?:serving|router|rollouts|graph|learner)_[a-z_]+)(?=[{\[])", expr):
             # a histogram's series: <name>_bucket, <name>_count, <name>_sum
             base = re.sub(r"_(bucket|count|sum)$", "", metric)
             known = DESIGN_METRICS | operator_metrics()
@@ -391,6 +400,10 @@ def test_dashboard_queries_use_the_design_metric_names() -> None:
         "mlrouter_reward_sum",
         "mlrollouts_weight_percent",
         "mlrollouts_analysis_results_total",
+        "mlgraph_node_requests_total",
+        "mlgraph_node_duration_seconds",
+        "mllearner_prequential",
+        "mlserving_snapshot_version",
     ):
         assert wanted in used, wanted
     variables = {v["name"] for v in dashboard["templating"]["list"]}
