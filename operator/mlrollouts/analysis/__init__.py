@@ -22,14 +22,7 @@ from mlrollouts.analysis.provider import MetricProvider, PrometheusProvider, Sam
 from mlrollouts.analysis.psi import population_stability_index
 from mlrollouts.analysis.rewards import VariantRewards, read_rewards
 from mlrollouts.analysis.templates import BUILTIN_TEMPLATES, prometheus_range, render
-from mlrollouts.analysis.verdicts import (
-    CheckResult,
-    NoValues,
-    QueryError,
-    QueryOutcome,
-    Thresholds,
-    judge,
-)
+from mlrollouts.analysis.verdicts import CheckResult, NoValues, QueryError, QueryOutcome, Thresholds, judge
 
 __all__ = [
     "BUILTIN_TEMPLATES",

@@ -23,14 +23,7 @@ from pydantic import ValidationError
 from mlrollouts.analysis.provider import DEFAULT_TIMEOUT, MetricProvider, Sample, prometheus_provider
 from mlrollouts.analysis.psi import drift_by_output, histograms_by_output
 from mlrollouts.analysis.templates import BUILTIN_TEMPLATES, SAMPLES_QUERY, prometheus_range, render
-from mlrollouts.analysis.verdicts import (
-    CheckResult,
-    NoValues,
-    QueryError,
-    QueryOutcome,
-    Thresholds,
-    judge,
-)
+from mlrollouts.analysis.verdicts import CheckResult, NoValues, QueryError, QueryOutcome, Thresholds, judge
 from mlrollouts.api import Check, CheckTemplate, QueryTemplateError, format_validation_error
 from mlrollouts.core.durations import parse_duration
 from mlrollouts.core.verdicts import Verdict
@@ -177,15 +170,7 @@ class AnalysisContext:
 
 
 def _error(name: str, message: str, query: str = "") -> CheckResult:
-    return CheckResult(
-        name=name,
-        verdict=Verdict.ERROR,
-        value=None,
-        stable_value=None,
-        samples=None,
-        query=query,
-        message=message,
-    )
+    return CheckResult(name, Verdict.ERROR, query=query, message=message)
 
 
 class _Run:

@@ -212,6 +212,32 @@ def fill_query(query: str, values: Mapping[str, str | None]) -> str:
     return _PLACEHOLDER.sub(value_of, query)
 
 
+def check_query(query: str | None, context: str = "") -> None:
+    """A ``ValueError`` naming the ``query`` field (``context`` closes the message) when ``query``
+    is not a template `fill_query` can fill."""
+    if query is None:
+        return
+    try:
+        query_variables(query)
+    except QueryTemplateError as exc:
+        raise ValueError(f"query: {exc}{context}") from None
+
+
+# double(): evaluators that type numbers by their JSON form see `1` as an int
+MIN_BELOW_MAX_RULE = cel(
+    "!has(self.min) || !has(self.max) || double(self.min) < double(self.max)",
+    "min must be below max",
+    field="min",
+)
+"""A threshold pair ``min``/``max`` leaves room between them."""
+
+
+def check_min_below_max(low: float | None, high: float | None, context: str = "") -> None:
+    """`MIN_BELOW_MAX_RULE` for the models."""
+    if low is not None and high is not None and not low < high:
+        raise ValueError(f"min: min ({low}) must be below max ({high}){context}")
+
+
 class Check(ApiModel):
     """One metric check: a built-in template or a custom PromQL query, with thresholds.
 
@@ -228,12 +254,7 @@ class Check(ApiModel):
                 "has(self.min) || has(self.max) || has(self.maxRatioToStable)",
                 "a check needs a threshold: min, max or maxRatioToStable",
             ),
-            # double(): evaluators that type numbers by their JSON form see `1` as an int
-            cel(
-                "!has(self.min) || !has(self.max) || double(self.min) < double(self.max)",
-                "min must be below max",
-                field="min",
-            ),
+            MIN_BELOW_MAX_RULE,
             cel(
                 "!has(self.query) || self.query.matches('"
                 + QUERY_TEMPLATE_PATTERN.replace("\\", "\\\\")
@@ -264,13 +285,8 @@ class Check(ApiModel):
             raise ValueError(f"needs exactly one of template or query (check {self.name!r})")
         if self.min is None and self.max is None and self.max_ratio_to_stable is None:
             raise ValueError(f"needs a threshold: min, max or maxRatioToStable (check {self.name!r})")
-        if self.min is not None and self.max is not None and not self.min < self.max:
-            raise ValueError(f"min: min ({self.min}) must be below max ({self.max}) (check {self.name!r})")
-        if self.query is not None:
-            try:
-                query_variables(self.query)
-            except QueryTemplateError as exc:
-                raise ValueError(f"query: {exc} (check {self.name!r})") from None
+        check_min_below_max(self.min, self.max, f" (check {self.name!r})")
+        check_query(self.query, f" (check {self.name!r})")
         return self
 
 

@@ -18,15 +18,14 @@ from mlrollouts.api.common import (
     IngressNginxSection,
     Name,
     PrometheusConfig,
-    QueryTemplateError,
     ResourceName,
     RouterConfig,
     StatusModel,
     Stickiness,
     cel,
     check_gateway_api,
+    check_query,
     check_unique_names,
-    query_variables,
     unique_names_rule,
     validations,
 )
@@ -118,11 +117,7 @@ class Reward(ApiModel):
             raise ValueError("query: reward source Query needs query")
         if self.source != RewardSource.QUERY and self.query is not None:
             raise ValueError("query: query is only used with reward source Query")
-        if self.query is not None:
-            try:
-                query_variables(self.query)
-            except QueryTemplateError as exc:
-                raise ValueError(f"query: {exc}") from None
+        check_query(self.query)
         return self
 
 

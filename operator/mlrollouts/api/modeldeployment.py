@@ -10,6 +10,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from mlrollouts.api.common import (
     GATEWAY_API_RULE,
+    MIN_BELOW_MAX_RULE,
     ApiModel,
     Checks,
     CustomResource,
@@ -24,6 +25,7 @@ from mlrollouts.api.common import (
     TrafficProvider,
     cel,
     check_gateway_api,
+    check_min_below_max,
     check_unique_names,
     validations,
 )
@@ -339,11 +341,7 @@ class LearningGuard(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=validations(
             cel("has(self.min) || has(self.max)", "a guard needs min or max"),
-            cel(
-                "!has(self.min) || !has(self.max) || double(self.min) < double(self.max)",
-                "min must be below max",
-                field="min",
-            ),
+            MIN_BELOW_MAX_RULE,
         )
     )
 
@@ -361,8 +359,7 @@ class LearningGuard(ApiModel):
     def _threshold(self) -> LearningGuard:
         if self.min is None and self.max is None:
             raise ValueError("a guard needs min or max")
-        if self.min is not None and self.max is not None and not self.min < self.max:
-            raise ValueError(f"min: min ({self.min}) must be below max ({self.max})")
+        check_min_below_max(self.min, self.max)
         return self
 
 

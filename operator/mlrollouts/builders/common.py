@@ -1,7 +1,9 @@
-"""Names, labels, owner references and security settings shared by every built object."""
+"""Names, labels, owner references and security settings shared by every built object, and the
+shapes every component is built in: its Deployment, its HTTP Service, its signing-key Secret."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,13 @@ DEFAULT_UPSTREAM_TEMPLATE = "http://{service}.{namespace}.svc:80"
 """Where a router reaches a Service: in-cluster DNS (the local playground passes its own)."""
 
 Object = dict[str, Any]
+
+SCRAPE_ANNOTATIONS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(SERVING_PORT),
+    "prometheus.io/path": "/metrics",
+}
+"""Every pod serves its metrics on the HTTP port: Prometheus finds them by these annotations."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,13 @@ def selector_labels(owner: Owner, component: str, revision: str | None = None) -
     return labels
 
 
+def _labels(owner: Owner, component: str, revision: str | None) -> dict[str, str]:
+    labels = owner_labels(owner, component)
+    if revision is not None:
+        labels[REVISION_LABEL] = revision
+    return labels
+
+
 def metadata(
     owner: Owner,
     name: str,
@@ -79,10 +95,7 @@ def metadata(
     revision: str | None = None,
     annotations: Mapping[str, str] | None = None,
 ) -> Object:
-    labels = owner_labels(owner, component)
-    if revision is not None:
-        labels[REVISION_LABEL] = revision
-    meta: Object = {"name": name, "namespace": owner.namespace, "labels": labels}
+    meta: Object = {"name": name, "namespace": owner.namespace, "labels": _labels(owner, component, revision)}
     if annotations:
         meta["annotations"] = dict(annotations)
     if owner.uid:
@@ -126,4 +139,81 @@ def http_probe(path: str, period: int, failure_threshold: int, initial_delay: in
         "failureThreshold": failure_threshold,
         "initialDelaySeconds": initial_delay,
         "timeoutSeconds": 2,
+    }
+
+
+def health_probes(startup_failures: int | None = None) -> Object:
+    """The model server's probes (the router and the learner serve the same health endpoints);
+    ``startup_failures`` adds a startup probe that gives a slow first load that many periods."""
+    probes = {
+        "readinessProbe": http_probe("/v2/health/ready", period=2, failure_threshold=3),
+        "livenessProbe": http_probe("/v2/health/live", period=10, failure_threshold=3),
+    }
+    if startup_failures is not None:
+        probes["startupProbe"] = http_probe("/v2/health/live", period=2, failure_threshold=startup_failures)
+    return probes
+
+
+def http_ports() -> list[Object]:
+    return [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}]
+
+
+def rolling_update() -> Object:
+    """Replace pods one at a time, never going below the wanted number of ready ones."""
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+
+
+def deployment(
+    owner: Owner,
+    name: str,
+    component: str,
+    *,
+    replicas: int,
+    strategy: Object,
+    pod_spec: Object,
+    revision: str | None = None,
+) -> Object:
+    """The Deployment of one component; its pods carry the component's labels and are scraped."""
+    pod_metadata = {"labels": _labels(owner, component, revision), "annotations": dict(SCRAPE_ANNOTATIONS)}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(owner, name, component, revision=revision),
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 2,
+            "selector": {"matchLabels": selector_labels(owner, component, revision)},
+            "strategy": strategy,
+            "template": {"metadata": pod_metadata, "spec": pod_spec},
+        },
+    }
+
+
+def http_service(owner: Owner, name: str, component: str, revision: str | None = None) -> Object:
+    """A ClusterIP Service on port 80 in front of the HTTP port of a component's pods."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(owner, name, component, revision=revision),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(owner, component, revision),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def key_secret(
+    owner: Owner, name: str, component: str, field: str, key: str, *, min_bytes: int, what: str
+) -> Object:
+    """A Secret holding one signing key under ``field``; ``key`` comes from the caller (created
+    once, never rotated by the operator), ``what`` names it in the error for a short one."""
+    if len(key.encode()) < min_bytes:
+        raise ValueError(f"{what}: needs at least {min_bytes} bytes")
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(owner, name, component),
+        "type": "Opaque",
+        "data": {field: base64.b64encode(key.encode()).decode()},
     }

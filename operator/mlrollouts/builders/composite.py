@@ -14,35 +14,12 @@ built by the same router builders as every other entry point:
 from __future__ import annotations
 
 from mlrollouts.api.kinds import COMPOSITE_MODEL
-from mlrollouts.builders.common import DEFAULT_UPSTREAM_TEMPLATE, Object, Owner
-from mlrollouts.builders.router import (
-    route_table_configmap,
-    router_deployment,
-    router_role,
-    router_role_binding,
-    router_service,
-    router_service_account,
-)
-from mlserving.router.table import RouteTable
+from mlrollouts.builders.common import DEFAULT_UPSTREAM_TEMPLATE, Owner
+from mlrollouts.builders.router import router_service
 
 
 def composite_owner(name: str, namespace: str, uid: str = "") -> Owner:
     return Owner(name=name, namespace=namespace, uid=uid, kind=COMPOSITE_MODEL.kind)
-
-
-def composite_router_objects(owner: Owner, image: str, replicas: int) -> list[Object]:
-    """Everything of the entry point except the route table and the key (they change separately)."""
-    return [
-        router_service_account(owner),
-        router_role(owner),
-        router_role_binding(owner),
-        router_deployment(owner, image=image, replicas=replicas),
-        router_service(owner),
-    ]
-
-
-def composite_route_configmap(owner: Owner, table: RouteTable) -> Object:
-    return route_table_configmap(owner, table.to_configmap_data())
 
 
 def composite_endpoint(owner: Owner, upstream_template: str = DEFAULT_UPSTREAM_TEMPLATE) -> str:

@@ -13,38 +13,12 @@ Objects (all owned by the Experiment, labelled ``mlrollouts.io/owner: Experiment
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from mlrollouts.api.kinds import EXPERIMENT
-from mlrollouts.builders.common import DEFAULT_UPSTREAM_TEMPLATE, Object, Owner, revision_name
-from mlrollouts.builders.router import (
-    SIGNING_KEY_ENV,
-    SIGNING_KEY_FIELD,
-    route_table_configmap,
-    router_deployment,
-    router_role,
-    router_role_binding,
-    router_service,
-    router_service_account,
-    signing_key_secret,
-    signing_key_secret_name,
-)
+from mlrollouts.builders.common import DEFAULT_UPSTREAM_TEMPLATE, Owner, revision_name
 from mlserving.router.table import Route, RouteTable, Stickiness, Variant
-
-__all__ = [
-    "SIGNING_KEY_ENV",
-    "SIGNING_KEY_FIELD",
-    "Arm",
-    "experiment_owner",
-    "experiment_route_configmap",
-    "experiment_route_table",
-    "experiment_router_deployment",
-    "experiment_router_objects",
-    "signing_key_secret",
-    "signing_key_secret_name",
-]
 
 
 def experiment_owner(name: str, namespace: str, uid: str = "") -> Owner:
@@ -89,25 +63,3 @@ def experiment_route_table(
     if stickiness_header or stickiness_cookie:
         sticky = Stickiness(header=stickiness_header, cookie=stickiness_cookie)
     return RouteTable(routes=[Route(name=owner.name, model=owner.name, variants=variants, stickiness=sticky)])
-
-
-def experiment_route_configmap(owner: Owner, table: RouteTable) -> Object:
-    return route_table_configmap(owner, table.to_configmap_data())
-
-
-def experiment_router_deployment(
-    owner: Owner, image: str, replicas: int, resources: Mapping[str, Any] | None = None
-) -> Object:
-    """The router Deployment, signing response ids with the key from ``<name>-router-key``."""
-    return router_deployment(owner, image=image, replicas=replicas, resources=resources)
-
-
-def experiment_router_objects(owner: Owner, image: str, replicas: int) -> list[Object]:
-    """Everything of the entry point except the route table and the key (they change separately)."""
-    return [
-        router_service_account(owner),
-        router_role(owner),
-        router_role_binding(owner),
-        experiment_router_deployment(owner, image=image, replicas=replicas),
-        router_service(owner),
-    ]

@@ -9,23 +9,13 @@ to verify what they load.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlrollouts.builders.common import (
-    SERVING_PORT,
-    Object,
-    Owner,
-    container_security_context,
-    http_probe,
-    metadata,
-    pod_security_context,
-    selector_labels,
-    tmp_volume,
-)
+from mlrollouts.builders import common
+from mlrollouts.builders.common import SERVING_PORT, Object, Owner
 
 LEARNER_COMPONENT = "learner"
 SNAPSHOT_KEY_FIELD = "signing-key"
@@ -68,15 +58,15 @@ class LearnerSpec:
 def snapshot_key_secret(owner: Owner, key: str) -> Object:
     """The key that signs snapshots; ``key`` comes from the caller (created once, never rotated:
     snapshots signed before would no longer verify)."""
-    if len(key.encode()) < SNAPSHOT_KEY_MIN_BYTES:
-        raise ValueError(f"snapshot signing key: needs at least {SNAPSHOT_KEY_MIN_BYTES} bytes")
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": metadata(owner, snapshot_key_secret_name(owner), LEARNER_COMPONENT),
-        "type": "Opaque",
-        "data": {SNAPSHOT_KEY_FIELD: base64.b64encode(key.encode()).decode()},
-    }
+    return common.key_secret(
+        owner,
+        snapshot_key_secret_name(owner),
+        LEARNER_COMPONENT,
+        SNAPSHOT_KEY_FIELD,
+        key,
+        min_bytes=SNAPSHOT_KEY_MIN_BYTES,
+        what="snapshot signing key",
+    )
 
 
 def snapshot_key_volume(owner: Owner) -> tuple[Object, Object]:
@@ -128,66 +118,37 @@ def learner_container(spec: LearnerSpec, key_mount: Object, tmp_mount: Object) -
             {"name": "MLLEARNER_MODEL", "value": spec.model_name},
             *({"name": k, "value": v} for k, v in sorted(spec.env.items())),
         ],
-        "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
+        "ports": common.http_ports(),
         # ready once it has resumed from its last snapshot and replayed the data log
-        "readinessProbe": http_probe("/v2/health/ready", period=2, failure_threshold=3),
-        "livenessProbe": http_probe("/v2/health/live", period=10, failure_threshold=3),
-        "startupProbe": http_probe("/v2/health/live", period=2, failure_threshold=90),
+        **common.health_probes(startup_failures=90),
         "resources": dict(spec.resources),
-        "securityContext": container_security_context(),
+        "securityContext": common.container_security_context(),
         "volumeMounts": [tmp_mount, key_mount],
     }
 
 
 def learner_deployment(spec: LearnerSpec) -> Object:
     owner = spec.owner
-    tmp, tmp_mount = tmp_volume()
+    tmp, tmp_mount = common.tmp_volume()
     key, key_mount = snapshot_key_volume(owner)
-    pod_meta = metadata(
+    pod_spec = {
+        "securityContext": common.pod_security_context(),
+        "automountServiceAccountToken": False,
+        "containers": [learner_container(spec, key_mount, tmp_mount)],
+        "volumes": [tmp, key],
+        # the learner writes the rows still queued before it exits
+        "terminationGracePeriodSeconds": 30,
+    }
+    return common.deployment(
         owner,
         learner_name(owner),
         LEARNER_COMPONENT,
-        annotations={
-            "prometheus.io/scrape": "true",
-            "prometheus.io/port": str(SERVING_PORT),
-            "prometheus.io/path": "/metrics",
-        },
+        replicas=1,
+        # never two learners at once: each would append to the log and publish snapshots
+        strategy={"type": "Recreate"},
+        pod_spec=pod_spec,
     )
-    for key_name in ("name", "namespace", "ownerReferences"):
-        pod_meta.pop(key_name, None)
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata(owner, learner_name(owner), LEARNER_COMPONENT),
-        "spec": {
-            "replicas": 1,
-            "revisionHistoryLimit": 2,
-            "selector": {"matchLabels": selector_labels(owner, LEARNER_COMPONENT)},
-            # never two learners at once: each would append to the log and publish snapshots
-            "strategy": {"type": "Recreate"},
-            "template": {
-                "metadata": pod_meta,
-                "spec": {
-                    "securityContext": pod_security_context(),
-                    "automountServiceAccountToken": False,
-                    "containers": [learner_container(spec, key_mount, tmp_mount)],
-                    "volumes": [tmp, key],
-                    # the learner writes the rows still queued before it exits
-                    "terminationGracePeriodSeconds": 30,
-                },
-            },
-        },
-    }
 
 
 def learner_service(owner: Owner) -> Object:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata(owner, learner_name(owner), LEARNER_COMPONENT),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": selector_labels(owner, LEARNER_COMPONENT),
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
-        },
-    }
+    return common.http_service(owner, learner_name(owner), LEARNER_COMPONENT)

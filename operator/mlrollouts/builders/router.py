@@ -4,22 +4,13 @@ replica is credited to the variant that answered."""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from typing import Any
 
-from mlrollouts.builders.common import (
-    SERVING_PORT,
-    Object,
-    Owner,
-    container_security_context,
-    http_probe,
-    metadata,
-    pod_security_context,
-    selector_labels,
-    tmp_volume,
-)
+from mlrollouts.builders import common
+from mlrollouts.builders.common import SERVING_PORT, Object, Owner
 from mlrollouts.builders.serving import DEFAULT_SERVING_IMAGE
+from mlserving.router.table import RouteTable
 
 ROUTER_COMPONENT = "router"
 SIGNING_KEY_ENV = "MLROUTER_SIGNING_KEY"
@@ -46,15 +37,15 @@ def signing_key_secret_name(owner: Owner) -> str:
 def signing_key_secret(owner: Owner, key: str) -> Object:
     """The router replicas' shared id-signing key; ``key`` comes from the caller (created once,
     never rotated by the operator)."""
-    if len(key.encode()) < SIGNING_KEY_MIN_BYTES:
-        raise ValueError(f"signing key: needs at least {SIGNING_KEY_MIN_BYTES} bytes")
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": metadata(owner, signing_key_secret_name(owner), ROUTER_COMPONENT),
-        "type": "Opaque",
-        "data": {SIGNING_KEY_FIELD: base64.b64encode(key.encode()).decode()},
-    }
+    return common.key_secret(
+        owner,
+        signing_key_secret_name(owner),
+        ROUTER_COMPONENT,
+        SIGNING_KEY_FIELD,
+        key,
+        min_bytes=SIGNING_KEY_MIN_BYTES,
+        what="signing key",
+    )
 
 
 def route_table_configmap(owner: Owner, data: Mapping[str, str]) -> Object:
@@ -62,16 +53,21 @@ def route_table_configmap(owner: Owner, data: Mapping[str, str]) -> Object:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": metadata(owner, route_table_name(owner), ROUTER_COMPONENT),
+        "metadata": common.metadata(owner, route_table_name(owner), ROUTER_COMPONENT),
         "data": dict(data),
     }
+
+
+def route_configmap(owner: Owner, table: RouteTable) -> Object:
+    """The ConfigMap holding ``table``, serialised as the router reads it."""
+    return route_table_configmap(owner, table.to_configmap_data())
 
 
 def router_service_account(owner: Owner) -> Object:
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": metadata(owner, router_name(owner), ROUTER_COMPONENT),
+        "metadata": common.metadata(owner, router_name(owner), ROUTER_COMPONENT),
         "automountServiceAccountToken": True,
     }
 
@@ -81,7 +77,7 @@ def router_role(owner: Owner) -> Object:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
-        "metadata": metadata(owner, router_name(owner), ROUTER_COMPONENT),
+        "metadata": common.metadata(owner, router_name(owner), ROUTER_COMPONENT),
         "rules": [
             {
                 "apiGroups": [""],
@@ -97,7 +93,7 @@ def router_role_binding(owner: Owner) -> Object:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": metadata(owner, router_name(owner), ROUTER_COMPONENT),
+        "metadata": common.metadata(owner, router_name(owner), ROUTER_COMPONENT),
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": router_name(owner)},
         "subjects": [{"kind": "ServiceAccount", "name": router_name(owner), "namespace": owner.namespace}],
     }
@@ -111,59 +107,39 @@ def router_deployment(
 ) -> Object:
     """The router pods; they read the signing key from ``<name>-router-key`` and refuse to start
     without it (a per-replica random key would lose feedback sent to another replica)."""
-    volume, mount = tmp_volume()
-    pod_meta = metadata(
+    volume, mount = common.tmp_volume()
+    container = {
+        "name": "router",
+        "image": image,
+        "command": ["mlserving"],
+        "args": [
+            "route",
+            "--configmap",
+            f"{owner.namespace}/{route_table_name(owner)}",
+            "--port",
+            str(SERVING_PORT),
+        ],
+        "ports": common.http_ports(),
+        "env": signing_key_env(owner),
+        **common.health_probes(),
+        "resources": dict(resources or DEFAULT_ROUTER_RESOURCES),
+        "securityContext": common.container_security_context(),
+        "volumeMounts": [mount],
+    }
+    pod_spec = {
+        "serviceAccountName": router_name(owner),
+        "securityContext": common.pod_security_context(),
+        "containers": [container],
+        "volumes": [volume],
+    }
+    return common.deployment(
         owner,
         router_name(owner),
         ROUTER_COMPONENT,
-        annotations={
-            "prometheus.io/scrape": "true",
-            "prometheus.io/port": str(SERVING_PORT),
-            "prometheus.io/path": "/metrics",
-        },
+        replicas=replicas,
+        strategy=common.rolling_update(),
+        pod_spec=pod_spec,
     )
-    for key in ("name", "namespace", "ownerReferences"):
-        pod_meta.pop(key, None)
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata(owner, router_name(owner), ROUTER_COMPONENT),
-        "spec": {
-            "replicas": replicas,
-            "revisionHistoryLimit": 2,
-            "selector": {"matchLabels": selector_labels(owner, ROUTER_COMPONENT)},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {
-                "metadata": pod_meta,
-                "spec": {
-                    "serviceAccountName": router_name(owner),
-                    "securityContext": pod_security_context(),
-                    "containers": [
-                        {
-                            "name": "router",
-                            "image": image,
-                            "command": ["mlserving"],
-                            "args": [
-                                "route",
-                                "--configmap",
-                                f"{owner.namespace}/{route_table_name(owner)}",
-                                "--port",
-                                str(SERVING_PORT),
-                            ],
-                            "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
-                            "env": signing_key_env(owner),
-                            "readinessProbe": http_probe("/v2/health/ready", period=2, failure_threshold=3),
-                            "livenessProbe": http_probe("/v2/health/live", period=10, failure_threshold=3),
-                            "resources": dict(resources or DEFAULT_ROUTER_RESOURCES),
-                            "securityContext": container_security_context(),
-                            "volumeMounts": [mount],
-                        }
-                    ],
-                    "volumes": [volume],
-                },
-            },
-        },
-    }
 
 
 def signing_key_env(owner: Owner) -> list[dict[str, Any]]:
@@ -178,13 +154,16 @@ def signing_key_env(owner: Owner) -> list[dict[str, Any]]:
 
 def router_service(owner: Owner) -> Object:
     """Entry point ``<name>`` of the Router provider: the router pods."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata(owner, owner.name, ROUTER_COMPONENT),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": selector_labels(owner, ROUTER_COMPONENT),
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
-        },
-    }
+    return common.http_service(owner, owner.name, ROUTER_COMPONENT)
+
+
+def router_objects(owner: Owner, image: str, replicas: int) -> list[Object]:
+    """Everything of a router entry point except the route table and the key (they change
+    separately): its ServiceAccount, Role and RoleBinding, Deployment and Service."""
+    return [
+        router_service_account(owner),
+        router_role(owner),
+        router_role_binding(owner),
+        router_deployment(owner, image=image, replicas=replicas),
+        router_service(owner),
+    ]

@@ -10,18 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlrollouts.builders.common import (
-    SERVING_PORT,
-    Object,
-    Owner,
-    container_security_context,
-    http_probe,
-    metadata,
-    pod_security_context,
-    revision_name,
-    selector_labels,
-    tmp_volume,
-)
+from mlrollouts.builders import common
+from mlrollouts.builders.common import SERVING_PORT, Object, Owner
 from mlrollouts.builders.learner import SNAPSHOT_KEY_FILE, snapshot_key_volume
 
 SERVING_COMPONENT = "serving"
@@ -60,7 +50,7 @@ class ServingRevision:
 
     @property
     def name(self) -> str:
-        return revision_name(self.owner.name, self.revision)
+        return common.revision_name(self.owner.name, self.revision)
 
 
 def serving_args(rev: ServingRevision) -> list[str]:
@@ -93,7 +83,7 @@ def learning_args(learning: ServingLearning | None) -> list[str]:
 
 def serving_deployment(rev: ServingRevision, replicas: int | None = None) -> Object:
     """The Deployment of one revision; ``replicas`` overrides ``rev.replicas`` (scale down / replica ratio)."""
-    volume, mount = tmp_volume()
+    volume, mount = common.tmp_volume()
     volumes, mounts = [volume], [mount]
     if rev.learning is not None:
         key_volume, key_mount = snapshot_key_volume(rev.owner)
@@ -104,22 +94,8 @@ def serving_deployment(rev: ServingRevision, replicas: int | None = None) -> Obj
         {"name": "MLSERVING_REVISION", "value": rev.revision},
         *({"name": k, "value": v} for k, v in sorted(rev.env.items())),
     ]
-    pod_meta = metadata(
-        rev.owner,
-        rev.name,
-        SERVING_COMPONENT,
-        revision=rev.revision,
-        annotations={
-            "prometheus.io/scrape": "true",
-            "prometheus.io/port": str(SERVING_PORT),
-            "prometheus.io/path": "/metrics",
-        },
-    )
-    pod_meta.pop("name")
-    pod_meta.pop("namespace")
-    pod_meta.pop("ownerReferences", None)
     pod_spec: Object = {
-        "securityContext": pod_security_context(),
+        "securityContext": common.pod_security_context(),
         "automountServiceAccountToken": False,
         "containers": [
             {
@@ -129,12 +105,10 @@ def serving_deployment(rev: ServingRevision, replicas: int | None = None) -> Obj
                 "command": ["mlserving"],
                 "args": serving_args(rev),
                 "env": env,
-                "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
-                "readinessProbe": http_probe("/v2/health/ready", period=2, failure_threshold=3),
-                "livenessProbe": http_probe("/v2/health/live", period=10, failure_threshold=3),
-                "startupProbe": http_probe("/v2/health/live", period=2, failure_threshold=60),
+                "ports": common.http_ports(),
+                **common.health_probes(startup_failures=60),
                 "resources": dict(rev.resources),
-                "securityContext": container_security_context(),
+                "securityContext": common.container_security_context(),
                 "volumeMounts": mounts,
             }
         ],
@@ -143,45 +117,22 @@ def serving_deployment(rev: ServingRevision, replicas: int | None = None) -> Obj
     }
     if rev.service_account:
         pod_spec["serviceAccountName"] = rev.service_account
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata(rev.owner, rev.name, SERVING_COMPONENT, revision=rev.revision),
-        "spec": {
-            "replicas": rev.replicas if replicas is None else replicas,
-            "revisionHistoryLimit": 2,
-            "selector": {"matchLabels": selector_labels(rev.owner, SERVING_COMPONENT, rev.revision)},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {"metadata": pod_meta, "spec": pod_spec},
-        },
-    }
+    return common.deployment(
+        rev.owner,
+        rev.name,
+        SERVING_COMPONENT,
+        replicas=rev.replicas if replicas is None else replicas,
+        strategy=common.rolling_update(),
+        pod_spec=pod_spec,
+        revision=rev.revision,
+    )
 
 
 def serving_service(owner: Owner, revision: str) -> Object:
     """The Service of one revision, selecting only that revision's pods."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata(
-            owner, revision_name(owner.name, revision), SERVING_COMPONENT, revision=revision
-        ),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": selector_labels(owner, SERVING_COMPONENT, revision),
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
-        },
-    }
+    return common.http_service(owner, common.revision_name(owner.name, revision), SERVING_COMPONENT, revision)
 
 
 def all_revisions_service(owner: Owner) -> Object:
     """Entry point ``<name>`` over the pods of every revision (Service provider: replica-ratio split)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata(owner, owner.name, SERVING_COMPONENT),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": selector_labels(owner, SERVING_COMPONENT),
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
-        },
-    }
+    return common.http_service(owner, owner.name, SERVING_COMPONENT)

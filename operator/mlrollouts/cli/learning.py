@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mlrollouts.api import MODEL_DEPLOYMENT
-from mlrollouts.cli.plugin import Cluster, PluginError, _connection_flags, _guard, age, table
+from mlrollouts.cli.plugin import Cluster, PluginError, _connection_flags, add_command, age, table
 
 Object = dict[str, Any]
 SNAPSHOT_KEY_FIELD = "signing-key"
@@ -175,10 +175,7 @@ def _add(
     text: str,
     handler: Callable[[argparse.Namespace], int],
 ) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = sub.add_parser(name, parents=[conn], help=text, description=text)
-    parser.add_argument("name", help="ModelDeployment NAME")
-    parser.set_defaults(handler=_guard(handler))
-    return parser
+    return add_command(sub, name, conn, handler, help=text, target="ModelDeployment NAME")
 
 
 def _snapshot_number(text: str) -> int:

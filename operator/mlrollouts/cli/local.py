@@ -1,7 +1,7 @@
 """``mlrollouts local ...``: the local playground's commands.
 
-Each subcommand registers itself in ``SUBCOMMANDS``; ``apiserver`` runs the Kubernetes API emulator
-in the foreground until SIGTERM/SIGINT.
+``apiserver`` runs the Kubernetes API emulator in the foreground until SIGTERM/SIGINT; the others,
+listed in ``PLAYGROUND_COMMANDS``, work on the playground whose files live in ``--state-dir``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -58,25 +59,41 @@ def _run_apiserver(args: argparse.Namespace) -> int:
     return 0
 
 
-def _state_dir_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--state-dir",
-        type=Path,
-        default=Path(".mlrollouts"),
-        help="where the kubeconfig, logs and state live (default: %(default)s)",
-    )
+@dataclass(frozen=True)
+class PlaygroundCommand:
+    """A subcommand on the playground whose files live in ``--state-dir``."""
+
+    handler: Callable[[argparse.Namespace], int]
+    help: str
+    description: str | None = None
+    flags: Callable[[argparse.ArgumentParser], None] | None = None
+    """Adds the command's own flags after ``--state-dir``."""
+
+    def add_to(self, sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str) -> None:
+        parser = sub.add_parser(name, help=self.help, description=self.description)
+        parser.add_argument(
+            "--state-dir",
+            type=Path,
+            default=Path(".mlrollouts"),
+            help="where the kubeconfig, logs and state live (default: %(default)s)",
+        )
+        if self.flags is not None:
+            self.flags(parser)
+        parser.set_defaults(handler=self.handler)
 
 
-def _register_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "up",
-        help="start the playground: API emulator, CRDs, Prometheus, process kubelet, operator",
-        description="Start the local playground and supervise it until SIGTERM or Ctrl-C "
-        "(or, with --detach, in the background until `mlrollouts local down`).",
-    )
-    _state_dir_arg(parser)
+def _running(state_dir: Path, otherwise: str) -> dict[str, object] | None:
+    """The state of the playground running from ``state_dir``; says ``otherwise`` when none is."""
+    from mlrollouts.local.playground import running_state
+
+    state = running_state(state_dir)
+    if not state:
+        print(otherwise)
+    return state
+
+
+def _up_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detach", action="store_true", help="run in the background and return once ready")
-    parser.set_defaults(handler=_run_up)
 
 
 def _print_summary(state: dict[str, object]) -> None:
@@ -148,21 +165,14 @@ def _run_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register_down(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("down", help="stop a playground started with `local up`")
-    _state_dir_arg(parser)
-    parser.set_defaults(handler=_run_down)
-
-
 def _run_down(args: argparse.Namespace) -> int:
     import os
     import time
 
-    from mlrollouts.local.playground import pid_alive, running_state
+    from mlrollouts.local.playground import pid_alive
 
-    state = running_state(args.state_dir)
+    state = _running(args.state_dir, "no playground is running")
     if not state:
-        print("no playground is running")
         return 0
     pid = int(state["pid"])
     os.kill(pid, signal.SIGTERM)
@@ -176,20 +186,12 @@ def _run_down(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("status", help="show the playground's endpoints and resources")
-    _state_dir_arg(parser)
-    parser.set_defaults(handler=_run_status)
-
-
 def _run_status(args: argparse.Namespace) -> int:
     from mlrollouts.controller.kube import KubeError, SyncKube
     from mlrollouts.core.names import API_VERSION
-    from mlrollouts.local.playground import running_state
 
-    state = running_state(args.state_dir)
+    state = _running(args.state_dir, "no playground is running (start one with `mlrollouts local up`)")
     if not state:
-        print("no playground is running (start one with `mlrollouts local up`)")
         return 1
     _print_summary(state)
     kube = SyncKube.from_environment(str(state["kubeconfig"]))
@@ -216,12 +218,7 @@ def _run_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "demo",
-        help="run every scenario on the playground at once: a canary, a composite model, online learning",
-    )
-    _state_dir_arg(parser)
+def _demo_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output-dir",
         type=Path,
@@ -229,7 +226,6 @@ def _register_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="models, the timeline and the plot go here (default: %(default)s)",
     )
     parser.add_argument("--no-live", action="store_true", help="print events only, no live view")
-    parser.set_defaults(handler=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -238,21 +234,30 @@ def _run_demo(args: argparse.Namespace) -> int:
     return run_demo(args.state_dir, args.output_dir, live=not args.no_live)
 
 
-# subcommand name -> function adding it to the `local` subparsers
-SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = {
-    "apiserver": _register_apiserver,
-    "up": _register_up,
-    "down": _register_down,
-    "status": _register_status,
-    "demo": _register_demo,
+PLAYGROUND_COMMANDS: dict[str, PlaygroundCommand] = {
+    "up": PlaygroundCommand(
+        _run_up,
+        help="start the playground: API emulator, CRDs, Prometheus, process kubelet, operator",
+        description="Start the local playground and supervise it until SIGTERM or Ctrl-C "
+        "(or, with --detach, in the background until `mlrollouts local down`).",
+        flags=_up_flags,
+    ),
+    "down": PlaygroundCommand(_run_down, help="stop a playground started with `local up`"),
+    "status": PlaygroundCommand(_run_status, help="show the playground's endpoints and resources"),
+    "demo": PlaygroundCommand(
+        _run_demo,
+        help="run every scenario on the playground at once: a canary, a composite model, online learning",
+        flags=_demo_flags,
+    ),
 }
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("local", help="run the local playground (no cluster needed)")
     local_sub = parser.add_subparsers(dest="local_command", metavar="SUBCOMMAND")
-    for add in SUBCOMMANDS.values():
-        add(local_sub)
+    _register_apiserver(local_sub)
+    for name, command in PLAYGROUND_COMMANDS.items():
+        command.add_to(local_sub, name)
 
     def usage(args: argparse.Namespace) -> int:
         parser.print_help()

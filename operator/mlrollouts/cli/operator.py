@@ -4,13 +4,34 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mlrollouts.controller.config import OperatorConfig
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("json", "text")
+
+ENV_DEFAULTS = {
+    "--prometheus-url": ("MLROLLOUTS_PROMETHEUS_URL", None),
+    "--prometheus-timeout": ("MLROLLOUTS_PROMETHEUS_TIMEOUT", "10s"),
+    "--allowed-images": ("MLROLLOUTS_ALLOWED_IMAGES", ""),
+    "--log-level": ("MLROLLOUTS_LOG_LEVEL", "INFO"),
+    "--log-format": ("MLROLLOUTS_LOG_FORMAT", "text"),
+    "--serving-image": ("MLROLLOUTS_SERVING_IMAGE", "mlrollouts/serving:0.1.0"),
+}
+"""The flags that default to an environment variable (as the chart sets them), with their fallback."""
+
+
+def _env_flag(parser: argparse.ArgumentParser, flag: str, help: str, **options: Any) -> None:
+    """A flag whose default comes from its environment variable, which its help names."""
+    env, fallback = ENV_DEFAULTS[flag]
+    parser.add_argument(flag, default=os.environ.get(env, fallback), help=f"{help} (env {env})", **options)
+
+
+def _named(flag: str) -> str:
+    """The flag and its environment variable, as error messages name them."""
+    return f"{flag} (env {ENV_DEFAULTS[flag][0]})"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,43 +46,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="watch only this namespace (repeatable); default: all namespaces",
     )
     run.add_argument("--metrics-port", type=int, default=None, help="serve mlrollouts_* metrics on this port")
-    run.add_argument(
-        "--prometheus-url",
-        default=os.environ.get("MLROLLOUTS_PROMETHEUS_URL"),
-        help="Prometheus used when a resource names none (env MLROLLOUTS_PROMETHEUS_URL)",
-    )
-    run.add_argument(
+    _env_flag(run, "--prometheus-url", "Prometheus used when a resource names none")
+    _env_flag(
+        run,
         "--prometheus-timeout",
-        default=os.environ.get("MLROLLOUTS_PROMETHEUS_TIMEOUT", "10s"),
-        help="longest a Prometheus query may take when a resource names no timeout, e.g. 10s "
-        "(env MLROLLOUTS_PROMETHEUS_TIMEOUT)",
+        "longest a Prometheus query may take when a resource names no timeout, e.g. 10s",
     )
-    run.add_argument(
+    _env_flag(
+        run,
         "--allowed-images",
-        default=os.environ.get("MLROLLOUTS_ALLOWED_IMAGES", ""),
-        help="comma-separated shell patterns of the serving and router images a resource may use, "
-        "e.g. 'registry.example.com/models/*'; empty allows any; the default image is always allowed "
-        "(env MLROLLOUTS_ALLOWED_IMAGES)",
+        "comma-separated shell patterns of the serving and router images a resource may use, "
+        "e.g. 'registry.example.com/models/*'; empty allows any; the default image is always allowed",
     )
-    run.add_argument(
-        "--log-level",
-        default=os.environ.get("MLROLLOUTS_LOG_LEVEL", "INFO"),
-        type=str.upper,
-        choices=LOG_LEVELS,
-        help="DEBUG, INFO, WARNING or ERROR (env MLROLLOUTS_LOG_LEVEL)",
-    )
-    run.add_argument(
-        "--log-format",
-        default=os.environ.get("MLROLLOUTS_LOG_FORMAT", "text"),
-        type=str.lower,
-        choices=LOG_FORMATS,
-        help="json (one object a line) or text (env MLROLLOUTS_LOG_FORMAT)",
-    )
-    run.add_argument(
-        "--serving-image",
-        default=os.environ.get("MLROLLOUTS_SERVING_IMAGE", "mlrollouts/serving:0.1.0"),
-        help="image of the model server and router when a resource names none (env MLROLLOUTS_SERVING_IMAGE)",
-    )
+    _env_flag(run, "--log-level", "DEBUG, INFO, WARNING or ERROR", type=str.upper, choices=LOG_LEVELS)
+    _env_flag(run, "--log-format", "json (one object a line) or text", type=str.lower, choices=LOG_FORMATS)
+    _env_flag(run, "--serving-image", "image of the model server and router when a resource names none")
     run.add_argument(
         "--upstream-template",
         default="http://{service}.{namespace}.svc:80",
@@ -101,19 +100,19 @@ def operator_config(args: argparse.Namespace) -> OperatorConfig:
     for flag, value in (("--tick", args.tick), ("--poll", args.poll)):
         if value <= 0:
             raise SystemExit(f"{flag}: must be a positive number of seconds, got {value}")
-    for flag, env, value, allowed in (
-        ("--log-level", "MLROLLOUTS_LOG_LEVEL", args.log_level, LOG_LEVELS),
-        ("--log-format", "MLROLLOUTS_LOG_FORMAT", args.log_format, LOG_FORMATS),
+    for flag, value, allowed in (
+        ("--log-level", args.log_level, LOG_LEVELS),
+        ("--log-format", args.log_format, LOG_FORMATS),
     ):
         if value not in allowed:
-            raise SystemExit(f"{flag} (env {env}): {value!r} is not one of {', '.join(allowed)}")
+            raise SystemExit(f"{_named(flag)}: {value!r} is not one of {', '.join(allowed)}")
     try:
         prometheus_timeout = parse_duration(str(args.prometheus_timeout))
     except ValueError as exc:
-        raise SystemExit(f"--prometheus-timeout (env MLROLLOUTS_PROMETHEUS_TIMEOUT): {exc}") from None
+        raise SystemExit(f"{_named('--prometheus-timeout')}: {exc}") from None
     if prometheus_timeout <= 0:
         raise SystemExit(
-            f"--prometheus-timeout (env MLROLLOUTS_PROMETHEUS_TIMEOUT): must be positive, got {args.prometheus_timeout!r}"
+            f"{_named('--prometheus-timeout')}: must be positive, got {args.prometheus_timeout!r}"
         )
     return OperatorConfig(
         serving_image=args.serving_image,

@@ -29,6 +29,7 @@ from mlrollouts import __version__
 from mlrollouts.api import COMPOSITE_MODEL, EXPERIMENT, KINDS, MODEL_DEPLOYMENT, ResourceKind, kind_named
 from mlrollouts.composite.components import ComponentRef, traffic_split
 from mlrollouts.core.names import ACTION_ANNOTATION
+from mlrollouts.core.times import parse_timestamp
 
 REQUEST_TIMEOUT = 15.0
 RECENT_CHECKS = 8
@@ -143,19 +144,9 @@ def _reason(status: int) -> str:
 # --- formatting (pure: objects and a time in, text out) ---------------------------------------------
 
 
-def parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def age(since: Any, now: datetime) -> str:
     """kubectl-style age: 45s, 12m, 3h, 5d."""
-    moment = parse_time(since)
+    moment = parse_timestamp(since)
     if moment is None:
         return "-"
     seconds = max(0, int((now - moment).total_seconds()))
@@ -651,9 +642,24 @@ def _deployment_ref(args: argparse.Namespace) -> tuple[ResourceKind, str]:
     return kind, name
 
 
+def _named(cluster: Cluster, args: argparse.Namespace) -> tuple[ResourceKind, str]:
+    """A bare ``NAME`` is whichever kind has it (ModelDeployment first), as ``KIND/NAME`` says."""
+    kind, name = _ref(args)
+    if "/" in args.name or getattr(args, "kind", None):
+        return kind, name
+    for candidate in KINDS:
+        try:
+            cluster.get(candidate, name)
+        except NotFound:
+            continue
+        return candidate, name
+    kinds = ", ".join(k.kind for k in KINDS[:-1]) + f" or {KINDS[-1].kind}"
+    raise NotFound(f'{kinds} "{name}" in namespace "{cluster.namespace}" not found')
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     cluster = _cluster(args)
-    kind, name = _ref(args)
+    kind, name = _named(cluster, args)
     if not args.watch:
         obj = cluster.get(kind, name)
         print(render_status(obj, _now(), graph_view(cluster, obj, args.prometheus_url)))
@@ -820,6 +826,30 @@ def _guard(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
     return run
 
 
+DEPLOYMENT_NAME = "ModelDeployment NAME (or mdep/NAME)"
+FORCE_HELP = "replace another action that is still pending"
+
+
+def add_command(
+    subparsers: Any,
+    name: str,
+    conn: argparse.ArgumentParser,
+    handler: Callable[[argparse.Namespace], int],
+    *,
+    help: str,
+    description: str | None = None,
+    target: str = DEPLOYMENT_NAME,
+) -> argparse.ArgumentParser:
+    """A command on one resource: the cluster flags, its ``name`` argument (``target`` says what
+    it names), and a :class:`PluginError` reported in one line; ``description`` defaults to ``help``."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name, parents=[conn], help=help, description=help if description is None else description
+    )
+    parser.add_argument("name", help=target)
+    parser.set_defaults(handler=_guard(handler))
+    return parser
+
+
 def register(subparsers: Any) -> None:
     conn = _connection_flags()
     kind_help = "kind of NAME: ModelDeployment (mdep, default), Experiment (mlexp), CompositeModel (cmodel)"
@@ -836,13 +866,15 @@ def register(subparsers: Any) -> None:
     get.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
     get.set_defaults(handler=_guard(cmd_get))
 
-    status = subparsers.add_parser(
+    status = add_command(
+        subparsers,
         "status",
-        parents=[conn],
+        conn,
+        cmd_status,
         help="phase, step, weights and recent checks of one resource",
         description="Show the state of a rollout; with --watch a live view that follows every change.",
+        target="NAME or KIND/NAME",
     )
-    status.add_argument("name", help="NAME or KIND/NAME")
     status.add_argument("-k", "--kind", default=None, help=kind_help)
     status.add_argument("-w", "--watch", action="store_true", help="keep showing changes until Ctrl-C")
     status.add_argument("--interval", type=_seconds, default=1.0, help="how often --watch looks (default 1s)")
@@ -852,7 +884,6 @@ def register(subparsers: Any) -> None:
         default=os.environ.get("MLROLLOUTS_PROMETHEUS_URL"),
         help="Prometheus for the p99 of each node of a CompositeModel (env MLROLLOUTS_PROMETHEUS_URL)",
     )
-    status.set_defaults(handler=_guard(cmd_status))
 
     actions = {
         "promote": "pass the current step (approval or analysis hold) and continue the rollout",
@@ -860,45 +891,38 @@ def register(subparsers: Any) -> None:
         "retry": "roll out a revision that was rolled back once more",
     }
     for action, text in actions.items():
-        parser = subparsers.add_parser(
-            action,
-            parents=[conn],
-            help=text,
-            description=f"{text[0].upper()}{text[1:]}: sets the annotation {ACTION_ANNOTATION}={action}; "
-            "the operator carries it out and removes it.",
+        description = (
+            f"{text[0].upper()}{text[1:]}: sets the annotation {ACTION_ANNOTATION}={action}; "
+            "the operator carries it out and removes it."
         )
-        parser.add_argument("name", help="ModelDeployment NAME (or mdep/NAME)")
-        parser.add_argument(
-            "--force", action="store_true", help="replace another action that is still pending"
+        parser = add_command(
+            subparsers, action, conn, _action_command(action), help=text, description=description
         )
-        parser.set_defaults(handler=_guard(_action_command(action)))
-
-    pause = subparsers.add_parser(
+        parser.add_argument("--force", action="store_true", help=FORCE_HELP)
+    add_command(
+        subparsers,
         "pause",
-        parents=[conn],
+        conn,
+        cmd_pause,
         help="hold the rollout at its current step (sets spec.rollout.paused)",
         description="Hold the rollout where it is by setting spec.rollout.paused=true. For resources managed "
         "by GitOps, set the field in Git instead: a sync would revert this.",
     )
-    pause.add_argument("name", help="ModelDeployment NAME (or mdep/NAME)")
-    pause.set_defaults(handler=_guard(cmd_pause))
-
-    resume = subparsers.add_parser(
+    resume = add_command(
+        subparsers,
         "resume",
-        parents=[conn],
+        conn,
+        cmd_resume,
         help="continue a paused or held rollout",
         description=f"Clear spec.rollout.paused when set, and set {ACTION_ANNOTATION}=resume so the operator "
         "also releases a hold of its own (e.g. after inconclusive analysis).",
     )
-    resume.add_argument("name", help="ModelDeployment NAME (or mdep/NAME)")
-    resume.add_argument("--force", action="store_true", help="replace another action that is still pending")
-    resume.set_defaults(handler=_guard(cmd_resume))
-
-    history = subparsers.add_parser(
+    resume.add_argument("--force", action="store_true", help=FORCE_HELP)
+    add_command(
+        subparsers,
         "history",
-        parents=[conn],
+        conn,
+        cmd_history,
         help="revisions of a ModelDeployment and their outcomes",
         description="Every revision rolled out (promoted, rolled back, superseded) and the learning snapshots.",
     )
-    history.add_argument("name", help="ModelDeployment NAME (or mdep/NAME)")
-    history.set_defaults(handler=_guard(cmd_history))

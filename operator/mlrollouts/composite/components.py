@@ -131,7 +131,16 @@ def _model_deployment(ref: ComponentRef, obj: Obj) -> Component:
     if phase in ("Progressing", "Paused") and status.get("candidateRevision"):
         message = f"{name} {phase}: {model_deployment_split(status)}"
         return Component(ref, True, PROGRESSING, message, model)
+    if not _ready(status):  # e.g. the first revision is still starting: nothing answers yet
+        return Component(
+            ref, False, NOT_READY, f"{name} {phase}: revision {stable} is not serving yet{said}", model
+        )
     return Component(ref, True, READY, f"{name} {phase}: serving {stable}", model)
+
+
+def _ready(status: Mapping[str, Any]) -> bool:
+    """The ModelDeployment's own ``Ready`` condition: a revision is ready and serving."""
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
 def _experiment(ref: ComponentRef, obj: Obj) -> Component:

@@ -21,13 +21,8 @@ from typing import Any, ClassVar
 from mlrollouts.api import COMPOSITE_MODEL
 from mlrollouts.api.compositemodel import CompositeModel, CompositePhase
 from mlrollouts.builders.common import Owner
-from mlrollouts.builders.composite import (
-    composite_endpoint,
-    composite_owner,
-    composite_route_configmap,
-    composite_router_objects,
-)
-from mlrollouts.builders.router import route_table_name, router_name
+from mlrollouts.builders.composite import composite_endpoint, composite_owner
+from mlrollouts.builders.router import route_configmap, route_table_name, router_name, router_objects
 from mlrollouts.composite import (
     Component,
     CompositeObservation,
@@ -66,20 +61,12 @@ def router_state(deployment: Obj | None) -> RouterState:
     return RouterState(ready_replicas=int(status.get("readyReplicas") or 0), replicas=desired)
 
 
-def disallowed_router_image(composite: CompositeModel, ctx: Pass) -> str | None:
-    image = composite.spec.traffic.router.image
-    if image is None or ctx.config.image_allowed(image):
-        return None
-    allowed = ", ".join((ctx.config.serving_image, *ctx.config.allowed_images))
-    return f"spec.traffic.router.image: image {image!r} is not allowed by the operator (allowed: {allowed})"
-
-
 async def apply(composite: CompositeModel, owner: Owner, table: RouteTable, ctx: Pass) -> None:
     """The key first (router pods need it to start), then the table they read, then the router."""
     router = composite.spec.traffic.router
     await ctx.children.ensure_signing_key(owner)
-    await ctx.children.apply(composite_route_configmap(owner, table))
-    objects = composite_router_objects(owner, router.image or ctx.config.serving_image, router.replicas)
+    await ctx.children.apply(route_configmap(owner, table))
+    objects = router_objects(owner, router.image or ctx.config.serving_image, router.replicas)
     await asyncio.gather(*(ctx.children.apply(obj) for obj in objects))
 
 
@@ -89,7 +76,7 @@ class CompositeModelController(KindController):
 
     async def reconcile(self, resource: Any, ctx: Pass) -> Outcome:
         composite: CompositeModel = resource
-        refused = disallowed_router_image(composite, ctx)
+        refused = ctx.config.image_refusal({"spec.traffic.router.image": composite.spec.traffic.router.image})
         if refused is not None:
             raise Refused(refused, reason="ImageNotAllowed")
         meta = composite.metadata
@@ -105,7 +92,7 @@ class CompositeModelController(KindController):
             table = composite_route_table(owner.name, composite.spec, nodes)
         except GraphSpecError as exc:
             raise Refused(str(exc)) from None
-        desired_data = composite_route_configmap(owner, table)["data"]
+        desired_data = route_configmap(owner, table)["data"]
         await apply(composite, owner, table, ctx)
         seen = CompositeObservation(
             components=components,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -26,6 +27,15 @@ class OperatorConfig:
         if not self.allowed_images or image == self.serving_image:
             return True
         return any(fnmatchcase(image, pattern) for pattern in self.allowed_images)
+
+    def image_refusal(self, images: Mapping[str, str | None]) -> str | None:
+        """Why a resource may not run the first of ``images`` (field path -> image; ``None`` when
+        the field is not set) that is not allowed, naming the field; ``None`` when all are."""
+        for location, image in images.items():
+            if image is not None and not self.image_allowed(image):
+                allowed = ", ".join((self.serving_image, *self.allowed_images))
+                return f"{location}: image {image!r} is not allowed by the operator (allowed: {allowed})"
+        return None
 
 
 def parse_image_patterns(text: str | None) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ from the status.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from mlrollouts.analysis import AnalysisContext, QueryError, prometheus_provider, read_rewards, run_checks
@@ -26,18 +26,14 @@ from mlrollouts.api.experiment import (
     RewardDistribution,
     RewardSource,
 )
-from mlrollouts.builders.experiment import (
-    Arm,
-    experiment_owner,
-    experiment_route_configmap,
-    experiment_route_table,
-    experiment_router_objects,
-)
+from mlrollouts.builders.experiment import Arm, experiment_owner, experiment_route_table
+from mlrollouts.builders.router import route_configmap, router_objects
 from mlrollouts.controller import metrics
 from mlrollouts.controller.config import OperatorConfig
 from mlrollouts.controller.resource import KindController, Outcome, Pass, Refused, parse_instant
 from mlrollouts.core.durations import parse_duration
 from mlrollouts.core.names import ACTION_ANNOTATION
+from mlrollouts.core.times import aware
 from mlrollouts.experiment.plan import (
     ExperimentObservation,
     ExperimentPlan,
@@ -77,9 +73,9 @@ async def observe_targets(kube: Any, exp: Experiment) -> dict[str, VariantTarget
 
 
 def _started(exp: Experiment) -> float:
-    started = exp.status.started_at if exp.status is not None else None
+    started = aware(exp.status.started_at if exp.status is not None else None)
     assert started is not None
-    return (started if started.tzinfo else started.replace(tzinfo=UTC)).timestamp()
+    return started.timestamp()
 
 
 async def observe_rewards(exp: Experiment, provider: Any, at: float) -> dict[str, RewardCounts] | str:
@@ -179,9 +175,9 @@ async def apply_route(
         upstream_template=ctx.config.upstream_template,
     )
     await ctx.children.ensure_signing_key(owner)
-    for obj in experiment_router_objects(owner, router.image or ctx.config.serving_image, router.replicas):
+    for obj in router_objects(owner, router.image or ctx.config.serving_image, router.replicas):
         await ctx.children.apply(obj)
-    await ctx.children.apply(experiment_route_configmap(owner, table))
+    await ctx.children.apply(route_configmap(owner, table))
 
 
 class ExperimentController(KindController):

@@ -295,11 +295,10 @@ def answer(call: Call, response: httpx.Response) -> Obj:
 class KubeOperations:
     """What :class:`Kube` and :class:`SyncKube` share: discovery, and every operation as its calls."""
 
-    def __init__(self, field_manager: str = FIELD_MANAGER) -> None:
+    def __init__(self, http: Any, field_manager: str = FIELD_MANAGER) -> None:
+        self.http = http  # httpx.AsyncClient or httpx.Client, by subclass
         self.field_manager = field_manager
         self._resources: dict[str, dict[str, Resource]] = {}
-
-    http: Any  # httpx.AsyncClient or httpx.Client, by subclass
 
     @classmethod
     def from_environment(
@@ -317,6 +316,11 @@ class KubeOperations:
     def connect(
         cls, connection: Connection, *, timeout: float = 10.0, field_manager: str = FIELD_MANAGER
     ) -> Self:
+        return cls(cls.http_client(connection.http_options(timeout)), field_manager)
+
+    @staticmethod
+    def http_client(options: dict[str, Any]) -> Any:
+        """The transport's own httpx client with ``options`` (:meth:`Connection.http_options`)."""
         raise NotImplementedError
 
     @property
@@ -398,16 +402,12 @@ class KubeOperations:
 class Kube(KubeOperations):
     """The asyncio client (the operator's)."""
 
-    def __init__(self, http: httpx.AsyncClient, field_manager: str = FIELD_MANAGER) -> None:
-        super().__init__(field_manager)
-        self.http = http
+    http: httpx.AsyncClient
 
-    @classmethod
-    def connect(
-        cls, connection: Connection, *, timeout: float = 10.0, field_manager: str = FIELD_MANAGER
-    ) -> Self:
+    @staticmethod
+    def http_client(options: dict[str, Any]) -> httpx.AsyncClient:
         limits = httpx.Limits(max_connections=20, max_keepalive_connections=20)
-        return cls(httpx.AsyncClient(**connection.http_options(timeout), limits=limits), field_manager)
+        return httpx.AsyncClient(**options, limits=limits)
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -468,15 +468,11 @@ class Kube(KubeOperations):
 class SyncKube(KubeOperations):
     """The blocking client (the CLI's and the playground's), with the same calls as :class:`Kube`."""
 
-    def __init__(self, http: httpx.Client, field_manager: str = FIELD_MANAGER) -> None:
-        super().__init__(field_manager)
-        self.http = http
+    http: httpx.Client
 
-    @classmethod
-    def connect(
-        cls, connection: Connection, *, timeout: float = 10.0, field_manager: str = FIELD_MANAGER
-    ) -> Self:
-        return cls(httpx.Client(**connection.http_options(timeout)), field_manager)
+    @staticmethod
+    def http_client(options: dict[str, Any]) -> httpx.Client:
+        return httpx.Client(**options)
 
     def close(self) -> None:
         self.http.close()

@@ -16,7 +16,7 @@ from mlrollouts.learning import LearnerReport, ReportError, Unreachable, parse_r
 
 LEARNER_TIMEOUT = 2.0
 """Seconds one call to the learner may take."""
-LEARNER_POLL_SECONDS = 2.0
+LEARNER_POLL_SECONDS = 1.0
 """Seconds between two looks at the learner of a ModelDeployment that learns."""
 
 

@@ -15,6 +15,7 @@ asks the learner for the pin the decision wants and writes ``status.learning``.
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,6 +39,7 @@ from mlrollouts.builders import (
     serving_deployment,
     serving_service,
 )
+from mlrollouts.builders.serving import DEFAULT_RESOURCES
 from mlrollouts.controller import metrics
 from mlrollouts.controller.config import OperatorConfig
 from mlrollouts.controller.learner import LEARNER_POLL_SECONDS, learner_status, learner_url, set_pin
@@ -116,7 +118,7 @@ def serving_resources(md: ModelDeployment) -> dict[str, Any]:
         **({"requests": dict(requests)} if requests else {}),
         **({"limits": dict(limits)} if limits else {}),
     }
-    return resources or {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+    return resources or copy.deepcopy(DEFAULT_RESOURCES)
 
 
 def learning_enabled(md: ModelDeployment) -> bool:
@@ -182,11 +184,7 @@ def disallowed_image(md: ModelDeployment, provider: str, config: OperatorConfig)
     images = {"spec.serving.image": md.spec.serving.image}
     if provider == "Router":
         images["spec.traffic.router.image"] = md.spec.traffic.router.image
-    for location, image in images.items():
-        if image is not None and not config.image_allowed(image):
-            allowed = ", ".join((config.serving_image, *config.allowed_images))
-            return f"{location}: image {image!r} is not allowed by the operator (allowed: {allowed})"
-    return None
+    return config.image_refusal(images)
 
 
 def revision_health(deployments: dict[str | None, Obj]) -> dict[str, RevisionHealth]:

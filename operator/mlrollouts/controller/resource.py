@@ -33,6 +33,7 @@ from mlrollouts.controller.config import OperatorConfig
 from mlrollouts.controller.kube import KubeError
 from mlrollouts.core.conditions import refused_status
 from mlrollouts.core.events import Event
+from mlrollouts.core.times import aware, parse_timestamp
 
 Obj = dict[str, Any]
 
@@ -180,11 +181,6 @@ async def _refuse(
 
 def parse_instant(value: Any) -> datetime | None:
     """A timestamp as written or as read back (the API server may reformat it); naive means UTC."""
-    if not value:
-        return None
-    if not isinstance(value, datetime):
-        try:
-            value = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, datetime):
+        return aware(value)
+    return parse_timestamp(str(value)) if value else None

@@ -18,7 +18,7 @@ import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from mlrollouts.core.conditions import DEGRADED, PROGRESSING, READY, ConditionSt
 from mlrollouts.core.durations import parse_duration
 from mlrollouts.core.events import Event
 from mlrollouts.core.names import ACTION_ANNOTATION
+from mlrollouts.core.times import aware
 from mlrollouts.core.verdicts import Verdict
 from mlrollouts.experiment.config import (
     BayesianRule,
@@ -199,18 +200,12 @@ def interval_seconds(spec: ExperimentSpec) -> float:
     return max(parse_duration(spec.interval), 0.001)
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def evaluation_due(experiment: Experiment, now: datetime) -> bool:
     """Whether this pass should read rewards and guardrails and recompute the split."""
     status = experiment.status
     if status is None or status.phase in TERMINAL:
         return False
-    started, last = _aware(status.started_at), _aware(status.last_update_at)
+    started, last = aware(status.started_at), aware(status.last_update_at)
     if started is None or last is None:
         return False  # the first pass only sets up the route: there is no data yet
     return now >= last + timedelta(seconds=interval_seconds(experiment.spec))
@@ -219,7 +214,7 @@ def evaluation_due(experiment: Experiment, now: datetime) -> bool:
 def next_evaluation_in(experiment: Experiment, status: ExperimentStatus, now: datetime) -> float | None:
     if status.phase in TERMINAL:
         return None
-    last = _aware(status.last_update_at)
+    last = aware(status.last_update_at)
     if last is None:
         return NOT_READY_RETRY_SECONDS
     due = last + timedelta(seconds=interval_seconds(experiment.spec))
@@ -534,7 +529,7 @@ def _start(draft: _Draft, settings: ExperimentSettings, seed: int) -> Experiment
     weights = _initial_weights(draft.spec, settings, seed)
     status = draft.status
     status.phase = ExperimentPhase.RUNNING
-    status.started_at = _aware(draft.old.started_at) or draft.now
+    status.started_at = aware(draft.old.started_at) or draft.now
     status.last_update_at = draft.now
     status.message = f"started with weights {_weights_text(weights)}"
     draft.condition(PROGRESSING, True, "Running", status.message)
@@ -553,7 +548,7 @@ def _evaluate(
 ) -> ExperimentPlan:
     """An evaluation is due: rewards and guardrails in, the next split and maybe a winner out."""
     spec, now = draft.spec, draft.now
-    elapsed = max(0.0, (now - (_aware(draft.old.started_at) or now)).total_seconds())
+    elapsed = max(0.0, (now - (aware(draft.old.started_at) or now)).total_seconds())
     intervals = int(elapsed // interval_seconds(spec))
     max_duration = parse_duration(spec.max_duration) if spec.max_duration else None
     max_reached = max_duration is not None and elapsed >= max_duration

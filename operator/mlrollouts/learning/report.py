@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from mlrollouts.core.times import parse_timestamp
 
 
 class ReportError(ValueError):
@@ -83,16 +85,6 @@ def _metrics(value: Any, where: str) -> dict[str, float]:
     }
 
 
-def _instant(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def parse_snapshot(document: Any, index: int) -> SnapshotInfo:
     where = f"snapshots[{index}]."
     if not isinstance(document, Mapping):
@@ -100,7 +92,7 @@ def parse_snapshot(document: Any, index: int) -> SnapshotInfo:
     return SnapshotInfo(
         version=_integer(document, "version", where, required=True) or 0,
         parent=_integer(document, "parent", where),
-        created=_instant(document.get("created")),
+        created=parse_timestamp(document.get("created")),
         samples=_integer(document, "samples", where) or 0,
         metrics=_metrics(document.get("metrics"), where),
         data_version=_integer(document, "data_version", where),

@@ -23,7 +23,7 @@ Counting rules, documented because they decide when a canary dies:
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import datetime, timedelta
 
 from mlrollouts.api.modeldeployment import FailureMode, OnInconclusive, Phase
@@ -31,6 +31,7 @@ from mlrollouts.core.conditions import DEGRADED, PROGRESSING, READY, ConditionSt
 from mlrollouts.core.events import Event
 from mlrollouts.core.verdicts import Verdict
 from mlrollouts.rollout.model import (
+    PER_ROLLOUT,
     Action,
     AnalysisRecord,
     AnalysisRun,
@@ -262,19 +263,7 @@ class _Tick:
         self.event("RolloutStarted", f"rollout of revision {target} started ({self.spec.strategy.value})")
 
     def end_rollout(self) -> None:
-        self.update(
-            candidate=None,
-            step_index=0,
-            step_started_at=None,
-            rollout_started_at=None,
-            paused_at=None,
-            pause_reason=None,
-            promoting=False,
-            last_analysis_at=None,
-            failures=0,
-            consecutive_failures=0,
-            inconclusive=0,
-        )
+        self.update(**{f.name: f.default for f in fields(RolloutState) if f.metadata.get(PER_ROLLOUT)})
 
     def follow_pause(self) -> None:
         if self.s.candidate is None:

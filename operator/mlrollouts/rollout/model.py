@@ -126,6 +126,12 @@ class RevisionRecord:
     """When set, the revision is retired: scaled to 0 at that time and kept for history."""
 
 
+PER_ROLLOUT = "per_rollout"
+"""Metadata key of the :class:`RolloutState` fields of the rollout in flight: they go back to their
+defaults when it ends."""
+_PER_ROLLOUT_METADATA = {PER_ROLLOUT: True}
+
+
 @dataclass(frozen=True)
 class RolloutState:
     """Everything needed to resume: persisted in the resource status after every decision."""
@@ -134,23 +140,23 @@ class RolloutState:
     message: str = ""
     observed_generation: int = 0
     stable: str | None = None
-    candidate: str | None = None
+    candidate: str | None = field(default=None, metadata=_PER_ROLLOUT_METADATA)
     failed_revision: str | None = None
-    step_index: int = 0
-    step_started_at: datetime | None = None
-    rollout_started_at: datetime | None = None
+    step_index: int = field(default=0, metadata=_PER_ROLLOUT_METADATA)
+    step_started_at: datetime | None = field(default=None, metadata=_PER_ROLLOUT_METADATA)
+    rollout_started_at: datetime | None = field(default=None, metadata=_PER_ROLLOUT_METADATA)
     weights_changed_at: datetime | None = None
     desired_weights: dict[str, int] = field(default_factory=dict)
     verified_weights: dict[str, int] = field(default_factory=dict)
     shadow: tuple[str, int] | None = None
-    paused_at: datetime | None = None
-    pause_reason: str | None = None
+    paused_at: datetime | None = field(default=None, metadata=_PER_ROLLOUT_METADATA)
+    pause_reason: str | None = field(default=None, metadata=_PER_ROLLOUT_METADATA)
     rolling_back: bool = False
-    promoting: bool = False
-    last_analysis_at: datetime | None = None
-    failures: int = 0
-    consecutive_failures: int = 0
-    inconclusive: int = 0
+    promoting: bool = field(default=False, metadata=_PER_ROLLOUT_METADATA)
+    last_analysis_at: datetime | None = field(default=None, metadata=_PER_ROLLOUT_METADATA)
+    failures: int = field(default=0, metadata=_PER_ROLLOUT_METADATA)
+    consecutive_failures: int = field(default=0, metadata=_PER_ROLLOUT_METADATA)
+    inconclusive: int = field(default=0, metadata=_PER_ROLLOUT_METADATA)
     history: tuple[AnalysisRecord, ...] = ()
     revisions: tuple[RevisionRecord, ...] = ()
     conditions: tuple[Condition, ...] = ()

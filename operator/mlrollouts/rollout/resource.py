@@ -34,6 +34,7 @@ from mlrollouts.api import (
 from mlrollouts.core.conditions import PROGRESSING, Condition, ConditionStatus
 from mlrollouts.core.durations import parse_duration
 from mlrollouts.core.names import ACTION_ANNOTATION
+from mlrollouts.core.times import aware
 from mlrollouts.core.verdicts import CheckOutcome
 from mlrollouts.rollout.model import (
     Action,
@@ -50,6 +51,9 @@ from mlrollouts.rollout.revision import revision_hash
 
 TRAFFIC_VERIFIED = "TrafficVerified"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MEASUREMENT = ("verdict", "value", "stable_value", "samples")
+"""What a check found; a status record (``analysis.runs[]``) and a :class:`CheckOutcome` keep it
+under the same names."""
 
 
 def target_revision(md: ModelDeployment) -> str:
@@ -109,25 +113,16 @@ def requested_action(md: ModelDeployment) -> Action | str | None:
         return raw
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+def _measurement(source: ApiAnalysisRun | CheckOutcome) -> dict[str, Any]:
+    return {name: getattr(source, name) for name in MEASUREMENT}
 
 
 def _group_runs(runs: Iterable[ApiAnalysisRun]) -> tuple[AnalysisRecord, ...]:
     grouped: dict[tuple[datetime, int], list[CheckOutcome]] = {}
     for run in runs:
-        key = (_aware(run.time) or EPOCH, run.step or 0)
+        key = (aware(run.time) or EPOCH, run.step or 0)
         grouped.setdefault(key, []).append(
-            CheckOutcome(
-                name=run.check,
-                verdict=run.verdict,
-                value=run.value,
-                stable_value=run.stable_value,
-                samples=run.samples,
-                message=run.message or "",
-            )
+            CheckOutcome(name=run.check, message=run.message or "", **_measurement(run))
         )
     records = []
     for (at, step), checks in sorted(grouped.items(), key=lambda kv: kv[0]):
@@ -141,7 +136,7 @@ def _conditions(status: ModelDeploymentStatus) -> tuple[Condition, ...]:
     return tuple(
         replace(
             c,
-            last_transition_time=_aware(c.last_transition_time) or EPOCH,
+            last_transition_time=aware(c.last_transition_time) or EPOCH,
             observed_generation=c.observed_generation or 0,
         )
         for c in status.conditions
@@ -168,8 +163,8 @@ def rollout_state(md: ModelDeployment, spec: RolloutSpec) -> RolloutState:
         RevisionRecord(
             revision=r.revision,
             replicas=spec.replicas,
-            created_at=_aware(r.created_at) or EPOCH,
-            scale_down_at=_aware(r.finished_at),
+            created_at=aware(r.created_at) or EPOCH,
+            scale_down_at=aware(r.finished_at),
         )
         for r in status.revisions
     )
@@ -181,8 +176,8 @@ def rollout_state(md: ModelDeployment, spec: RolloutSpec) -> RolloutState:
         candidate=candidate,
         failed_revision=status.failed_revision,
         step_index=step_index,
-        step_started_at=_aware(status.step_started_at),
-        rollout_started_at=_aware(status.rollout_started_at),
+        step_started_at=aware(status.step_started_at),
+        rollout_started_at=aware(status.rollout_started_at),
         weights_changed_at=verified_cond.last_transition_time if verified_cond else None,
         desired_weights={w.revision: w.desired for w in status.weights},
         verified_weights={w.revision: w.verified for w in status.weights if w.verified is not None},
@@ -190,7 +185,7 @@ def rollout_state(md: ModelDeployment, spec: RolloutSpec) -> RolloutState:
         paused_at=progressing.last_transition_time if progressing else None,
         pause_reason=progressing.reason if progressing else None,
         promoting=promoting,
-        last_analysis_at=_aware(status.analysis.last_run_at),
+        last_analysis_at=aware(status.analysis.last_run_at),
         failures=status.analysis.total_failures,
         consecutive_failures=status.analysis.consecutive_failures,
         inconclusive=status.analysis.inconclusive_count,
@@ -262,13 +257,10 @@ def _analysis_status(state: RolloutState) -> AnalysisStatus:
         ApiAnalysisRun(
             time=h.at,
             check=c.name,
-            verdict=c.verdict,
             revision=state.candidate,
             step=h.step,
-            value=c.value,
-            stable_value=c.stable_value,
-            samples=c.samples,
             message=c.message or None,
+            **_measurement(c),
         )
         for h in state.history
         for c in h.checks

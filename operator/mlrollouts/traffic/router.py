@@ -12,14 +12,10 @@ from collections.abc import Mapping
 from mlrollouts.builders import (
     Object,
     revision_name,
-    route_table_configmap,
+    route_configmap,
     route_table_name,
-    router_deployment,
     router_name,
-    router_role,
-    router_role_binding,
-    router_service,
-    router_service_account,
+    router_objects,
 )
 from mlrollouts.traffic.base import (
     ObjectRef,
@@ -74,18 +70,12 @@ class RouterProvider(TrafficRouter):
         config = ctx.config
         image = getattr(config, "image", None) or ctx.serving_image
         replicas = getattr(config, "replicas", None) or 1
-        return [
-            router_service_account(ctx.owner),
-            router_role(ctx.owner),
-            router_role_binding(ctx.owner),
-            router_deployment(ctx.owner, image=image, replicas=replicas),
-            router_service(ctx.owner),
-        ]
+        return router_objects(ctx.owner, image=image, replicas=replicas)
 
     def set_weights(
         self, ctx: TrafficContext, weights: Mapping[str, int], shadow: tuple[str, int] | None
     ) -> list[Object]:
-        return [route_table_configmap(ctx.owner, self.route_table(ctx, weights, shadow).to_configmap_data())]
+        return [route_configmap(ctx.owner, self.route_table(ctx, weights, shadow))]
 
     def read_back(self, ctx: TrafficContext) -> list[ObjectRef]:
         ns = ctx.owner.namespace

@@ -471,7 +471,11 @@ def test_history_lists_revisions_and_learning_snapshots(emulator: Emulator) -> N
 def test_errors_are_one_clear_line(emulator: Emulator, tmp_path: Path) -> None:
     missing = run_plugin(emulator, "status", "no-such-model")
     assert missing.returncode == 1
-    assert missing.stderr.strip() == 'error: ModelDeployment "no-such-model" in namespace "default" not found'
+    assert missing.stderr.strip() == (
+        'error: ModelDeployment, Experiment or CompositeModel "no-such-model" in namespace "default" not found'
+    )
+    typed = run_plugin(emulator, "status", "mdep/no-such-model")
+    assert typed.stderr.strip() == 'error: ModelDeployment "no-such-model" in namespace "default" not found'
 
     wrong_kind = run_plugin(emulator, "promote", "cmodel/credit")
     assert wrong_kind.returncode == 1 and "applies to ModelDeployments" in wrong_kind.stderr

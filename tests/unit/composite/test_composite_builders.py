@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import kubernetes_validate
 
-from mlrollouts.builders.composite import (
-    composite_endpoint,
-    composite_owner,
-    composite_route_configmap,
-    composite_router_objects,
-)
+from mlrollouts.builders.composite import composite_endpoint, composite_owner
+from mlrollouts.builders.router import route_configmap, router_objects
 from mlserving.router.graph.model import Graph
 from mlserving.router.table import ROUTES_CONFIGMAP_KEY, Route, RouteTable
 
@@ -19,7 +15,7 @@ K8S_VERSION = "1.32.0"
 
 
 def test_router_objects_are_owned_by_the_composite_and_read_its_route_table():
-    objects = {o["kind"]: o for o in composite_router_objects(OWNER, "mlrollouts/serving:1", 3)}
+    objects = {o["kind"]: o for o in router_objects(OWNER, "mlrollouts/serving:1", 3)}
     assert set(objects) == {"ServiceAccount", "Role", "RoleBinding", "Deployment", "Service"}
     for obj in objects.values():
         assert obj["metadata"]["labels"]["mlrollouts.io/owner"] == "CompositeModel.credit"
@@ -43,7 +39,7 @@ def test_route_table_configmap_holds_the_graph():
         }
     )
     table = RouteTable(routes=[Route(name="credit", model="credit", graph=graph)])
-    configmap = composite_route_configmap(OWNER, table)
+    configmap = route_configmap(OWNER, table)
     kubernetes_validate.validate(configmap, K8S_VERSION, strict=True)
     assert configmap["metadata"]["name"] == "credit-routes"
     assert RouteTable.from_yaml(configmap["data"][ROUTES_CONFIGMAP_KEY]) == table

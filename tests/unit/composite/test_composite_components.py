@@ -33,7 +33,21 @@ CASES = [
     ),
     pytest.param(
         MD,
-        md({"phase": "Healthy", "stableRevision": "a1"}),
+        md(
+            {
+                "phase": "Progressing",
+                "stableRevision": "a1",
+                "conditions": [{"type": "Ready", "status": "False"}],
+            }
+        ),
+        False,
+        NOT_READY,
+        "Progressing: revision a1 is not serving yet",
+        id="md-first-revision-starting",
+    ),
+    pytest.param(
+        MD,
+        md({"phase": "Healthy", "stableRevision": "a1", "conditions": [{"type": "Ready", "status": "True"}]}),
         True,
         READY,
         "Healthy: serving a1",
@@ -77,7 +91,10 @@ CASES = [
     ),
     pytest.param(
         MD,
-        md({"phase": "Healthy", "stableRevision": "a1"}, traffic={"provider": "IngressNginx"}),
+        md(
+            {"phase": "Healthy", "stableRevision": "a1", "conditions": [{"type": "Ready", "status": "True"}]},
+            traffic={"provider": "IngressNginx"},
+        ),
         False,
         UNREACHABLE,
         "traffic provider IngressNginx",
@@ -134,9 +151,20 @@ def test_component_readiness(ref: ComponentRef, obj: Any, ready: bool, reason: s
 
 
 def test_the_served_model_name_comes_from_the_component():
-    named = read_component(MD, md({"stableRevision": "a1"}, model={"uri": "file:///m", "name": "income"}))
+    named = read_component(
+        MD,
+        md(
+            {"stableRevision": "a1", "conditions": [{"type": "Ready", "status": "True"}]},
+            model={"uri": "file:///m", "name": "income"},
+        ),
+    )
     assert named.model == "income"
-    assert read_component(MD, md({"stableRevision": "a1"})).model == "credit-income"
+    assert (
+        read_component(
+            MD, md({"stableRevision": "a1", "conditions": [{"type": "Ready", "status": "True"}]})
+        ).model
+        == "credit-income"
+    )
     assert read_component(EXP, {"status": {"phase": "Running"}}).model == "income-ab"
 
 

@@ -55,7 +55,13 @@ def seen(
     )
 
 
-HEALTHY = {"status": {"phase": "Healthy", "stableRevision": "a1"}}
+HEALTHY = {
+    "status": {
+        "phase": "Healthy",
+        "stableRevision": "a1",
+        "conditions": [{"type": "Ready", "status": "True"}],
+    }
+}
 RUNNING = {"status": {"phase": "Running", "variants": [{"name": "x", "weight": 100}]}}
 NEW = {"status": {"phase": "Pending"}}
 

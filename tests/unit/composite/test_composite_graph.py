@@ -110,7 +110,14 @@ def test_model_nodes_call_the_entry_point_of_their_component():
     )
     served = read_component(
         ComponentRef("ModelDeployment", "a"),
-        {"spec": {"model": {"name": "scorer"}}, "status": {"stableRevision": "r1", "phase": "Healthy"}},
+        {
+            "spec": {"model": {"name": "scorer"}},
+            "status": {
+                "stableRevision": "r1",
+                "phase": "Healthy",
+                "conditions": [{"type": "Ready", "status": "True"}],
+            },
+        },
     )
     found = endpoints(resource.spec, {"a": served}, "risk", "http://{service}.{namespace}:8080")
     assert found["a"] == Endpoint("http://a.risk:8080", "scorer")

@@ -58,7 +58,13 @@ def model_deployment(name: str, status: dict | None = None, **spec: Any) -> dict
         "kind": "ModelDeployment",
         "metadata": {"name": name, "namespace": NS, "generation": 1},
         "spec": {"model": {"uri": f"file:///models/{name}.skops", "name": f"{name}-model"}, **spec},
-        "status": status if status is not None else {"phase": "Healthy", "stableRevision": "a1b2c3"},
+        "status": status
+        if status is not None
+        else {
+            "phase": "Healthy",
+            "stableRevision": "a1b2c3",
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
     }
 
 

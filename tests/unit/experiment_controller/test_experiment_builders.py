@@ -8,14 +8,8 @@ import base64
 import kubernetes_validate
 import pytest
 
-from mlrollouts.builders.experiment import (
-    Arm,
-    experiment_owner,
-    experiment_route_configmap,
-    experiment_route_table,
-    experiment_router_objects,
-    signing_key_secret,
-)
+from mlrollouts.builders.experiment import Arm, experiment_owner, experiment_route_table
+from mlrollouts.builders.router import route_configmap, router_objects, signing_key_secret
 from mlserving.router.table import ROUTES_CONFIGMAP_KEY, RouteTable, RouteTableError
 
 OWNER = experiment_owner("recommender", "ml", uid="uid-1")
@@ -40,7 +34,7 @@ def test_route_over_the_stable_revision_services():
 
 
 def test_configmap_round_trips_through_the_router_model():
-    cm = experiment_route_configmap(OWNER, experiment_route_table(OWNER, ARMS))
+    cm = route_configmap(OWNER, experiment_route_table(OWNER, ARMS))
     assert cm["metadata"]["name"] == "recommender-routes"
     assert cm["metadata"]["labels"]["mlrollouts.io/owner"] == "Experiment.recommender"
     assert cm["metadata"]["ownerReferences"][0]["kind"] == "Experiment"
@@ -54,7 +48,7 @@ def test_a_route_without_traffic_is_refused():
 
 
 def test_router_replicas_share_the_key_from_the_secret():
-    objects = experiment_router_objects(OWNER, image="mlrollouts/serving:0.1.0", replicas=2)
+    objects = router_objects(OWNER, image="mlrollouts/serving:0.1.0", replicas=2)
     deployment = next(o for o in objects if o["kind"] == "Deployment")
     assert deployment["spec"]["replicas"] == 2
     container = deployment["spec"]["template"]["spec"]["containers"][0]
@@ -78,8 +72,8 @@ def test_signing_key_secret():
 
 def test_every_object_is_a_valid_kubernetes_object():
     objects = [
-        *experiment_router_objects(OWNER, image="mlrollouts/serving:0.1.0", replicas=2),
-        experiment_route_configmap(OWNER, experiment_route_table(OWNER, ARMS)),
+        *router_objects(OWNER, image="mlrollouts/serving:0.1.0", replicas=2),
+        route_configmap(OWNER, experiment_route_table(OWNER, ARMS)),
         signing_key_secret(OWNER, "0123456789abcdef0123"),
     ]
     for obj in objects:

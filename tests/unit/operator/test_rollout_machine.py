@@ -207,6 +207,25 @@ def test_consecutive_failures_roll_back_weight_first_then_scale_down():
     assert sim.phase is Phase.PROGRESSING and sim.state.candidate == "r3"
 
 
+def test_a_rolled_back_rollout_leaves_nothing_of_itself_in_the_state():
+    sim = started(Sim(spec()))
+    sim.tick(5, Verdict.PASS)
+    sim.tick(5, Verdict.PASS)
+    sim.tick()
+    sim.tick(5, Verdict.FAIL)
+    during = sim.state
+    assert (during.candidate, during.step_index, during.failures) == ("r2", 1, 1)
+    sim.tick(5, Verdict.FAIL)
+    fresh = RolloutState()
+    ended = sim.state
+    assert sim.phase is Phase.DEGRADED and ended.failed_revision == "r2" and ended.stable == "r1"
+    for name in ("candidate", "step_index", "step_started_at", "rollout_started_at", "promoting"):
+        assert getattr(ended, name) == getattr(fresh, name), name
+    for name in ("last_analysis_at", "failures", "consecutive_failures", "inconclusive"):
+        assert getattr(ended, name) == getattr(fresh, name), name
+    assert len(ended.history) == len(during.history) + 1  # the analysis record outlives the rollout
+
+
 def test_failure_mode_total_counts_non_consecutive_failures():
     for mode, expected in ((FailureMode.CONSECUTIVE, Phase.PROGRESSING), (FailureMode.TOTAL, Phase.DEGRADED)):
         sim = started(
