@@ -31,16 +31,8 @@ import httpx
 import yaml
 
 from mlrollouts.core.names import API_VERSION
-from mlrollouts.local.demo_scenario import (
-    DemoContext,
-    DemoError,
-    Scenario,
-    Status,
-    TrafficGenerator,
-    entry_point,
-    prometheus_value,
-    prometheus_vector,
-)
+from mlrollouts.local import demo_scenario as scenario
+from mlrollouts.local.demo_scenario import DemoContext, DemoError, Scenario, Status, TrafficGenerator
 from mlrollouts.local.event_sink import EventSinkProcess
 
 EXAMPLE_DIR = Path(__file__).resolve().parents[3] / "examples" / "composite"
@@ -222,16 +214,16 @@ def graph_metrics(prometheus: str, graph: str) -> dict[str, Any]:
     selector = f'graph="{graph}"'
     total = f"sum(rate(mlgraph_requests_total{{{selector}}}[10s]))"
     return {
-        "rps": prometheus_value(prometheus, total),
-        "error_rate": prometheus_value(
+        "rps": scenario.prometheus_value(prometheus, total),
+        "error_rate": scenario.prometheus_value(
             prometheus, f'sum(rate(mlgraph_requests_total{{{selector},code!~"2.."}}[10s])) / {total}'
         ),
-        "p99": prometheus_value(
+        "p99": scenario.prometheus_value(
             prometheus,
             "histogram_quantile(0.99, sum by (le) "
             f"(rate(mlgraph_request_duration_seconds_bucket{{{selector}}}[10s])))",
         ),
-        "events": prometheus_vector(
+        "events": scenario.prometheus_vector(
             prometheus, f"sum by (outcome) (mlgraph_events_total{{{selector}}})", "outcome"
         ),
     }
@@ -414,7 +406,7 @@ class CompositeScenario(Scenario):
             lambda s: (
                 s.get("phase") == "Ready"
                 and self.components_healthy()
-                and entry_point(self.kube, self.namespace, self.name) is not None
+                and scenario.entry_point(self.kube, self.namespace, self.name) is not None
             ),
             180,
             "graph and components come up",
@@ -429,7 +421,7 @@ class CompositeScenario(Scenario):
     def check_known_answer(self) -> None:
         """One request of two applicants: the graph's answers must be what the model files compute."""
         rows = [list(row) for row in SAMPLE_ROWS]
-        url = entry_point(self.kube, self.namespace, self.name)
+        url = scenario.entry_point(self.kube, self.namespace, self.name)
         response = httpx.post(f"{url}/v2/models/{self.name}/infer", json=infer_body(rows), timeout=10.0)
         if response.status_code != 200:
             raise DemoError(f"{self.name} answered {response.status_code}: {response.text[:500]}")
@@ -520,8 +512,7 @@ class CompositeScenario(Scenario):
         }
 
     def plot(self, output_dir: Path) -> Path:
-        png = output_dir / "composite.png"
-        plot(self.samples, self.labels, png)
+        plot(self.samples, self.labels, png := output_dir / "composite.png")
         return png
 
     def stop(self) -> None:

@@ -29,9 +29,9 @@ from mlrollouts.controller.kube import KubeError
 from mlrollouts.core.names import API_VERSION
 from mlrollouts.local.demo_scenario import DemoContext, DemoError, Scenario, Status, entry_point
 from mlrollouts.local.drift import (
+    ClientSample,
     DriftingTask,
     DriftStream,
-    Outcome,
     Schedule,
     accuracy,
     rolling_accuracy,
@@ -304,7 +304,7 @@ class LearningScenario(Scenario):
 
 def plot(
     samples: list[LearningSample],
-    outcomes: list[Outcome],
+    outcomes: list[ClientSample],
     marks: dict[str, float],
     rollback: dict[str, Any],
     guard: dict[str, Any],
@@ -342,7 +342,7 @@ def plot(
     plt.close(fig)
 
 
-def _plot_snapshots(axis: Any, samples: list[LearningSample], outcomes: list[Outcome]) -> None:
+def _plot_snapshots(axis: Any, samples: list[LearningSample], outcomes: list[ClientSample]) -> None:
     times = [s.t for s in samples]
     axis.step(
         times, [_nan(s.latest) for s in samples], where="post", color="tab:green", label="latest published"

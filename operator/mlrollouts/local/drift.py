@@ -9,7 +9,7 @@ poisoning, which a guard on the prequential accuracy catches.
 
 ``DriftStream`` sends every sample to two entry points, a model that learns online and a static copy,
 and sends the learning one the sample's label as feedback; it records what each answered
-(``Outcome``), so accuracy is measured as the client sees it.
+(``ClientSample``), so accuracy is measured as the client sees it.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def train_initial_model(path: Path, task: DriftingTask, samples: int = 2000, see
 
 
 @dataclass(frozen=True)
-class Outcome:
+class ClientSample:
     """One sample as the client saw it; predictions None when the request failed."""
 
     index: int
@@ -137,7 +137,7 @@ class Outcome:
 
 
 def accuracy(
-    outcomes: Sequence[Outcome], which: str, first: int = 0, last: int | None = None
+    outcomes: Sequence[ClientSample], which: str, first: int = 0, last: int | None = None
 ) -> float | None:
     """Share of samples ``first <= index < last`` that ``which`` (online or static) got right."""
     answered = [
@@ -148,7 +148,7 @@ def accuracy(
     return sum(answered) / len(answered) if answered else None
 
 
-def rolling_accuracy(outcomes: Sequence[Outcome], which: str, window: int) -> list[tuple[float, float]]:
+def rolling_accuracy(outcomes: Sequence[ClientSample], which: str, window: int) -> list[tuple[float, float]]:
     """(time, accuracy over the last ``window`` answered samples) for every sample, in index order."""
     ordered = sorted((o for o in outcomes if getattr(o, which) is not None), key=lambda o: o.index)
     hits = np.array([getattr(o, which) == o.label for o in ordered], dtype=float)
@@ -191,7 +191,7 @@ class DriftStream:
     concurrency: int = 8
     seed: int = 1
     clock: Callable[[], float] = time.monotonic
-    outcomes: list[Outcome] = field(default_factory=list)
+    outcomes: list[ClientSample] = field(default_factory=list)
     transport_errors: int = 0
     marks: dict[str, float] = field(default_factory=dict)
     """When each phase began, on ``clock``."""
@@ -260,7 +260,7 @@ class DriftStream:
             feedback = self._feedback_status(answer)
         snapshot = online.headers.get("x-mlrollouts-snapshot") if online is not None else None
         self.outcomes.append(
-            Outcome(
+            ClientSample(
                 index=index,
                 t=self.clock(),
                 phase=phase,

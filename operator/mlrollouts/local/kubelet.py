@@ -686,13 +686,7 @@ class ProcessKubelet:
             return
         container.startup_failures += 1
         if container.startup_failures >= startup.failure_threshold:
-            log.warning(
-                "container %s of %s/%s failed its startup probe; restarting",
-                container.name,
-                pod.namespace,
-                pod.name,
-            )
-            self._signal(container, signal.SIGKILL)
+            self._restart_failed(pod, container, "startup")
 
     def _probe_readiness(self, container: ContainerProcess, now: float) -> None:
         readiness = container.readiness
@@ -720,13 +714,17 @@ class ProcessKubelet:
             return
         container.liveness_failures += 1
         if container.liveness_failures >= liveness.failure_threshold:
-            log.warning(
-                "container %s of %s/%s failed its liveness probe; restarting",
-                container.name,
-                pod.namespace,
-                pod.name,
-            )
-            self._signal(container, signal.SIGKILL)
+            self._restart_failed(pod, container, "liveness")
+
+    def _restart_failed(self, pod: PodProcess, container: ContainerProcess, probe: str) -> None:
+        log.warning(
+            "container %s of %s/%s failed its %s probe; restarting",
+            container.name,
+            pod.namespace,
+            pod.name,
+            probe,
+        )
+        self._signal(container, signal.SIGKILL)
 
     # --------------------------------------------------------------- publish
     def _pod_object(self, pod: PodProcess) -> Obj:

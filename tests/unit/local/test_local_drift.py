@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlrollouts.local.drift import DriftingTask, Outcome, Schedule, accuracy, rolling_accuracy
+from mlrollouts.local.drift import ClientSample, DriftingTask, Schedule, accuracy, rolling_accuracy
 
 
 def test_a_model_of_the_old_boundary_keeps_one_minus_angle_over_180():
@@ -37,8 +37,8 @@ def test_schedule_phases_follow_each_other():
     assert (schedule.drift_at, schedule.poison_at, schedule.poison_end) == (2, 5, 7)
 
 
-def outcome(index: int, label: int, online: int | None, static: int | None = None) -> Outcome:
-    return Outcome(index, float(index), "drifted", label, label, online, static, None, 200)
+def outcome(index: int, label: int, online: int | None, static: int | None = None) -> ClientSample:
+    return ClientSample(index, float(index), "drifted", label, label, online, static, None, 200)
 
 
 def test_accuracy_counts_answered_samples_in_the_range():

@@ -160,37 +160,8 @@ def _walk_cel(
 ) -> None:
     if value is None:
         return
-    if isinstance(value, dict):
-        props = schema.get("properties") or {}
-        additional = schema.get("additionalProperties")
-        old_map = old if isinstance(old, dict) else {}
-        for key, sub_value in value.items():
-            if root and key in _ROOT_KEEP and key not in props:
-                continue
-            sub = props.get(key)
-            if sub is None and isinstance(additional, dict):
-                sub = additional
-            if sub is not None:
-                _walk_cel(
-                    sub_value, sub, _child(path, key), old_map.get(key), has_old and key in old_map, errors
-                )
-    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
-        keys = schema.get("x-kubernetes-list-map-keys") or []
-        old_by_key = (
-            {_list_item_key(item, keys): item for item in old}
-            if isinstance(old, list) and keys and schema.get("x-kubernetes-list-type") == "map"
-            else {}
-        )
-        for index, item in enumerate(value):
-            ident = _list_item_key(item, keys) if old_by_key else None
-            _walk_cel(
-                item,
-                schema["items"],
-                f"{path}[{index}]",
-                old_by_key.get(ident) if ident else None,
-                has_old and ident in old_by_key if ident else False,
-                errors,
-            )
+    for child in _children(value, schema, path, old, has_old, root):
+        _walk_cel(*child, errors)
     if schema.get("x-kubernetes-validations"):
         _check_cel(value, schema, path, old, has_old, errors)
 
@@ -324,6 +295,31 @@ def _check_object(
                 f"{path} in body should have at least {schema['minProperties']} properties",
             )
         )
+    for child in _object_children(value, schema, path, old, has_old, root):
+        _validate(*child, errors)
+
+
+def _list_item_key(item: Any, keys: list[str]) -> tuple[Any, ...]:
+    return tuple(repr(item.get(k)) if isinstance(item, dict) else repr(item) for k in keys)
+
+
+# A child to check: (value, schema, path, old value, whether an old value exists).
+_Child = tuple[Any, dict[str, Any], str, Any, bool]
+
+
+def _children(
+    value: Any, schema: dict[str, Any], path: str, old: Any, has_old: bool, root: bool
+) -> Iterator[_Child]:
+    if isinstance(value, dict):
+        yield from _object_children(value, schema, path, old, has_old, root)
+    elif isinstance(value, list):
+        yield from _array_children(value, schema, path, old, has_old)
+
+
+def _object_children(
+    value: dict[str, Any], schema: dict[str, Any], path: str, old: Any, has_old: bool, root: bool
+) -> Iterator[_Child]:
+    """The properties that have a schema, each paired with its old value for transition rules."""
     props = schema.get("properties") or {}
     additional = schema.get("additionalProperties")
     old_map = old if isinstance(old, dict) else {}
@@ -333,13 +329,30 @@ def _check_object(
         sub = props.get(key)
         if sub is None and isinstance(additional, dict):
             sub = additional
-        if sub is None:
-            continue
-        _validate(sub_value, sub, _child(path, key), old_map.get(key), has_old and key in old_map, errors)
+        if sub is not None:
+            yield sub_value, sub, _child(path, key), old_map.get(key), has_old and key in old_map
 
 
-def _list_item_key(item: Any, keys: list[str]) -> tuple[Any, ...]:
-    return tuple(repr(item.get(k)) if isinstance(item, dict) else repr(item) for k in keys)
+def _array_children(
+    value: list[Any], schema: dict[str, Any], path: str, old: Any, has_old: bool
+) -> Iterator[_Child]:
+    """The items, when the schema has one; only map lists pair an item with an old one (by its keys)."""
+    items = schema.get("items")
+    if not isinstance(items, dict):
+        return
+    keys = schema.get("x-kubernetes-list-map-keys") or []
+    old_by_key = (
+        {_list_item_key(item, keys): item for item in old}
+        if isinstance(old, list) and keys and schema.get("x-kubernetes-list-type") == "map"
+        else {}
+    )
+    for index, item in enumerate(value):
+        old_item, item_has_old = None, False
+        if old_by_key:
+            ident = _list_item_key(item, keys)
+            item_has_old = has_old and ident in old_by_key
+            old_item = old_by_key.get(ident)
+        yield item, items, f"{path}[{index}]", old_item, item_has_old
 
 
 def _check_array(
@@ -357,7 +370,6 @@ def _check_array(
         )
     list_type = schema.get("x-kubernetes-list-type")
     keys = schema.get("x-kubernetes-list-map-keys") or []
-    old_by_key: dict[tuple[Any, ...], Any] = {}
     if list_type == "map" and keys:
         seen: set[tuple[Any, ...]] = set()
         for index, item in enumerate(value):
@@ -366,23 +378,14 @@ def _check_array(
                 shown = {k: item.get(k) for k in keys} if isinstance(item, dict) else item
                 errors.append(FieldError("Duplicate", f"{path}[{index}]", shown))
             seen.add(ident)
-        if isinstance(old, list):
-            old_by_key = {_list_item_key(item, keys): item for item in old}
     elif list_type == "set":
         seen_values: list[Any] = []
         for index, item in enumerate(value):
             if item in seen_values:
                 errors.append(FieldError("Duplicate", f"{path}[{index}]", item))
             seen_values.append(item)
-    items = schema.get("items")
-    if isinstance(items, dict):
-        for index, item in enumerate(value):
-            old_item, item_has_old = None, False
-            if old_by_key:
-                ident = _list_item_key(item, keys)
-                item_has_old = has_old and ident in old_by_key
-                old_item = old_by_key.get(ident)
-            _validate(item, items, f"{path}[{index}]", old_item, item_has_old, errors)
+    for child in _array_children(value, schema, path, old, has_old):
+        _validate(*child, errors)
 
 
 def _check_combinator(keyword: str, value: Any, subs: Any, path: str, errors: list[FieldError]) -> None:

@@ -28,23 +28,25 @@ def human_duration(delta: datetime.timedelta) -> str:
         return f"{seconds}s"
     minutes = seconds // 60
     if minutes < 10:
-        rest = seconds % 60
-        return f"{minutes}m{rest}s" if rest else f"{minutes}m"
+        return _with_remainder(minutes, "m", seconds % 60, "s")
     if minutes < 180:
         return f"{minutes}m"
     hours = seconds // 3600
     if hours < 8:
-        rest = minutes % 60
-        return f"{hours}h{rest}m" if rest else f"{hours}h"
+        return _with_remainder(hours, "h", minutes % 60, "m")
     if hours < 48:
         return f"{hours}h"
     days = hours // 24
     if hours < 24 * 8:
-        rest = hours % 24
-        return f"{days}d{rest}h" if rest else f"{days}d"
+        return _with_remainder(days, "d", hours % 24, "h")
     if days < 365 * 2:
         return f"{days}d"
     return f"{days // 365}y"
+
+
+def _with_remainder(whole: int, unit: str, rest: int, rest_unit: str) -> str:
+    """``3m20s``; kubectl leaves out a zero remainder (``3m``)."""
+    return f"{whole}{unit}{rest}{rest_unit}" if rest else f"{whole}{unit}"
 
 
 def _parse_time(text: Any) -> datetime.datetime | None:

@@ -11,16 +11,9 @@ import itertools
 from collections.abc import Awaitable, Callable, Iterator
 
 from mlserving.http import Headers
+from mlserving.router import upstream as upstream_client
 from mlserving.router.graph.executor import Call, ComponentUnavailable
-from mlserving.router.upstream import (
-    BadResponse,
-    ConnectFailed,
-    Disconnected,
-    Endpoint,
-    RequestTimeout,
-    Resolve,
-    UpstreamPool,
-)
+from mlserving.router.upstream import Endpoint, Resolve, UpstreamPool
 
 Fetch = Callable[[str, str, float], Awaitable[tuple[int, bytes]]]
 """``fetch(upstream, path, timeout_seconds) -> (status, body)``: one GET, failures raised as ``Call``'s."""
@@ -80,22 +73,22 @@ def _requester(pool: UpstreamPool, method: str, connect_seconds: float, resolve:
         second = endpoint(urls[(start + 1) % len(urls)])
         try:
             return await pool.request(first, method, path, headers, body, timeout, connect_seconds)  # type: ignore[arg-type]
-        except ConnectFailed as exc:
+        except upstream_client.ConnectFailed as exc:
             if second is first:
                 raise ComponentUnavailable(str(exc)) from None
-        except Disconnected:
+        except upstream_client.Disconnected:
             pass
-        except RequestTimeout as exc:
+        except upstream_client.RequestTimeout as exc:
             raise TimeoutError(str(exc)) from None
-        except BadResponse as exc:
+        except upstream_client.BadResponse as exc:
             raise ComponentError(str(exc)) from None
         try:
             return await pool.request(second, method, path, headers, body, timeout, connect_seconds)  # type: ignore[arg-type]
-        except ConnectFailed as exc:
+        except upstream_client.ConnectFailed as exc:
             raise ComponentUnavailable(str(exc)) from None
-        except RequestTimeout as exc:
+        except upstream_client.RequestTimeout as exc:
             raise TimeoutError(str(exc)) from None
-        except (Disconnected, BadResponse) as exc:
+        except (upstream_client.Disconnected, upstream_client.BadResponse) as exc:
             raise ComponentError(str(exc)) from None
 
     return call

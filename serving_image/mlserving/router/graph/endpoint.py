@@ -15,17 +15,8 @@ from typing import Any
 import orjson
 
 from mlserving.feedback import parse_feedback
-from mlserving.http import (
-    Headers,
-    HttpError,
-    Receive,
-    Scope,
-    Send,
-    read_body,
-    require_method,
-    send_body,
-    send_json,
-)
+from mlserving.http import Headers, HttpError, read_body, require_method, send_body, send_json
+from mlserving.http.asgi import Receive, Scope, Send
 from mlserving.router.graph.executor import ID_HEADER, CompiledGraph, ComponentUnavailable
 from mlserving.router.graph.metadata import GraphDescriptions, NodeProblem
 from mlserving.router.graph.model import ModelNode

@@ -24,21 +24,16 @@ from typing import Any
 
 import orjson
 
+from mlserving.router.graph import model as graph_model
 from mlserving.router.graph.calls import Fetch
 from mlserving.router.graph.executor import CompiledGraph, ComponentUnavailable
-from mlserving.router.graph.model import (
-    CombinerType,
-    EnsembleNode,
-    Graph,
-    ModelNode,
-    OnError,
-    SequenceNode,
-    SwitchNode,
-)
+from mlserving.router.graph.model import EnsembleNode, Graph, ModelNode, SequenceNode, SwitchNode
 from mlserving.router.graph.tensors import TensorError, common_datatype
 
 PLATFORM = "mlrollouts-graph"
-_AVERAGES = frozenset({CombinerType.MEAN, CombinerType.WEIGHTED_MEAN, CombinerType.LINEAR})
+_AVERAGES = frozenset(
+    {graph_model.CombinerType.MEAN, graph_model.CombinerType.WEIGHTED_MEAN, graph_model.CombinerType.LINEAR}
+)
 _SMALL_FLOATS = frozenset({"FP16", "FP32"})
 TensorMeta = dict[str, Any]
 
@@ -80,7 +75,7 @@ def hard_model_nodes(spec: Graph) -> set[str]:
 
     def visit(name: str) -> None:
         node = spec.node(name)
-        if node.on_error != OnError.FAIL or name in hard:
+        if node.on_error != graph_model.OnError.FAIL or name in hard:
             return
         hard.add(name)
         for _, ref in node.references():
@@ -175,7 +170,7 @@ def _combined_outputs(spec: Graph, node: EnsembleNode, found: Found) -> list[Ten
     raise NodeProblem(node.name, 502, f"the children answer {what} ({listing})")
 
 
-def _combined(kind: CombinerType, name: str, tensors: list[TensorMeta]) -> TensorMeta:
+def _combined(kind: graph_model.CombinerType, name: str, tensors: list[TensorMeta]) -> TensorMeta:
     datatypes = [t["datatype"] for t in tensors]
     if kind in _AVERAGES:
         datatype = "FP32" if all(d in _SMALL_FLOATS for d in datatypes) else "FP64"
@@ -184,7 +179,7 @@ def _combined(kind: CombinerType, name: str, tensors: list[TensorMeta]) -> Tenso
             datatype = common_datatype(datatypes, f"output {name!r}")
         except TensorError:
             datatype = datatypes[0]  # the combination itself will say what is wrong, naming the node
-        if datatype == "BOOL" and kind == CombinerType.SUM:
+        if datatype == "BOOL" and kind == graph_model.CombinerType.SUM:
             datatype = "INT64"
     return {"name": name, "datatype": datatype, "shape": list(tensors[0]["shape"])}
 
