@@ -164,6 +164,12 @@ async def test_every_inference_reaches_the_learner_in_batches(iris_onnx):
             answers = await asyncio.gather(*(infer(plane, ROWS[i % 3 : i % 3 + 1]) for i in range(60)))
             echoed, multi = await infer(plane, ROWS, "client-7")
             await until(lambda: len(learner.records) == 61)
+            # the last batch is counted as sent once its answer is back, just after the learner has it
+            await until(
+                lambda: (
+                    metric_value(metrics_text(plane), "mlserving_learning_log_sent_total", model="iris") == 61
+                )
+            )
             text = metrics_text(plane)
     assert 1 < len(learner.batches) < 61  # merged, and no batch above the limit
     assert max(len(batch) for batch in learner.batches) <= 16
