@@ -45,6 +45,7 @@ from mlserving.router.graph.runtime import GraphRuntime, graph_upstreams
 from mlserving.router.headers import end_to_end_headers
 from mlserving.router.ids import IdSigner, InvalidId
 from mlserving.router.metrics import RouterMetrics
+from mlserving.router.resolve import service_of
 from mlserving.router.split import Splitter
 from mlserving.router.table import Route, RouteTable, Variant
 
@@ -408,6 +409,14 @@ class RouterApp(Application):
                 if retry:
                     self.metrics.count(self.metrics.upstream_retries, route.name, variant.name)
                     continue
+                fresh = (
+                    await self._resolved_later(route, variant, endpoint)
+                    if isinstance(exc, ConnectFailed)
+                    else None
+                )
+                if fresh is not None:
+                    self.metrics.count(self.metrics.upstream_retries, route.name, variant.name)
+                    return await self._call(session, route, fresh, method, path, headers, body)
                 raise HttpError(502, f"variant {variant.name!r}: upstream connection failed: {exc}") from None
             except RequestTimeout:
                 raise HttpError(
@@ -417,6 +426,22 @@ class RouterApp(Application):
             except BadResponse as exc:
                 raise HttpError(502, f"variant {variant.name!r}: invalid upstream response: {exc}") from None
         raise AssertionError("unreachable")
+
+    async def _resolved_later(
+        self, route: CompiledRoute, variant: CompiledVariant, endpoint: Endpoint
+    ) -> CompiledVariant | None:
+        """After a connect failure to a Service the resolver has not resolved yet (a revision that a
+        route table has just named): its endpoints, once the resolver's next polls find them."""
+        if self.resolver is None or service_of(endpoint.url) is None:
+            return None
+        deadline = time.monotonic() + 2 * self.resolver.interval
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            current = self._compiled.by_model.get(route.spec.model) if self._compiled else None
+            fresh = current.variants.get(variant.name) if current else None
+            if fresh is not None and not any(service_of(e.url) for e in fresh.upstreams):
+                return fresh
+        return None
 
     # -- shadow ----------------------------------------------------------------------------------
 
