@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import kopf
 import pytest
 
@@ -13,7 +11,6 @@ from mlrollouts.cli.operator import operator_config, parse_run_args
 from mlrollouts.controller.config import OperatorConfig, parse_image_patterns
 from mlrollouts.controller.modeldeployment import ModelDeploymentController, disallowed_image
 from mlrollouts.controller.operator import registry, settings
-from mlrollouts.core.conditions import refused_status
 
 
 def test_kopf_settings_use_our_prefix_and_peering():
@@ -123,38 +120,3 @@ def test_a_disallowed_image_is_refused_naming_field_and_image():
     assert message is not None and message.startswith("spec.traffic.router.image: image 'docker.io/r:1'")
     # the router image matters only when the router carries the traffic
     assert disallowed_image(_md(router_image="docker.io/r:1", provider="Service"), "Service", config) is None
-
-
-def test_refused_status_keeps_other_conditions_and_unchanged_transition_times():
-    t0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-    before = {
-        "conditions": [
-            {
-                "type": "Ready",
-                "status": "False",
-                "reason": "NoReadyRevision",
-                "lastTransitionTime": "T-ready",
-            },
-            {
-                "type": "Progressing",
-                "status": "True",
-                "reason": "RolloutInProgress",
-                "lastTransitionTime": "T-p",
-            },
-            {"type": "Degraded", "status": "False", "reason": "AsExpected", "lastTransitionTime": "T-d"},
-        ]
-    }
-    status = refused_status(
-        before, 3, "spec.serving.image: image 'x' is not allowed", t0, "ImageNotAllowed", "Degraded"
-    )
-    assert status["phase"] == "Degraded"
-    assert status["message"] == "ImageNotAllowed: spec.serving.image: image 'x' is not allowed"
-    conditions = {c["type"]: c for c in status["conditions"]}
-    assert conditions["Progressing"]["reason"] == "RolloutInProgress"  # untouched
-    assert conditions["Ready"]["lastTransitionTime"] == "T-ready"  # still False: same transition
-    assert conditions["Degraded"]["lastTransitionTime"] == "2026-01-01T12:00:00Z"  # False -> True now
-    assert {c["reason"] for t, c in conditions.items() if t != "Progressing"} == {"ImageNotAllowed"}
-    assert all(c["observedGeneration"] == 3 for t, c in conditions.items() if t != "Progressing")
-    invalid = refused_status({}, 1, "spec.model.uri: required", t0)
-    assert invalid["message"] == "invalid spec: spec.model.uri: required" and "phase" not in invalid
-    assert [c["type"] for c in invalid["conditions"]] == ["Ready"]
