@@ -101,6 +101,10 @@ def rewrite_path(value: str, mounts: dict[str, Path]) -> str:
         if value == mount_path:
             return str(mounts[mount_path])
         if value.startswith(mount_path + "/"):
+            if Path(value).exists():
+                # a file of this machine (the interpreter of a project checked out under /tmp, say),
+                # not one the container expects inside its volume
+                return value
             return str(mounts[mount_path]) + value[len(mount_path) :]
     return value
 

@@ -131,3 +131,11 @@ def test_an_item_path_cannot_leave_its_volume(tmp_path):
     with pytest.raises(ValueError, match="leaves the volume"):
         materialize(pod_volumes(spec, tmp_path / "v"), objects(**{"Secret/k": {"data": {"a": b64("x")}}}))
     assert not (tmp_path / "v" / "escape").exists()
+
+
+def test_a_path_of_this_machine_under_a_mount_path_is_left_alone(tmp_path):
+    host_file = tmp_path / "python"
+    host_file.write_text("")
+    mounts = {str(tmp_path): tmp_path / "volume"}
+    assert rewrite_path(str(host_file), mounts) == str(host_file)
+    assert rewrite_path(str(tmp_path / "settings.json"), mounts) == str(tmp_path / "volume" / "settings.json")
