@@ -215,6 +215,12 @@ def replica_rows(r: ReplicaResults, reloads_wanted: int) -> list[tuple[str, str,
             f"({len(r.publish_ms)} snapshots)",
         ),
         (
+            "promotion Canary: candidate pointer -> candidate replica serving it",
+            "<= 1000 ms",
+            f"p50 {statistics.median(r.candidate_ms):.0f} ms, max {max(r.candidate_ms):.0f} ms "
+            f"({len(r.candidate_ms)} changes)",
+        ),
+        (
             f"failed requests across {reloads_wanted} hot reloads under load (wrk)",
             "0",
             f"{r.reload.failed} of {r.reload.requests} ({r.reload.reloads} reloads)",

@@ -2,6 +2,8 @@
 
 - publish -> served: labelled samples that complete a snapshot are acknowledged by the learner; the
   clock stops when every replica serves the new snapshot (``mlserving_snapshot_version``);
+- candidate pointer -> served (promotion Canary): the learner acknowledges a new candidate snapshot;
+  the clock stops when the candidate-snapshot replica (``--snapshot-pointer candidate``) serves it;
 - hot reloads under load: ``wrk`` posts single-row requests to a replica while the learner publishes
   snapshots one after another; each one is waited for on that replica (a reload), and the failed
   requests are wrk's non-2xx answers and socket errors;
@@ -109,6 +111,8 @@ class Learning:
     y: np.ndarray
     snapshot_every: int
     client: httpx.Client
+    flags: list[str]
+    """The serving flags of a replica of this learner."""
     fed: int = 0
     version: int = 0
 
@@ -160,7 +164,7 @@ def learning(
                 )
                 for i in range(replicas)
             ]
-            setup = Learning(url, servers, x, y, snapshot_every, client)
+            setup = Learning(url, servers, x, y, snapshot_every, client, flags)
             setup.wait_served(0, servers, timeout=30)
             yield setup
     finally:
@@ -174,6 +178,31 @@ def publish_latency(setup: Learning, rounds: int) -> list[float]:
         version, acknowledged = setup.publish()
         setup.wait_served(version, setup.servers)
         times.append((time.perf_counter() - acknowledged) * 1000)
+    return times
+
+
+def candidate_latency(setup: Learning, work: Path, rounds: int) -> list[float]:
+    """Milliseconds from the learner's acknowledgement of a new candidate snapshot (what the operator
+    asks when a snapshot canary starts) to a candidate-snapshot replica serving it."""
+    flags = [*setup.flags, "--snapshot-pointer", "candidate", "--download-dir", str(work / "candidate")]
+    with serving(work, work / "learner" / "model.skops", name=MODEL, extra=flags) as candidate:
+        return candidate_rounds(setup, candidate, rounds)
+
+
+def candidate_rounds(setup: Learning, candidate: RunningServer, rounds: int) -> list[float]:
+    times = []
+    for index in range(rounds):
+        target = setup.version - 1 - index % 2  # two older snapshots in turn: each round is a change
+        started = time.perf_counter()
+        setup.client.post("/v1/candidate", json={"snapshot": target}).raise_for_status()
+        wait_until(
+            lambda t=target: served_version(candidate) == t,
+            timeout=15,
+            interval=0.005,
+            message=f"candidate snapshot {target} served",
+        )
+        times.append((time.perf_counter() - started) * 1000)
+    setup.client.post("/v1/candidate", json={"snapshot": None}).raise_for_status()
     return times
 
 
@@ -280,6 +309,7 @@ class ReplicaResults:
     reload: ReloadLoad
     p50_on: list[float]
     p50_off: list[float]
+    candidate_ms: list[float]
 
 
 def measure(work: Path, *, replicas: int, reloads: int, rounds: int, poll: float) -> ReplicaResults:
@@ -287,9 +317,10 @@ def measure(work: Path, *, replicas: int, reloads: int, rounds: int, poll: float
     samples = snapshot_every * (rounds + reloads + 4)
     with learning(work, samples, replicas=replicas, snapshot_every=snapshot_every, poll=poll) as setup:
         publish_ms = publish_latency(setup, rounds)
+        candidate_ms = candidate_latency(setup, work, rounds=6)
         reload = reloads_under_load(setup, work, reloads)
         p50_on, p50_off = p50_on_off(setup, work)
-    return ReplicaResults(replicas, publish_ms, reload, p50_on, p50_off)
+    return ReplicaResults(replicas, publish_ms, reload, p50_on, p50_off, candidate_ms)
 
 
 def main() -> int:
@@ -309,6 +340,10 @@ def main() -> int:
         )
     print(
         f"publish -> all {r.replicas} replicas serving: p50 {statistics.median(r.publish_ms):.0f} ms, max {max(r.publish_ms):.0f} ms"
+    )
+    print(
+        f"candidate pointer -> candidate replica serving: p50 {statistics.median(r.candidate_ms):.0f} ms, "
+        f"max {max(r.candidate_ms):.0f} ms"
     )
     print(
         f"{r.reload.reloads} hot reloads under wrk: {r.reload.failed} failed of {r.reload.requests} requests"

@@ -53,6 +53,10 @@ class LearnerSpec:
     allow_unsafe_pickle: bool = False
     env: Mapping[str, str] = field(default_factory=dict)
     image_pull_policy: str = "IfNotPresent"
+    hold_serving: bool = False
+    """promotion Canary: serving moves to a new snapshot only when the operator pins it."""
+    keep_snapshots: int | None = None
+    """Snapshots the learner keeps in storage (None: all)."""
 
 
 def snapshot_key_secret(owner: Owner, key: str) -> Object:
@@ -104,6 +108,10 @@ def learner_args(spec: LearnerSpec) -> list[str]:
         args += ["--estimator-params", json.dumps(dict(spec.params), sort_keys=True, separators=(",", ":"))]
     if spec.allow_unsafe_pickle:
         args.append("--allow-unsafe-pickle")
+    if spec.hold_serving:
+        args.append("--hold-serving")
+    if spec.keep_snapshots is not None:
+        args += ["--keep-snapshots", str(spec.keep_snapshots)]
     return args
 
 

@@ -81,6 +81,24 @@ def _metrics(values: Any) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in sorted(values.items()) if isinstance(v, int | float))
 
 
+def canary_line(canary: Any) -> str:
+    """The snapshot canary of promotion Canary in one line (empty without one)."""
+    if not isinstance(canary, dict):
+        return ""
+    candidate = canary.get("candidateSnapshot")
+    where = (
+        f"candidate {candidate} at {canary.get('weight', 0)} % (step {(canary.get('currentStep') or 0) + 1})"
+        if candidate is not None
+        else "no candidate"
+    )
+    refused = canary.get("refusedSnapshot")
+    return (
+        f"\nsnapshot canary {canary.get('phase', '-')}: stable {canary.get('stableSnapshot', '-')}, {where}"
+        + (f", last refused {refused}" if refused is not None else "")
+        + (f"; {canary['message']}" if canary.get("message") else "")
+    )
+
+
 def render_learning_history(status: Object, now: datetime) -> str:
     """``status.learning`` as a header line and one table row per snapshot, newest last."""
     pinned = status.get("pinned")
@@ -90,6 +108,7 @@ def render_learning_history(status: Object, now: datetime) -> str:
         + (f", pinned by {status.get('pinnedBy', '?')} to {pinned}" if pinned is not None else "")
         + f"; {status.get('samples', 0)} samples learned, now {_metrics(status.get('metrics'))}"
     )
+    head += canary_line(status.get("canary"))
     marked = (("servingSnapshot", "serving"), ("pinned", "pinned"), ("lastGoodSnapshot", "last good"))
 
     def marks(version: Any) -> str:
@@ -111,7 +130,7 @@ def render_learning_history(status: Object, now: datetime) -> str:
     ]
     if not rows:
         return f"{head}\nNo snapshots recorded yet."
-    header = ["SNAPSHOT", "PARENT", "AGE", "SAMPLES", "METRICS", "DATA VERSION", "ROWS", "GUARD", ""]
+    header = ["SNAPSHOT", "PARENT", "AGE", "SAMPLES", "METRICS", "DATA VERSION", "ROWS", "VERDICT", ""]
     return f"{head}\n{table(header, rows)}"
 
 

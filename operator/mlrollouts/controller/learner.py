@@ -58,11 +58,21 @@ async def learner_status(base_url: str, timeout: float = LEARNER_TIMEOUT) -> Lea
 async def set_pin(base_url: str, snapshot: int | None, timeout: float = LEARNER_TIMEOUT) -> str | None:
     """Ask the learner to pin serving to ``snapshot`` (None: follow the newest); returns why it did
     not, or None once it did."""
+    return await _point(f"{base_url}/v1/pin", snapshot, "the pin", timeout)
+
+
+async def set_candidate(base_url: str, snapshot: int | None, timeout: float = LEARNER_TIMEOUT) -> str | None:
+    """Ask the learner to point the candidate-snapshot replicas at ``snapshot`` (None: at what the
+    stable ones serve); returns why it did not, or None once it did."""
+    return await _point(f"{base_url}/v1/candidate", snapshot, "the candidate snapshot", timeout)
+
+
+async def _point(url: str, snapshot: int | None, what: str, timeout: float) -> str | None:
     try:
         async with httpx.AsyncClient(timeout=timeout) as client:
-            response = await client.post(f"{base_url}/v1/pin", json={"snapshot": snapshot})
+            response = await client.post(url, json={"snapshot": snapshot})
     except httpx.HTTPError as exc:
         return f"the learner does not answer ({_reason(exc)})"
     if response.status_code == 200:
         return None
-    return f"the learner refused the pin ({response.status_code}): {_error_of(response)}"
+    return f"the learner refused {what} ({response.status_code}): {_error_of(response)}"

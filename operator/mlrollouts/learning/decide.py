@@ -4,7 +4,10 @@ and the time, the new ``status.learning``, the pin the learner must hold, the ev
 
 The pin the learner must hold: ``spec.learning.pinnedSnapshot`` when set (a person's decision
 wins), else the guard's last good snapshot while the guard is active (see
-:mod:`mlrollouts.learning.guard`), else none (serving follows the newest snapshot).
+:mod:`mlrollouts.learning.guard`), else the snapshot the snapshot canary promoted (``promotion:
+Canary``, see :mod:`mlrollouts.learning.canary`), else none (serving follows the newest snapshot).
+
+The guard judges only the snapshots of the current lineage (:mod:`mlrollouts.learning.lineage`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from mlrollouts.api.modeldeployment import (
 from mlrollouts.core.conditions import Condition, ConditionStatus, condition
 from mlrollouts.core.events import Event
 from mlrollouts.learning.guard import GuardState, breach, judge
+from mlrollouts.learning.lineage import follow_lineage
 from mlrollouts.learning.report import LearnerReport, SnapshotInfo, Unreachable
 
 LEARNING_HEALTHY = "LearningHealthy"
@@ -157,6 +161,8 @@ def pin_events(
             else "no pin is asked for"
         )
         return [Event.normal("SnapshotUnpinned", f"serving follows the newest snapshot again ({why})")]
+    if source is PinSource.CANARY:
+        return []  # the snapshot canary's own events tell of its promotions
     if source is PinSource.USER:
         return [
             Event.normal(
@@ -189,6 +195,7 @@ def healthy_verdict(
     guard: GuardOutcome,
     pin: int | None,
     pin_problem: str,
+    source: PinSource | None = None,
 ) -> Verdict:
     """The ``LearningHealthy`` condition of a learner that answered."""
     if not report.storage_available:
@@ -214,7 +221,7 @@ def healthy_verdict(
     if pin_problem:
         return ConditionStatus.FALSE, "PinRefused", pin_problem
     summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(report.metrics.items())) or "no metrics yet"
-    if pin is not None:
+    if pin is not None and source is not PinSource.CANARY:
         return (
             ConditionStatus.TRUE,
             "Pinned",
@@ -250,6 +257,19 @@ def unreachable_verdict(previous: LearningStatus | None, report: LearnerReport |
     )
 
 
+def chosen_pin(
+    wanted: int | None, guard_pin: int | None, canary_stable: int | None
+) -> tuple[int | None, PinSource | None]:
+    """The pin the learner must hold and who holds it: a person, else the guard, else the canary."""
+    if wanted is not None:
+        return wanted, PinSource.USER
+    if guard_pin is not None:
+        return guard_pin, PinSource.GUARD
+    if canary_stable is not None:
+        return canary_stable, PinSource.CANARY
+    return None, None
+
+
 def newest_records(records: Mapping[int, SnapshotRecord]) -> list[SnapshotRecord]:
     return [records[v] for v in sorted(records)[-MAX_SNAPSHOT_RECORDS:]]
 
@@ -262,24 +282,33 @@ def decide_learning(
     *,
     conditions: Sequence[Condition] = (),
     generation: int | None = None,
+    canary_stable: int | None = None,
 ) -> LearningDecision:
-    """The learning step of one pass (see the module's docstring)."""
+    """The learning step of one pass (see the module's docstring); ``canary_stable`` is the snapshot
+    the snapshot canary serves as stable (``promotion: Canary``)."""
     if isinstance(report, Unreachable) or not report.ready:
         return _hold(previous, report, now, conditions, generation)
-    before = previous or LearningStatus()
+    followed, lineage_events = follow_lineage(previous, report)
+    before = followed or LearningStatus()
     records, new = merged_records(before.snapshots, report.snapshots, spec)
-    state = GuardState(records, before.last_good_snapshot, before.breached_at_samples)
-    guard = guard_step(spec, state, report, new)
-    wanted, pin_problem = user_pin(spec, report, state.records)
+    start = before.lineage_start
+    state = GuardState(
+        {v: r for v, r in records.items() if start is None or v >= start},
+        before.last_good_snapshot,
+        before.breached_at_samples,
+    )
+    guard = guard_step(spec, state, report, [r for r in new if start is None or r.version >= start])
+    records.update(state.records)
+    wanted, pin_problem = user_pin(spec, report, records)
     guard_pin = state.last_good if state.breached_at is not None else None
-    pin = wanted if wanted is not None else guard_pin
-    source = PinSource.USER if wanted is not None else (PinSource.GUARD if pin is not None else None)
+    pin, source = chosen_pin(wanted, guard_pin, canary_stable)
     events = [
+        *lineage_events,
         *published_event(new, before.latest_snapshot),
         *breach_event(spec, state, guard, before.breached_at_samples is not None),
         *pin_events(pin, source, report, guard),
     ]
-    verdict = healthy_verdict(spec, report, state, guard, pin, pin_problem)
+    verdict = healthy_verdict(spec, report, state, guard, pin, pin_problem, source)
     status = LearningStatus(
         latest_snapshot=report.latest,
         serving_snapshot=(pin if pin is not None else report.latest)
@@ -292,8 +321,11 @@ def decide_learning(
         metrics=dict(report.metrics),
         data_version=report.data_version,
         breached_at_samples=state.breached_at,
-        snapshots=newest_records(state.records),
+        snapshots=newest_records(records),
         message=verdict[2],
+        lineage=before.lineage,
+        lineage_start=before.lineage_start,
+        canary=before.canary,
     )
     return LearningDecision(
         status=status,

@@ -32,6 +32,8 @@ class SnapshotInfo:
     data_version: int | None = None
     data_seq_start: int | None = None
     data_seq_end: int | None = None
+    lineage: str = ""
+    """Id of the lineage it belongs to (its initial model and parameters)."""
 
     @property
     def data_range(self) -> str | None:
@@ -55,6 +57,10 @@ class LearnerReport:
     data_version: int | None = None
     storage_available: bool = True
     storage_error: str = ""
+    candidate: int | None = None
+    """The snapshot the candidate-snapshot replicas of a snapshot canary are pointed at."""
+    lineage: str = ""
+    """Id of the lineage the learner learns now; a new one starts with a new initial model."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,10 @@ def _metrics(value: Any, where: str) -> dict[str, float]:
     }
 
 
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
 def parse_snapshot(document: Any, index: int) -> SnapshotInfo:
     where = f"snapshots[{index}]."
     if not isinstance(document, Mapping):
@@ -98,6 +108,7 @@ def parse_snapshot(document: Any, index: int) -> SnapshotInfo:
         data_version=_integer(document, "data_version", where),
         data_seq_start=_integer(document, "data_seq_start", where),
         data_seq_end=_integer(document, "data_seq_end", where),
+        lineage=_text(document.get("base_sha256")),
     )
 
 
@@ -122,4 +133,6 @@ def parse_report(document: Any) -> LearnerReport:
         data_version=_integer(document, "data_version", ""),
         storage_available=bool(storage.get("available", True)),
         storage_error=str(storage.get("last_error") or ""),
+        candidate=_integer(document, "candidate", ""),
+        lineage=_text(document.get("lineage")),
     )

@@ -35,6 +35,7 @@ _FLAGS: list[Flag] = [
         {"help": 'JSON object of parameters set on the initial model, e.g. {"eta0": 0.01}'},
     ),
     ("--snapshot-every", "snapshot_every", {"type": int, "help": "learned samples between snapshots (1000)"}),
+    ("--keep-snapshots", "keep_snapshots", {"type": int, "help": "snapshots kept in storage (all)"}),
     ("--batch-size", "batch_size", {"type": int, "help": "samples per partial_fit call (32)"}),
     ("--window", "window", {"type": int, "help": "samples the prequential metrics cover (500)"}),
     (
@@ -69,6 +70,7 @@ _FLAGS: list[Flag] = [
     switch(
         "--allow-unsafe-pickle", "load a joblib/pickle initial model (it can run arbitrary code when loaded)"
     ),
+    switch("--hold-serving", "serving moves only with a pin (promotion Canary), never by a new snapshot"),
 ]
 
 

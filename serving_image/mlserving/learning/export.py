@@ -49,6 +49,15 @@ class ExportSummary:
 def lineage_root(store: SnapshotStore, key: bytes, manifest: dict[str, Any]) -> dict[str, Any]:
     """The first snapshot of ``manifest``'s lineage: the one that had learned none of its rows."""
     start, current = manifest.get("data_seq_start"), manifest
+    root = manifest.get("lineage_root")
+    if isinstance(root, int) and root != manifest.get("version"):
+        # named at publish: the snapshots in between may have been deleted by retention
+        current = store.read_manifest(root, key)
+        if current.get("base_sha256") != manifest.get("base_sha256"):
+            raise SnapshotError(
+                f"snapshot {manifest['version']}: its lineage root {root} learned from another initial model"
+            )
+        return current
     while current.get("data_seq_end") != start:
         parent = current.get("parent")
         if parent is None:

@@ -8,7 +8,8 @@
 
 ``poll`` reads the ``serving`` pointer (``latest`` in a store without one), so a pin set through the
 learner is obeyed without a restart; ``pinned`` (a replica's own ``--pinned-snapshot``) wins over
-both. A snapshot is fetched only when it differs from the one served. A snapshot whose signature or checksums fail raises SnapshotError
+both. A follower of the ``candidate`` pointer (the candidate-snapshot Deployment of a snapshot
+canary) reads ``candidate``, and ``serving`` while no canary is in flight. A snapshot is fetched only when it differs from the one served. A snapshot whose signature or checksums fail raises SnapshotError
 once and is then skipped, so a replica keeps serving what it has.
 """
 
@@ -24,6 +25,10 @@ from mlserving.learning.location import StorageLocation
 from mlserving.learning.manifest import SnapshotError, SnapshotMissing, check_key
 from mlserving.learning.snapshots import LoadedSnapshot, SnapshotStore
 
+SERVING_POINTER = "serving"
+CANDIDATE_POINTER = "candidate"
+POINTERS = (SERVING_POINTER, CANDIDATE_POINTER)
+
 
 class SnapshotFollower:
     def __init__(
@@ -33,8 +38,12 @@ class SnapshotFollower:
         *,
         storage_options: Mapping[str, str] | None = None,
         download_dir: str | Path | None = None,
+        pointer: str = SERVING_POINTER,
     ) -> None:
         check_key(key)
+        if pointer not in POINTERS:
+            raise ValueError(f"snapshot pointer {pointer!r}: expected one of {', '.join(POINTERS)}")
+        self.pointer = pointer
         self.store = SnapshotStore(StorageLocation(storage_uri, storage_options or {}))
         self.key = key
         self.download_dir = (
@@ -45,7 +54,7 @@ class SnapshotFollower:
 
     def poll(self, pinned: int | None = None) -> LoadedSnapshot | None:
         """The snapshot to serve next, verified and fetched; None when the served one is still right."""
-        target = pinned if pinned is not None else self.store.serving()
+        target = pinned if pinned is not None else self.target()
         if target is None or target == self.current or target in self.refused:
             return None
         destination = self.download_dir / str(target)
@@ -59,6 +68,14 @@ class SnapshotFollower:
             self.refused[target] = str(exc)
             shutil.rmtree(destination, ignore_errors=True)
             raise
+
+    def target(self) -> int | None:
+        """The snapshot the followed pointer names."""
+        if self.pointer == CANDIDATE_POINTER:
+            candidate = self.store.candidate()
+            if candidate is not None:
+                return candidate
+        return self.store.serving()
 
     def serving(self, version: int) -> None:
         """Record that ``version`` is now served; the files of older snapshots are removed."""

@@ -68,6 +68,8 @@ SUMMARY_FIELDS = (
     "data_seq_start",
     "data_seq_end",
     "estimator",
+    "base_sha256",
+    "lineage_root",
 )
 
 FEEDBACK_STATUS = {
@@ -98,6 +100,8 @@ class PipelineConfig:
     drain_timeout: float = 5.0  # on stop, longest wait for queued rows to be written
     retry_max: float = 30.0
     base_sha256: str = ""  # of the initial model file; a snapshot of another base starts a new lineage
+    hold_serving: bool = False  # promotion Canary: serving moves only with a pin, never by a publish
+    keep_snapshots: int | None = None  # snapshots kept in storage (None: all); see SnapshotStore.prune
 
     @property
     def model_label(self) -> str:
@@ -171,7 +175,7 @@ class LearningPipeline:
             label_kind=self.learner.label_kind,
             name=config.model_name,
         )
-        self.store = store or SnapshotStore(location)
+        self.store = store or SnapshotStore(location, hold_serving=config.hold_serving)
         self.storage = StorageHealth()
         self.ready = False
         self.resume_error = ""
@@ -179,6 +183,9 @@ class LearningPipeline:
         self.snapshot_version: int | None = None
         self.serving_version: int | None = None
         self.pinned_version: int | None = None
+        self.candidate_version: int | None = None
+        self.lineage_root: int | None = None
+        """The first snapshot of the lineage learned now (its initial model); never pruned."""
         self.snapshots: dict[int, dict[str, Any]] = {}  # summaries of the newest, by version
         self.rejected_records = 0
         self.skipped_snapshots = 0  # captures never published because newer ones were waiting
@@ -437,8 +444,32 @@ class LearningPipeline:
         if self._captures and self._captures[0] is capture:
             self._captures.popleft()
         self.snapshot_version, self._next_version = version, version + 1
-        if self.pinned_version is None:  # on the loop, as pins are: the two never interleave
+        if self.pinned_version is None and not self.store.hold_serving:
+            # on the loop, as pins are: the two never interleave
             self.serving_version = version
+        await self._prune()
+
+    async def _prune(self) -> None:
+        """Delete the snapshots beyond ``keep_snapshots``; a failure is logged, never fatal (the
+        next publish tries again)."""
+        keep = self.config.keep_snapshots
+        if keep is None:
+            return
+        protected = {self.pinned_version, self.serving_version, self.candidate_version, self.lineage_root}
+        try:
+            roots = {
+                v: s["lineage_root"] for v, s in self.snapshots.items() if s.get("lineage_root") is not None
+            }
+            pruned = await asyncio.to_thread(
+                self.store.prune, keep, {v for v in protected if v is not None}, self.key, roots
+            )
+        except Exception as exc:
+            log.warning("snapshot retention: %s: %s", type(exc).__name__, exc)
+            return
+        for version in pruned:
+            self.snapshots.pop(version, None)
+        if pruned:
+            log.info("deleted snapshots %s (keeping the newest %d)", pruned, keep)
 
     def _publish(self, capture: LearnerCapture, version: int, parent: int | None) -> dict[str, Any]:
         import skops.io as sio
@@ -458,6 +489,7 @@ class LearningPipeline:
             "data_seq_end": capture.learned_seq,
             "estimator": type(capture.estimator).__name__,
             "base_sha256": self.config.base_sha256,
+            "lineage_root": self.lineage_root,
             "serving": serving,
         }
         manifest = self.store.publish(
@@ -501,8 +533,11 @@ class LearningPipeline:
                 learned_seq=self.datalog.next_seq,
             )
             version = self._next_version
+            self.lineage_root = version
             self._publish(self.learner.capture(), version, None)
             self.snapshot_version, self._next_version = version, version + 1
+        else:
+            self.lineage_root = self._root_of(resumed)
         self._next_snapshot_at = self.learner.samples + self.config.snapshot_every
         self._read_pointers(versions)
         return self._replay()
@@ -528,6 +563,17 @@ class LearningPipeline:
             return version
         return None
 
+    def _root_of(self, version: int) -> int | None:
+        """The lineage root of snapshot ``version`` (walking parents for a manifest without one)."""
+        from mlserving.learning.export import lineage_root
+
+        try:
+            manifest = self.store.read_manifest(version, self.key)
+            return int(lineage_root(self.store, self.key, manifest)["version"])
+        except (SnapshotError, KeyError, ValueError) as exc:
+            log.warning("the first snapshot of snapshot %d's lineage is unknown: %s", version, exc)
+            return None
+
     def _restore(self, snapshot: LoadedSnapshot) -> OnlineLearner:
         try:
             state = read_learner_state(snapshot)
@@ -552,6 +598,7 @@ class LearningPipeline:
     def _read_pointers(self, versions: list[int]) -> None:
         """The pin and the serving pointer as stored, and the manifests the status lists."""
         self.pinned_version = self.store.pinned()
+        self.candidate_version = self.store.candidate()
         self.serving_version = self.store.sync_serving()
         for version in versions[-LISTED_SNAPSHOTS:]:
             if version in self.snapshots:
@@ -588,6 +635,24 @@ class LearningPipeline:
             "serving %s", f"pinned to snapshot {version}" if version is not None else "follows the newest"
         )
         return serving
+
+    async def set_candidate(self, version: int | None) -> None:
+        """Serve snapshot ``version`` on the candidate-snapshot replicas of a canary (None: they
+        serve what the others serve). PinRefused as :meth:`pin`."""
+        if not self.ready:
+            raise PinRefused(503, "learner: not ready; ask again once it has resumed")
+        try:
+            if version is not None:
+                await asyncio.to_thread(self.store.read_manifest, version, self.key)
+            await asyncio.to_thread(self.store.set_candidate, version)
+        except SnapshotMissing:
+            raise PinRefused(404, f"snapshot: {version} is not a published snapshot") from None
+        except SnapshotError as exc:
+            raise PinRefused(409, f"snapshot: {exc}") from None
+        except Exception as exc:
+            raise PinRefused(503, f"storage: {type(exc).__name__}: {exc}") from None
+        self.candidate_version = version
+        log.info("candidate snapshot %s", version if version is not None else "cleared")
 
     # ---------------------------------------------------------------- storage retries
 
@@ -631,6 +696,8 @@ class LearningPipeline:
             "latest": self.snapshot_version,
             "serving": self.serving_version,
             "pinned": self.pinned_version,
+            "candidate": self.candidate_version,
+            "lineage": self.config.base_sha256,
             "snapshots": [self.snapshots[v] for v in sorted(self.snapshots)],
             "unpublished_snapshots": len(self._captures),
             "skipped_snapshots": self.skipped_snapshots,

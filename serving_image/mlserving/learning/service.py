@@ -13,6 +13,8 @@
   ``{"snapshot": null}`` lets serving follow the newest snapshot again; answers
   ``{"pinned", "serving", "latest"}``; 400 (malformed), 404 (unknown snapshot), 409 (the snapshot
   fails verification), 503 (not ready or storage down). The pin is stored with the snapshots.
+- ``POST /v1/candidate``: ``{"snapshot": N}`` points the candidate-snapshot replicas of a snapshot
+  canary at N, ``{"snapshot": null}`` back at what the others serve; answers as ``/v1/pin`` does.
 - ``GET /v2/health/live``, ``GET /v2/health/ready`` (ready once resumed), ``GET /v1/status``
   (JSON: samples, prequential metrics, the latest, serving and pinned snapshots, and the newest
   snapshots with their lineage, metrics and data versions), ``GET /metrics`` (Prometheus).
@@ -170,6 +172,17 @@ class LearnerApi:
             200, {"pinned": version, "serving": serving, "latest": self.pipeline.snapshot_version}
         )
 
+    async def candidate(self, request: Request) -> Response:
+        document = await _read_json(request, self.max_body_bytes)
+        if not _is_pin(document):
+            return error(400, 'snapshot: the body must be {"snapshot": N} (N >= 0) or {"snapshot": null}')
+        version = document["snapshot"]
+        try:
+            await self.pipeline.set_candidate(version)
+        except PinRefused as exc:
+            return error(exc.status, exc.message)
+        return json_response(200, {"candidate": version, "serving": self.pipeline.serving_version})
+
     async def live(self, _: Request) -> Response:
         return json_response(200, {"live": True})
 
@@ -218,6 +231,7 @@ def create_app(pipeline: LearningPipeline, *, max_body_bytes: int = 16 * 1024 * 
             Route("/v2/models/{model}/feedback", api.feedback, methods=["POST"]),
             Route("/v1/feedback", api.feedback_batch, methods=["POST"]),
             Route("/v1/pin", api.pin, methods=["POST"]),
+            Route("/v1/candidate", api.candidate, methods=["POST"]),
             Route("/v2/health/live", api.live, methods=["GET"]),
             Route("/v2/health/ready", api.ready, methods=["GET"]),
             Route("/v1/status", api.status, methods=["GET"]),

@@ -57,6 +57,15 @@ class LearnerSettings(ModelSettingsMixin, BaseSettings):
     )
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="Larger bodies get 413.")
     download_dir: str | None = None
+    keep_snapshots: int | None = Field(
+        default=None,
+        ge=1,
+        description="Snapshots kept in storage (the newest, and the pinned, served and lineage roots).",
+    )
+    hold_serving: bool = Field(
+        default=False,
+        description="Serving moves only with a pin (promotion Canary), never to a new snapshot by itself.",
+    )
     log_level: str = "INFO"
 
     @field_validator("estimator_params", mode="before")

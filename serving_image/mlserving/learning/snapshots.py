@@ -13,7 +13,10 @@ overwritten.
 
 Serving replicas follow the ``serving`` pointer: it moves with ``latest`` unless a pin holds it on
 one snapshot (``pinned``, written by :meth:`SnapshotStore.pin`, which the operator asks for through
-the learner). The learner is the only writer of these pointers; a pin is persisted in the storage,
+the learner). A store that holds serving (``promotion: Canary``) never moves ``serving`` to a new
+snapshot by itself: only a pin does, once the snapshot passed its canary. The candidate-snapshot
+replicas of a canary follow the ``candidate`` pointer (:meth:`SnapshotStore.set_candidate`), or
+``serving`` while no candidate is set. The learner is the only writer of these pointers; a pin is persisted in the storage,
 so a restarted learner or replica keeps it. Loading verifies the signature first, then every file's checksum, and copies the
 verified bytes to a local directory, so what is served is exactly what was checked.
 """
@@ -38,6 +41,7 @@ MANIFEST_FILE = "manifest.json"
 LATEST_FILE = "latest"
 SERVING_FILE = "serving"
 PINNED_FILE = "pinned"
+CANDIDATE_FILE = "candidate"
 STATE_FILE = "learner.skops"
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -64,8 +68,10 @@ class LoadedSnapshot:
 
 
 class SnapshotStore:
-    def __init__(self, location: StorageLocation) -> None:
+    def __init__(self, location: StorageLocation, *, hold_serving: bool = False) -> None:
         self.location = location
+        self.hold_serving = hold_serving
+        """Serving moves only with a pin, never to a newly published snapshot by itself."""
         # ``serving`` is read, then written, from publisher and pin threads: one at a time.
         self._pointers = threading.Lock()
 
@@ -112,6 +118,22 @@ class SnapshotStore:
         found = self._read_pointer(SERVING_FILE)
         return found if found is not None else self.latest()
 
+    def candidate(self) -> int | None:
+        """The snapshot a canary serves to its share of traffic (None: no canary in flight)."""
+        return self._read_pointer(CANDIDATE_FILE)
+
+    def set_candidate(self, version: int | None) -> None:
+        """Point the candidate-snapshot replicas at the published snapshot ``version`` (None: at
+        ``serving``). SnapshotMissing for a snapshot that is not published."""
+        with self._pointers:
+            if version is None:
+                if self.candidate() is not None:
+                    self.fs.rm_file(self._path(CANDIDATE_FILE))
+                return
+            if not self.exists(version):
+                raise SnapshotMissing(f"snapshot {version} is not published")
+            self._write(self._path(CANDIDATE_FILE), f"{version}\n".encode())
+
     def pin(self, version: int | None) -> int | None:
         """Pin serving to the published snapshot ``version``, or follow ``latest`` again with None;
         returns the snapshot now served. SnapshotMissing for a snapshot that is not published."""
@@ -133,6 +155,9 @@ class SnapshotStore:
     def _sync_serving(self) -> int | None:
         pinned = self.pinned()
         target = pinned if pinned is not None else self.latest()
+        if pinned is None and self.hold_serving:
+            held = self._read_pointer(SERVING_FILE)
+            target = held if held is not None else target
         if target is not None and self._read_pointer(SERVING_FILE) != target:
             self._write(self._path(SERVING_FILE), f"{target}\n".encode())
         return target
@@ -190,6 +215,37 @@ class SnapshotStore:
                 )
             (directory / name).write_bytes(data)
         return LoadedSnapshot(version, manifest, directory)
+
+    # ---------------------------------------------------------------- retention
+
+    def prune(
+        self, keep: int, protected: set[int], key: bytes, roots: Mapping[int, Any] | None = None
+    ) -> list[int]:
+        """Delete every snapshot but the newest ``keep``, those in ``protected`` (pinned, served,
+        candidate), ``latest``, and the first snapshot of the lineage of each kept one (the initial
+        model an export retrains from; ``roots`` gives it for the snapshots whose manifest the caller
+        has read already); returns the deleted versions. The data log is never
+        touched: its rows are never rewritten. The manifest goes first, so a snapshot is either
+        listed and whole, or not listed."""
+        if keep < 1:
+            raise ValueError(f"keep: at least 1 snapshot is kept, got {keep}")
+        versions = self.versions()
+        kept = set(versions[-keep:]) | protected
+        latest = self.latest()
+        if latest is not None:
+            kept.add(latest)
+        known = roots or {}
+        for version in sorted(kept & set(versions)):
+            root = (
+                known[version] if version in known else self.read_manifest(version, key).get("lineage_root")
+            )
+            if isinstance(root, int):
+                kept.add(root)
+        doomed = [v for v in versions if v not in kept]
+        for version in doomed:
+            self.fs.rm_file(self._path(str(version), MANIFEST_FILE))
+            self.fs.rm(self._path(str(version)), recursive=True)
+        return doomed
 
     # ---------------------------------------------------------------- publishing
 

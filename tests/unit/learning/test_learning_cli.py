@@ -94,3 +94,29 @@ def test_a_short_signing_key_or_bad_storage_option_is_refused(tmp_path, iris, ca
     with pytest.raises(SystemExit):
         main([*argv, "--storage-option", "NO_EQUALS_SIGN"])
     assert "--storage-option: storage option 'NO_EQUALS_SIGN': expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_history_tells_where_the_snapshot_canary_is():
+    from datetime import UTC, datetime
+
+    from mlrollouts.cli.learning import render_learning_history
+
+    status = {
+        "servingSnapshot": 3,
+        "latestSnapshot": 5,
+        "pinned": 3,
+        "pinnedBy": "Canary",
+        "canary": {
+            "phase": "Progressing",
+            "stableSnapshot": 3,
+            "candidateSnapshot": 5,
+            "weight": 20,
+            "currentStep": 0,
+            "refusedSnapshot": 4,
+            "message": "rolling out snapshot 5",
+        },
+        "snapshots": [{"version": 4, "verdict": "Bad"}, {"version": 5, "verdict": "Unjudged"}],
+    }
+    text = render_learning_history(status, datetime.now(UTC))
+    assert "pinned by Canary to 3" in text
+    assert "snapshot canary Progressing: stable 3, candidate 5 at 20 % (step 1), last refused 4" in text
