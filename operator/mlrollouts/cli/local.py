@@ -1,7 +1,9 @@
 """``mlrollouts local ...``: the local playground's commands.
 
 ``apiserver`` runs the Kubernetes API emulator in the foreground until SIGTERM/SIGINT; the others,
-listed in ``PLAYGROUND_COMMANDS``, work on the playground whose files live in ``--state-dir``.
+listed in ``PLAYGROUND_COMMANDS``, work on the playground whose files live in ``--state-dir`` (by
+default the one of ``$KUBECONFIG`` when that is a playground's kubeconfig, else the per-user
+``$XDG_STATE_HOME/mlrollouts``, ``~/.local/state/mlrollouts``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlrollouts.controller.kube import SyncKube
 
 
 def _register_apiserver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,11 +36,28 @@ def _register_apiserver(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument("--kubeconfig", type=Path, help="write a kubeconfig pointing at the emulator here")
     parser.add_argument("--namespace", default="default", help="namespace of the kubeconfig's context")
     parser.add_argument("--audit-log", type=Path, help="append every request as a JSON line to this file")
+    parser.add_argument(
+        "--pod-logs-dir",
+        type=Path,
+        help="serve pods/log (kubectl logs) from the process kubelet's pod directories under here",
+    )
+    parser.add_argument(
+        "--faults",
+        help="inject API failures, e.g. 'conflict=0.1,throttle=0.05,error=0.05,drop-watch=30s,slow=0.1:0.5s' "
+        "(see mlrollouts.local.apiserver.faults; default: $MLROLLOUTS_APISERVER_FAULTS)",
+    )
     parser.set_defaults(handler=_run_apiserver)
 
 
 def _run_apiserver(args: argparse.Namespace) -> int:
     from mlrollouts.local.apiserver import ApiEmulator, serve, write_kubeconfig
+    from mlrollouts.local.apiserver.faults import FaultInjector, FaultSpecError, parse_faults
+
+    try:
+        faults = FaultInjector(parse_faults(args.faults)) if args.faults else FaultInjector.from_environment()
+    except FaultSpecError as exc:
+        print(f"mlrollouts local apiserver: --faults: {exc}", file=sys.stderr)
+        return 2
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -42,7 +65,7 @@ def _run_apiserver(args: argparse.Namespace) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(signum, stop.set)
-        emulator = ApiEmulator(audit_path=args.audit_log)
+        emulator = ApiEmulator(audit_path=args.audit_log, pod_logs_dir=args.pod_logs_dir, faults=faults)
         async with serve(emulator, args.host, args.port) as url:
             if args.kubeconfig:
                 write_kubeconfig(args.kubeconfig, url, args.namespace)
@@ -74,12 +97,18 @@ class PlaygroundCommand:
         parser.add_argument(
             "--state-dir",
             type=Path,
-            default=Path(".mlrollouts"),
-            help="where the kubeconfig, logs and state live (default: %(default)s)",
+            help="where the kubeconfig, logs and state live (default: the directory of $KUBECONFIG "
+            "when it is a playground's, else $XDG_STATE_HOME/mlrollouts or ~/.local/state/mlrollouts)",
         )
         if self.flags is not None:
             self.flags(parser)
-        parser.set_defaults(handler=self.handler)
+        parser.set_defaults(handler=self._run)
+
+    def _run(self, args: argparse.Namespace) -> int:
+        from mlrollouts.local.playground import locate_state_dir
+
+        args.state_dir = locate_state_dir(args.state_dir)
+        return self.handler(args)
 
 
 def _running(state_dir: Path, otherwise: str) -> dict[str, object] | None:
@@ -103,7 +132,9 @@ def _print_summary(state: dict[str, object]) -> None:
     )
     print(f"Prometheus:   {state['prometheus']}")
     print(f"operator:     {state['operatorMetrics']}")
-    print(f"logs:         {state['logs']}")
+    if state.get("serviceProxy"):
+        print(f"Service URLs: http://<service>.<namespace>.svc through the proxy {state['serviceProxy']}")
+    print(f"logs:         {state['logs']}   (pods: kubectl logs POD)")
 
 
 def _run_up(args: argparse.Namespace) -> int:
@@ -149,10 +180,15 @@ def _run_up(args: argparse.Namespace) -> int:
             time.sleep(0.2)
         print(f"the playground did not become ready in 120 s; see {log_path}", file=sys.stderr)
         return 1
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # while starting: stop what started, as Ctrl-C does
+        signal.signal(signum, signal.default_int_handler)
     try:
         playground = Playground(args.state_dir).start()
     except PlaygroundError as exc:
         print(f"mlrollouts local up: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mlrollouts local up: interrupted while starting; stopped", file=sys.stderr)
         return 1
     state = read_state(args.state_dir) or {}
     _print_summary(state)
@@ -188,34 +224,62 @@ def _run_down(args: argparse.Namespace) -> int:
 
 def _run_status(args: argparse.Namespace) -> int:
     from mlrollouts.controller.kube import KubeError, SyncKube
-    from mlrollouts.core.names import API_VERSION
 
-    state = _running(args.state_dir, "no playground is running (start one with `mlrollouts local up`)")
+    state = _running(
+        args.state_dir,
+        f"no playground is running from {args.state_dir} (start one with `mlrollouts local up`)",
+    )
     if not state:
         return 1
     _print_summary(state)
     kube = SyncKube.from_environment(str(state["kubeconfig"]))
     try:
         print()
-        for kind in ("ModelDeployment", "Experiment", "CompositeModel"):
-            for item in kube.list(API_VERSION, kind):
-                meta, status = item["metadata"], item.get("status") or {}
-                print(
-                    f"{kind.lower():16} {meta.get('namespace')}/{meta['name']:24} phase={status.get('phase', '-')}"
-                    f" {status.get('weightsSummary', '')}"
-                )
-        for deployment in kube.list("apps/v1", "Deployment"):
-            meta, status = deployment["metadata"], deployment.get("status") or {}
-            print(
-                f"{'deployment':16} {meta.get('namespace')}/{meta['name']:24} "
-                f"ready={status.get('readyReplicas', 0)}/{deployment.get('spec', {}).get('replicas', 1)}"
-            )
+        for line in status_lines(kube):
+            print(line)
     except KubeError as exc:
         print(f"cannot read the playground's API: {exc}", file=sys.stderr)
         return 1
     finally:
         kube.close()
     return 0
+
+
+def endpoint_urls(endpoints: dict[str, Any]) -> list[str]:
+    """The URLs of an Endpoints object's ready addresses (one per address and port)."""
+    urls = []
+    for subset in endpoints.get("subsets") or []:
+        for address in subset.get("addresses") or []:
+            for port in subset.get("ports") or []:
+                urls.append(f"http://{address['ip']}:{port['port']}")
+    return urls
+
+
+def status_lines(kube: SyncKube) -> list[str]:
+    """The playground's resources, Deployments and every serving endpoint's URL."""
+    from mlrollouts.core.names import API_VERSION
+
+    lines = []
+    for kind in ("ModelDeployment", "Experiment", "CompositeModel"):
+        for item in kube.list(API_VERSION, kind):
+            meta, status = item["metadata"], item.get("status") or {}
+            lines.append(
+                f"{kind.lower():16} {meta.get('namespace')}/{meta['name']:24} phase={status.get('phase', '-')}"
+                f" {status.get('weightsSummary', '')}".rstrip()
+            )
+    for deployment in kube.list("apps/v1", "Deployment"):
+        meta, status = deployment["metadata"], deployment.get("status") or {}
+        lines.append(
+            f"{'deployment':16} {meta.get('namespace')}/{meta['name']:24} "
+            f"ready={status.get('readyReplicas', 0)}/{deployment.get('spec', {}).get('replicas', 1)}"
+        )
+    endpoints = [(e["metadata"], endpoint_urls(e)) for e in kube.list("v1", "Endpoints")]
+    serving = [(meta, urls) for meta, urls in endpoints if urls]
+    if serving:
+        lines += ["", "endpoints (serving now):"]
+        for meta, urls in sorted(serving, key=lambda e: (e[0].get("namespace", ""), e[0]["name"])):
+            lines.append(f"  {meta.get('namespace')}/{meta['name']:28} {' '.join(urls)}")
+    return lines
 
 
 def _demo_flags(parser: argparse.ArgumentParser) -> None:

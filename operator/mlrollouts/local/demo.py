@@ -17,6 +17,7 @@ A scenario is a :class:`mlrollouts.local.demo_scenario.Scenario` built by a func
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import threading
 import time
@@ -117,14 +118,28 @@ def _said_at(line: str) -> float:
     return float(line[1 : line.index("s]")])
 
 
-def run_demo(state_dir: Path, output_dir: Path, live: bool = True, scenarios: list[str] | None = None) -> int:
+def stop_on_termination() -> None:
+    """SIGTERM (a cancelled CI job, ``timeout``) and SIGHUP (a closed terminal) end the demo as Ctrl-C
+    does: the scenarios are cancelled and the playground stopped before the process exits."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.default_int_handler)
+
+
+def run_demo(
+    state_dir: Path | None, output_dir: Path, live: bool = True, scenarios: list[str] | None = None
+) -> int:
     output_dir = output_dir.resolve()
     names = scenarios or list(SCENARIOS)
+    stop_on_termination()
     print("starting the playground (API emulator, Prometheus, process kubelet, operator) ...", flush=True)
     try:
         playground = Playground(state_dir).start()
     except PlaygroundError as exc:
         print(f"demo: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("demo: interrupted while the playground started; it was stopped", file=sys.stderr)
         return 1
     context = DemoContext(playground, live=live and sys.stdout.isatty())
     runs: list[ScenarioRun] = []
@@ -138,6 +153,8 @@ def run_demo(state_dir: Path, output_dir: Path, live: bool = True, scenarios: li
         follow(context, runs)
     except FAILURES as exc:
         failure = str(exc)
+    except KeyboardInterrupt:
+        failure = "interrupted; the playground was stopped"
     finally:
         for run in runs:
             run.scenario.stop()
@@ -155,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="mlrollouts-demo")
-    parser.add_argument("--state-dir", type=Path, default=Path(".mlrollouts"))
+    parser.add_argument("--state-dir", type=Path, help="default: per user (see `mlrollouts local up -h`)")
     parser.add_argument("--output-dir", type=Path, default=Path("out/demo"))
     parser.add_argument("--no-live", action="store_true")
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS), help="default: all")

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from mlrollouts.controller.kube import KubeError, Obj, SyncKube
+from mlrollouts.local.lifeline import die_with_parent
 from mlrollouts.local.service_proxy import EndpointTable, ServiceProxy
 from mlrollouts.local.volumes import (
     MissingReference,
@@ -168,6 +169,7 @@ class ContainerProcess:
     next_readiness: float = 0.0
     next_liveness: float = 0.0
     last_error: str = ""
+    last_message: str = ""  # termination message of the last exit (FallbackToLogsOnError: the log tail)
 
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
@@ -203,6 +205,33 @@ class PodProcess:
         for container in self.containers:
             ports.update(container.ports)
         return ports
+
+
+def termination_message(container: ContainerProcess, code: int) -> str:
+    """What a kubelet keeps of an exit: with ``FallbackToLogsOnError``, a failed container's last
+    log lines (80 lines, 4096 bytes at most); a process has no termination message file here."""
+    if code == 0 or container.spec.get("terminationMessagePolicy") != "FallbackToLogsOnError":
+        return ""
+    try:
+        with open(container.log_path, "rb") as log_file:
+            log_file.seek(0, os.SEEK_END)
+            log_file.seek(max(0, log_file.tell() - 4096))
+            tail = log_file.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(tail.splitlines()[-80:])
+
+
+def last_state(container: ContainerProcess) -> Obj:
+    if container.last_exit is None:
+        return {}
+    terminated: Obj = {
+        "exitCode": container.last_exit,
+        "reason": "Error" if container.last_exit else "Completed",
+    }
+    if container.last_message:
+        terminated["message"] = container.last_message
+    return {"lastState": {"terminated": terminated}}
 
 
 def probe_of(spec: Obj | None, ports: dict[int, int], named: dict[str, int], fast: bool) -> Probe | None:
@@ -581,7 +610,9 @@ class ProcessKubelet:
                 container.popen.send_signal(sig)
 
     def _start(self, pod: PodProcess, container: ContainerProcess) -> None:
-        with open(container.log_path, "ab") as logfile:
+        if container.log_path.exists():  # `kubectl logs --previous` reads the last run's output
+            container.log_path.replace(container.log_path.with_suffix(".previous.log"))
+        with open(container.log_path, "wb") as logfile:
             container.popen = subprocess.Popen(
                 container.argv,
                 stdout=logfile,
@@ -589,6 +620,7 @@ class ProcessKubelet:
                 env=container.env,
                 cwd=pod.workdir,
                 stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent(),
             )
         container.started_at = time.monotonic()
         container.next_readiness = container.started_at + (
@@ -633,6 +665,7 @@ class ProcessKubelet:
                 if code is not None:
                     container.ready = False
                     container.last_exit = code
+                    container.last_message = termination_message(container, code)
                     container.restarts += 1
                     backoff = min(MAX_BACKOFF, 2.0 ** min(container.restarts - 1, 5))
                     container.next_start = now + backoff
@@ -749,6 +782,7 @@ class ProcessKubelet:
                     "imageID": "",
                     "started": c.running(),
                     "state": state,
+                    **last_state(c),
                 }
             )
         phase = (

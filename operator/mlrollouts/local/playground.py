@@ -10,8 +10,15 @@
 - the process kubelet (``python -m mlrollouts.local.kubelet``), which runs Deployments as processes;
 - the operator (``mlrollouts operator run``) with the playground's Prometheus as its default.
 
-Crashed children other than the API emulator are restarted with back-off; the emulator holds all
-state in memory, so its loss ends the playground. ``stop`` ends everything with SIGTERM (then SIGKILL).
+Crashed children other than the API emulator are restarted with back-off (1 s doubling to 30 s; a
+child that ran ``backoff_reset`` seconds, 10 minutes by default, starts again from 1 s, as the kubelet
+does); the emulator holds all state in memory, so its loss ends the playground. ``stop`` ends
+everything with SIGTERM (then SIGKILL); every child also gets SIGTERM when the supervisor ends in any
+other way (see :mod:`mlrollouts.local.lifeline`).
+
+The playground's files live in a state directory: ``--state-dir``, or per user
+``$XDG_STATE_HOME/mlrollouts`` (``~/.local/state/mlrollouts``), so that ``mlrollouts local status``
+finds it from any directory.
 """
 
 from __future__ import annotations
@@ -34,8 +41,10 @@ from typing import Any
 import yaml
 
 from mlrollouts.controller.kube import KubeError, SyncKube
+from mlrollouts.local.lifeline import die_with_parent
 
-DEFAULT_STATE_DIR = Path(".mlrollouts")
+BACKOFF_MAX = 30.0
+BACKOFF_RESET = 600.0
 PROMETHEUS_INSTALL_HINT = (
     "apt-get install -y prometheus  (Debian/Ubuntu; or put the prometheus binary on PATH)"
 )
@@ -43,6 +52,24 @@ PROMETHEUS_INSTALL_HINT = (
 
 class PlaygroundError(RuntimeError):
     """The playground cannot start; the message says what to do."""
+
+
+def default_state_dir() -> Path:
+    """The per-user state directory: ``$XDG_STATE_HOME/mlrollouts``, else ``~/.local/state/mlrollouts``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "mlrollouts"
+
+
+def locate_state_dir(explicit: Path | None = None) -> Path:
+    """The state directory a command means: ``explicit``; else the one of the kubeconfig named by
+    ``$KUBECONFIG`` when that is a playground's; else the per-user default."""
+    if explicit is not None:
+        return explicit
+    for kubeconfig in filter(None, os.environ.get("KUBECONFIG", "").split(os.pathsep)):
+        candidate = Path(kubeconfig).expanduser().resolve().parent
+        if (candidate / "state.json").exists():
+            return candidate
+    return default_state_dir()
 
 
 def free_port() -> int:
@@ -70,6 +97,9 @@ class Child:
     restartable: bool = True
     popen: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    crashes_in_a_row: int = 0
+    """Exits since the child last ran ``backoff_reset`` seconds: the exponent of its back-off."""
+    started_at: float = 0.0
     next_start: float = 0.0
 
     def start(self) -> None:
@@ -77,8 +107,22 @@ class Child:
         env.update(self.env)
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent(),
             )
+        self.started_at = time.monotonic()
+
+    def backoff(self, now: float, reset_after: float) -> float:
+        """Record an exit seen at ``now``; the delay before the next start."""
+        if now - self.started_at >= reset_after:
+            self.crashes_in_a_row = 0
+        self.restarts += 1
+        self.crashes_in_a_row += 1
+        return min(BACKOFF_MAX, 2.0 ** min(self.crashes_in_a_row - 1, 5))
 
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
@@ -101,15 +145,19 @@ class Playground:
 
     def __init__(
         self,
-        state_dir: Path = DEFAULT_STATE_DIR,
+        state_dir: Path | None = None,
         *,
         scrape_interval: str = "1s",
         operator_tick: float = 0.5,
         operator_args: list[str] | None = None,
+        backoff_reset: float = BACKOFF_RESET,
     ) -> None:
-        self.state_dir = state_dir.resolve()
+        """``backoff_reset``: seconds a child must run for its restart back-off to start again from 1 s."""
+        self.state_dir = (state_dir or default_state_dir()).resolve()
+        self.backoff_reset = backoff_reset
         self.kubeconfig = self.state_dir / "kubeconfig"
         self.logs = self.state_dir / "logs"
+        self.pod_logs = self.state_dir / "work" / "pods"
         self.scrape_interval = scrape_interval
         self.operator_tick = operator_tick
         self.operator_args = operator_args or []
@@ -168,6 +216,8 @@ class Playground:
                     str(self.kubeconfig),
                     "--audit-log",
                     str(self.logs / "audit.jsonl"),
+                    "--pod-logs-dir",
+                    str(self.pod_logs),
                 ),
                 self.logs / "apiserver.log",
                 restartable=False,
@@ -277,6 +327,10 @@ class Playground:
                     "KUBECONFIG": str(self.kubeconfig),
                     "HTTP_PROXY": self.service_proxy_url,
                     "NO_PROXY": "127.0.0.1,localhost,::1",
+                    # the admission webhook, registered by the operator itself (self-signed)
+                    "MLROLLOUTS_WEBHOOK_PORT": str(free_port()),
+                    "MLROLLOUTS_WEBHOOK_ADDR": "127.0.0.1",
+                    "MLROLLOUTS_WEBHOOK_CONFIGURATION": "mlrollouts-playground",
                 },
             )
         )
@@ -298,7 +352,9 @@ class Playground:
             "kubeconfig": str(self.kubeconfig),
             "prometheus": self.prometheus_url,
             "operatorMetrics": self.operator_metrics_url,
+            "serviceProxy": self.service_proxy_url,
             "logs": str(self.logs),
+            "podLogs": str(self.pod_logs),
             "children": {c.name: c.popen.pid for c in self.children if c.popen is not None},
         }
         (self.state_dir / "state.json").write_text(json.dumps(state, indent=2))
@@ -321,8 +377,7 @@ class Playground:
                     f"{child.name} exited; the playground's state is gone (see {child.log_path})"
                 )
             if child.next_start == 0.0:
-                child.restarts += 1
-                child.next_start = now + min(30.0, 2.0 ** min(child.restarts - 1, 5))
+                child.next_start = now + child.backoff(now, self.backoff_reset)
             elif now >= child.next_start:
                 child.next_start = 0.0
                 child.start()
@@ -334,8 +389,8 @@ class Playground:
         def request_stop(*_: Any) -> None:
             stop["now"] = True
 
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, request_stop)
         try:
             while not stop["now"]:
                 self.supervise_once()
@@ -359,7 +414,7 @@ class Playground:
         self.stop()
 
 
-def read_state(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, Any] | None:
+def read_state(state_dir: Path) -> dict[str, Any] | None:
     path = state_dir / "state.json"
     if not path.exists():
         return None
@@ -367,7 +422,7 @@ def read_state(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, Any] | None:
     return state
 
 
-def running_state(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, Any] | None:
+def running_state(state_dir: Path) -> dict[str, Any] | None:
     """The state of the playground in ``state_dir`` if its supervisor is still running."""
     state = read_state(state_dir)
     return state if state and pid_alive(int(state["pid"])) else None

@@ -21,8 +21,11 @@ collection, server-side printing). Approximations, by design:
   that triggers them (in the same event loop, as separate changes), not in a controller with delays.
 - No admission, authentication or authorization: every request is allowed and audited.
 - Core ``v1`` and ``events.k8s.io/v1`` events are stored separately.
-- OpenAPI documents are empty (clients validate nothing locally; the server validates custom
-  resources, and rejects unknown fields under ``fieldValidation=Strict`` as kubectl asks).
+- OpenAPI v2 is empty (clients validate nothing locally; the server validates custom resources,
+  and rejects unknown fields under ``fieldValidation=Strict`` as kubectl asks). OpenAPI v3 has one
+  document per group/version for ``kubectl explain``: a CRD's schema, and the top-level fields of a
+  built-in kind.
+- ``pods/log`` is served from the files of a process kubelet on the same machine (``pod_logs_dir``).
 - Protobuf request bodies are understood for ConfigMap, Secret, Namespace and ServiceAccount
   (what ``kubectl create <kind>`` sends); other kinds must be sent as JSON or YAML.
 - Watches end at ``timeoutSeconds`` (none by default); bookmarks come every ``bookmark_interval``.

@@ -33,8 +33,9 @@ import yaml
 from kmock import KubernetesEmulator, Request
 from kmock._internal import apps
 
-from . import errors, patching, protobuf, selectors, tables
+from . import admission, errors, openapi, patching, podlog, protobuf, selectors, tables
 from .errors import ApiError
+from .faults import FaultInjector
 from .resources import Registry, ResourceType, aggregated_entry
 from .store import Change, Store
 
@@ -130,8 +131,12 @@ class ApiEmulator(KubernetesEmulator):
     registry: Registry = attrs.field(factory=Registry)
     store: Store = attrs.field(init=False)
     audit_limit: int = 100_000
+    # Where a process kubelet on this machine writes pod logs (served as pods/log); None: no logs.
+    pod_logs_dir: Path | None = None
     # The most recent requests (all of them go to audit_path when set).
     audit: collections.deque[dict[str, Any]] = attrs.field(init=False)
+    # Injected API failures (see .faults); by default from MLROLLOUTS_APISERVER_FAULTS, else none.
+    faults: FaultInjector | None = attrs.field(factory=FaultInjector.from_environment)
     _closing: asyncio.Event | None = attrs.field(default=None, init=False)
     _watch_queues: set[asyncio.Queue[Change | None]] = attrs.field(factory=set, init=False)
 
@@ -208,8 +213,11 @@ class ApiEmulator(KubernetesEmulator):
             with contextlib.suppress(NotImplementedError):
                 return await apps.RawHandler._handle(self, request)
         entry = self._audit_entry(request)
+        if self.faults is not None and (injected := await self.faults.inject(request, entry)) is not None:
+            self._record(entry)
+            return injected
         try:
-            response = await self._dispatch(request, entry)
+            response = await admission.admitted(self, request, entry, self._dispatch)
         except ApiError as exc:
             response = _json(exc.to_status(), exc.status)
         except Exception as exc:  # a bug here must not take the server down
@@ -294,6 +302,8 @@ class ApiEmulator(KubernetesEmulator):
         rt = self.registry.get(target.group, target.version, target.plural)
         if rt is None:
             raise errors.no_such_resource(path)
+        if rt.key == ("", "pods") and target.subresource == "log" and target.name and method == "GET":
+            return await self._pod_log(request, rt, target.namespace, target.name)
         if target.namespace is not None and not rt.namespaced:
             raise errors.no_such_resource(path)
         if target.subresource and target.subresource not in rt.subresources:
@@ -372,7 +382,7 @@ class ApiEmulator(KubernetesEmulator):
                 raise ApiError(415, "UnsupportedMediaType", str(exc), None) from None
         try:
             if content_type.endswith("yaml"):
-                return yaml.safe_load(request.body)
+                return patching.load_body(request.body)
             return json.loads(request.body)
         except (ValueError, yaml.YAMLError) as exc:
             raise errors.bad_request(f"the request body is not valid {content_type}: {exc}") from None
@@ -872,8 +882,8 @@ class ApiEmulator(KubernetesEmulator):
         }
 
     def _serve_openapi(self, request: Request, path: str) -> aiohttp.web.Response:
-        # No schemas are published: clients treat every kind as schema-less and leave validation and
-        # defaulting to the server, which is what happens for a CRD without a published schema.
+        # OpenAPI v2 publishes no schemas: clients leave validation and defaulting to the server. The
+        # v3 documents describe every kind the emulator serves (what `kubectl explain` reads).
         if path == "/openapi/v2":
             if "protobuf" in request.headers.get("Accept", ""):
                 return aiohttp.web.Response(body=b"", content_type=_OPENAPI_V2_PROTOBUF)
@@ -885,9 +895,21 @@ class ApiEmulator(KubernetesEmulator):
                     "definitions": {},
                 }
             )
-        if path == "/openapi/v3":
-            return _json({"paths": {}})
+        if path == "/openapi/v3" or path.startswith("/openapi/v3/"):
+            document = openapi.serve(self.registry, path)
+            if document is not None:
+                return _json(document)
         raise errors.no_such_resource(path)
+
+    async def _pod_log(
+        self, request: Request, rt: ResourceType, namespace: str | None, name: str
+    ) -> aiohttp.web.StreamResponse:
+        pod = self.store.get(rt, namespace, name)
+        if pod is None:
+            raise errors.not_found(rt, name)
+        return await podlog.serve(
+            request, self.pod_logs_dir, pod, lambda: self.store.get(rt, namespace, name) is not None
+        )
 
 
 async def _next(queue: asyncio.Queue[Change | None]) -> Change | None:

@@ -11,9 +11,12 @@ replaced, ``null`` deletes a key, and the directives ``$patch`` (``replace``/``d
 from __future__ import annotations
 
 import copy
+import json
+import re
 from typing import Any, cast
 
 import jsonpatch
+import yaml
 
 # field name -> merge key of its list items, for the built-in types.
 MERGE_KEYS: dict[str, str] = {
@@ -39,6 +42,62 @@ MERGED_PRIMITIVE_LISTS = {"finalizers"}
 
 class PatchError(ValueError):
     """The patch cannot be applied to the object (wrong shape, failed test op...)."""
+
+
+# --- apply bodies: JSON, else YAML 1.2 -------------------------------------------------------------
+
+_YAML_1_1_ONLY = {
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:timestamp",
+}
+_YAML_1_2_INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+
+
+class Yaml12Loader(yaml.SafeLoader):
+    """PyYAML with the YAML 1.2 core schema: ``1e-07`` is a number, ``yes``/``on``/``010``/dates are
+    not booleans, octals or timestamps (PyYAML alone reads YAML 1.1)."""
+
+
+Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML_1_1_ONLY]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""]
+)
+Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:int", _YAML_1_2_INT, list("-+0123456789"))
+Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+.0123456789"),
+)
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node)
+    if text.startswith("0o"):
+        return int(text[2:], 8)
+    return int(text, 16) if text.startswith("0x") else int(text, 10)
+
+
+Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def load_body(data: bytes | str) -> Any:
+    """An apply body as the API server reads it: JSON, or else YAML 1.2."""
+    try:
+        return json.loads(data)
+    except ValueError:
+        return yaml.load(data, Loader=Yaml12Loader)
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

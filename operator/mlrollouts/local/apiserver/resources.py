@@ -199,6 +199,21 @@ BUILTIN_RESOURCES: tuple[ResourceType, ...] = (
         cats=["api-extensions"],
         subs=["status"],
     ),
+    # admission webhooks (called on writes: see .admission)
+    _rt(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingwebhookconfigurations",
+        "ValidatingWebhookConfiguration",
+        namespaced=False,
+    ),
+    _rt(
+        "admissionregistration.k8s.io",
+        "v1",
+        "mutatingwebhookconfigurations",
+        "MutatingWebhookConfiguration",
+        namespaced=False,
+    ),
     # RBAC
     _rt("rbac.authorization.k8s.io", "v1", "roles", "Role"),
     _rt("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),

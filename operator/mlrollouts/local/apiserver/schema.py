@@ -19,6 +19,9 @@ from typing import Any
 from .errors import FieldError
 
 _ROOT_KEEP = ("apiVersion", "kind", "metadata")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# A float64 holds every integer up to here exactly; the API server's integer check stops there too.
+_FLOAT_EXACT_INTEGER = 2**53
 
 
 def _child(path: str, key: str) -> str:
@@ -31,7 +34,7 @@ def _json_type(value: Any) -> str:
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int):
-        return "integer"
+        return "integer" if _INT64_MIN <= value <= _INT64_MAX else "number"
     if isinstance(value, float):
         return "number"
     if isinstance(value, str):
@@ -48,9 +51,9 @@ def _type_ok(value: Any, schema: dict[str, Any]) -> bool:
     if not wanted:
         return True
     if wanted == "integer":
-        return (isinstance(value, int) and not isinstance(value, bool)) or (
-            isinstance(value, float) and value.is_integer()
-        )
+        if isinstance(value, float):
+            return value.is_integer() and abs(value) <= _FLOAT_EXACT_INTEGER
+        return _json_type(value) == "integer"
     if wanted == "number":
         return isinstance(value, int | float) and not isinstance(value, bool)
     if wanted == "object":
@@ -71,11 +74,46 @@ def _fmt_number(value: Any) -> str:
 
 def prune_and_default(obj: dict[str, Any], schema: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Return a pruned and defaulted copy of ``obj`` and the paths of the unknown fields it dropped."""
-    result = copy.deepcopy(obj)
+    result = as_decoded(obj)
     unknown: list[str] = []
     _prune(result, schema, "", unknown, root=True)
     _default(result, schema)
+    _integers_as_int(result, schema)
     return result, unknown
+
+
+def as_decoded(value: Any) -> Any:
+    """A copy of ``value`` with the numbers the API server's JSON decoder would produce: an integer
+    beyond int64 becomes a floating-point number (an integer field then refuses it by its type)."""
+    if isinstance(value, dict):
+        return {key: as_decoded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [as_decoded(item) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT64_MIN <= value <= _INT64_MAX:
+        return float(value)
+    return value
+
+
+def _integers_as_int(value: Any, schema: dict[str, Any]) -> None:
+    """An integer field written as ``2.0`` is stored as ``2``, as the API server's encoder writes it."""
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        additional = schema.get("additionalProperties")
+        for key, item in value.items():
+            sub = props.get(key, additional if isinstance(additional, dict) else None)
+            if sub is not None:
+                value[key] = _integer_or_same(item, sub)
+                _integers_as_int(value[key], sub)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            value[index] = _integer_or_same(item, schema["items"])
+            _integers_as_int(value[index], schema["items"])
+
+
+def _integer_or_same(value: Any, schema: dict[str, Any]) -> Any:
+    if schema.get("type") == "integer" and isinstance(value, float) and _type_ok(value, schema):
+        return int(value)
+    return value
 
 
 def _prune(value: Any, schema: dict[str, Any], path: str, unknown: list[str], root: bool = False) -> None:
@@ -146,7 +184,19 @@ def validate(
     # Like the API server, CEL rules run unless the value has type errors (they could not evaluate).
     if not any("in body must be of type" in err.detail for err in errors):
         _walk_cel(value, root_schema, "", old, has_old, errors, root=True)
-    return errors
+    return _without_repeats(errors)
+
+
+def _without_repeats(errors: list[FieldError]) -> list[FieldError]:
+    """A field missing for the schema and for a CEL rule that reads it is reported once."""
+    seen: set[tuple[str, str, str]] = set()
+    unique = []
+    for err in errors:
+        key = (err.type, err.field, err.detail)
+        if key not in seen:
+            seen.add(key)
+            unique.append(err)
+    return unique
 
 
 def _walk_cel(
@@ -518,6 +568,33 @@ _REASON_TYPES = {
 }
 
 
+_MISSING_MEMBER = re.compile(r"no such (?:member in mapping|key):? '?([^'\s]+)'?")
+
+
+def _error_text(error: BaseException) -> str:
+    """The evaluator's own message, without the Python exception type it carries along."""
+    first = error.args[0] if error.args else error
+    while isinstance(first, tuple) and first:
+        first = first[0]
+    return str(first)
+
+
+def _evaluation_error(error: BaseException, rule: str, kind: str, field: str, value: Any) -> FieldError:
+    """A rule that could not be evaluated; a field it reads that is absent is a missing field."""
+    text = _error_text(error)
+    missing = _MISSING_MEMBER.search(text)
+    if missing:
+        return FieldError("Required", _missing_field_path(rule, field, missing.group(1)), None)
+    return FieldError(kind, field, value, f"{text} evaluating rule: {rule}")
+
+
+def _missing_field_path(rule: str, path: str, member: str) -> str:
+    """Where ``member`` sits: the ``self.a.b.member`` the rule reads, else right under ``path``."""
+    read = re.search(r"\bself((?:\.\w+)*)\." + re.escape(member) + r"\b", rule)
+    chain = read.group(1).lstrip(".") if read else ""
+    return _child(path, f"{chain}.{member}" if chain else member)
+
+
 def _check_cel(
     value: Any, schema: dict[str, Any], path: str, old: Any, has_old: bool, errors: list[FieldError]
 ) -> None:
@@ -546,14 +623,10 @@ def _check_cel(
             errors.append(FieldError("Invalid", field, value, f"compilation failed: {exc}"))
             continue
         except Exception as exc:  # evaluation errors are reported like the API server does
-            errors.append(FieldError(kind, field, value, f"{exc} evaluating rule: {rule}"))
+            errors.append(_evaluation_error(exc, rule, kind, field, value))
             continue
         if isinstance(result, celpy.CELEvalError):  # type: ignore[attr-defined]
-            errors.append(
-                FieldError(
-                    kind, field, value, f"{result.args[0] if result.args else result} evaluating rule: {rule}"
-                )
-            )
+            errors.append(_evaluation_error(result, rule, kind, field, value))
             continue
         if result is True or (
             not isinstance(result, celpy.CELEvalError)  # type: ignore[attr-defined]

@@ -72,13 +72,16 @@ class ApiServer:
         audit_path: str | Path | None = None,
         history_limit: int = 10_000,
         bookmark_interval: float = 30.0,
+        pod_logs_dir: str | Path | None = None,
     ) -> None:
+        """``pod_logs_dir``: serve ``pods/log`` from a process kubelet's pod directories under it."""
         self.host = host
         self.requested_port = port
         self.emulator = ApiEmulator(
             audit_path=Path(audit_path) if audit_path else None,
             history_limit=history_limit,
             bookmark_interval=bookmark_interval,
+            pod_logs_dir=Path(pod_logs_dir) if pod_logs_dir else None,
         )
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None

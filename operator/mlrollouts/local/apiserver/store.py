@@ -45,6 +45,39 @@ _CRD_KEY = ("apiextensions.k8s.io", "customresourcedefinitions")
 _NS_KEY = ("", "namespaces")
 
 
+_METADATA_STRINGS = ("name", "generateName", "namespace", "uid", "resourceVersion")
+_METADATA_STRING_MAPS = ("labels", "annotations")
+
+
+def _check_metadata_types(rt: ResourceType, meta: dict[str, Any]) -> None:
+    """Object metadata decodes into typed Go fields: a number where a string belongs is a 400."""
+
+    def refuse(field: str, value: Any, wanted: str) -> None:
+        raise errors.bad_request(
+            f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: json: cannot unmarshal '
+            f"{_go_json_type(value)} into Go struct field ObjectMeta.metadata.{field} of type {wanted}"
+        )
+
+    for field in _METADATA_STRINGS:
+        if meta.get(field) is not None and not isinstance(meta[field], str):
+            refuse(field, meta[field], "string")
+    for field in _METADATA_STRING_MAPS:
+        value = meta.get(field)
+        if value is not None and not isinstance(value, dict):
+            refuse(field, value, "map[string]string")
+        for item in (value or {}).values():
+            if not isinstance(item, str):
+                refuse(field, item, "string")
+
+
+def _go_json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    return {dict: "object", list: "array", str: "string"}.get(type(value), "value")
+
+
 def timestamp(now: datetime.datetime | None = None) -> str:
     now = now or datetime.datetime.now(tz=datetime.UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -152,6 +185,7 @@ class Store:
             meta = obj["metadata"] = {}
         if not isinstance(meta, dict):
             raise errors.bad_request("metadata must be an object")
+        _check_metadata_types(rt, meta)
         self._check_type_meta(rt, obj)
         if rt.namespaced:
             if not namespace:
@@ -387,6 +421,7 @@ class Store:
         new_meta = new.get("metadata")
         if not isinstance(new_meta, dict):
             new_meta = new["metadata"] = {}
+        _check_metadata_types(rt, new_meta)
         if new_meta.get("name") and new_meta["name"] != name:
             raise errors.bad_request(
                 f"the name of the object ({new_meta['name']}) does not match the name on the URL ({name})"
