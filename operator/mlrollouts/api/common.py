@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from types import UnionType
+from typing import Annotated, Any, Generic, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -14,10 +15,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     WithJsonSchema,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
 from mlrollouts.core.durations import DURATION_PATTERN, parse_duration
 
@@ -38,11 +41,72 @@ def validations(*rules: dict[str, str]) -> dict[str, Any]:
     return {"x-kubernetes-validations": list(rules)}
 
 
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+# --- JSON scalar types, as the API server checks them -----------------------------------------------
+
+INT64_MAX = 2**63 - 1
+"""The largest integer the API server stores; a larger one is decoded as a floating-point number."""
+FLOAT_EXACT_INTEGER = 2**53
+"""Beyond this a floating-point number is no longer an exact integer, so an integer field refuses it."""
+
+
+def _is_json_integer(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -INT64_MAX - 1 <= value <= INT64_MAX
+    return isinstance(value, float) and value.is_integer() and abs(value) <= FLOAT_EXACT_INTEGER
+
+
+def _is_json_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_SCALAR_CHECKS: dict[str, tuple[Any, str]] = {
+    "int": (_is_json_integer, "Input should be a valid integer (a whole number within 64 bits)"),
+    "float": (_is_json_number, "Input should be a valid number"),
+    "bool": (lambda value: isinstance(value, bool), "Input should be a valid boolean (true or false)"),
+}
+
+
+def _json_scalar_guard(kind: str) -> Any:
+    accepts, message = _SCALAR_CHECKS[kind]
+
+    def guard(value: Any) -> Any:
+        if not accepts(value):
+            raise PydanticCustomError(f"{kind}_type", message)
+        return value
+
+    return guard
+
+
+def _strict_json_scalars(schema: Any, model: type[BaseModel]) -> Any:
+    """``schema`` with every integer, number and boolean checked by its JSON type first.
+
+    Pydantic's lax mode converts ``"true"`` and ``"2"`` where the CRD refuses them, and its strict
+    mode refuses enum values given as strings, so only these three scalar types are made strict.
+    Nested models are left alone: they are API models and guard their own fields.
+    """
+    if isinstance(schema, list):
+        return [_strict_json_scalars(item, model) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    kind = schema.get("type")  # a key of a mapping of fields may be named "type" too
+    if kind == "model" and schema.get("cls") is not model:
+        return schema
+    if isinstance(kind, str) and kind in _SCALAR_CHECKS:
+        return core_schema.no_info_before_validator_function(_json_scalar_guard(kind), schema)
+    return {key: _strict_json_scalars(value, model) for key, value in schema.items()}
+
+
 # --- base models ----------------------------------------------------------------------------------
 
 
 class ApiModel(BaseModel):
-    """A spec object: camelCase on the wire, unknown fields rejected."""
+    """A spec object: camelCase on the wire, unknown fields rejected, scalars of the right JSON type."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -51,6 +115,46 @@ class ApiModel(BaseModel):
         use_enum_values=False,
         use_attribute_docstrings=True,  # a field's docstring is its description in the CRD
     )
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: type[BaseModel], handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        return _strict_json_scalars(handler(source), cls)  # type: ignore[no-any-return]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        """``field: null`` reads as a missing field unless the field may be null, and a null value
+        in a typed map as a missing entry, as the API server prunes both before defaulting."""
+        if not isinstance(data, dict):
+            return data
+        result = {}
+        for key, value in data.items():
+            info = cls._field_by_key().get(key)
+            if info is not None and value is None and type(None) not in get_args(info.annotation):
+                continue
+            result[key] = _without_null_entries(value, info.annotation) if info is not None else value
+        return result
+
+    @classmethod
+    def _field_by_key(cls) -> dict[str, Any]:
+        return {key: info for name, info in cls.model_fields.items() for key in (name, info.alias or name)}
+
+
+def _without_null_entries(value: Any, annotation: Any) -> Any:
+    """``value`` without the null entries of its typed maps (``dict[str, X]``, also inside lists);
+    a free-form ``dict[str, Any]`` keeps its nulls, as the API server keeps them there."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is dict and isinstance(value, dict) and args[1:] != (Any,):
+        return {k: _without_null_entries(v, args[1]) for k, v in value.items() if v is not None}
+    if origin is list and isinstance(value, list) and args:
+        return [_without_null_entries(item, args[0]) for item in value]
+    if origin in (Union, UnionType):
+        for arg in args:
+            if arg is not type(None) and get_origin(arg) in (dict, list):
+                return _without_null_entries(value, arg)
+    return value
 
 
 class StatusModel(BaseModel):
@@ -64,8 +168,9 @@ class ObjectMeta(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
 
-    name: str | None = None
-    namespace: str | None = None
+    # the API server's rules for the names of custom resources and of namespaces
+    name: str | None = Field(default=None, min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+    namespace: str | None = Field(default=None, min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
     uid: str | None = None
@@ -92,11 +197,19 @@ class CustomResource(BaseModel, Generic[SpecT, StatusT]):
     spec: SpecT
     status: StatusT | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _named(cls, data: Any) -> Any:
+        """A manifest names its object (or asks the API server to), as the API server requires."""
+        if isinstance(data, dict) and isinstance(data.get("metadata"), dict):
+            meta = data["metadata"]
+            if not meta.get("name") and not meta.get("generateName"):
+                raise ValueError("metadata.name: Required value: name or generateName is required")
+        return data
+
 
 # --- scalar types ---------------------------------------------------------------------------------
 
-DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 Name = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)]
 """A DNS-1123 label: names of checks, variants, nodes."""
@@ -124,7 +237,7 @@ _QUANTITY_RE = re.compile(QUANTITY_PATTERN)
 
 def _check_quantity(value: Any) -> str:
     # an integer or a string, as the CRD's int-or-string field takes it
-    if isinstance(value, bool) or not isinstance(value, int | str):
+    if not (isinstance(value, str) or (isinstance(value, int) and _is_json_integer(value))):
         raise ValueError("a quantity is an integer or a string such as 500m, 0.5, 2Gi")
     text = str(value).strip()
     if not _QUANTITY_RE.match(text):
@@ -138,6 +251,51 @@ Quantity = Annotated[
     WithJsonSchema({"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}),
 ]
 """A Kubernetes resource quantity, kept as a string (``500m``, ``2Gi``)."""
+
+
+MAX_SAMPLES = 1_000_000_000
+"""Upper bound of a sample count a spec may ask for before deciding."""
+MAX_FEATURE_INDEX = 1_000_000
+"""Upper bound of a feature index in a row."""
+
+# --- model sources --------------------------------------------------------------------------------
+
+MODEL_URI_SCHEMES = ("file", "http", "https", "s3")
+"""The sources the model server loads from (``mlserving.storage.fetch_model``)."""
+MODEL_URI_PATTERN = r"^(file:///|https?://[^/?#\s]+|s3://[^/?#\s]+)"
+# RE2 (no look-around): ".." or its percent-encoded form as a whole path segment
+PARENT_SEGMENT_PATTERN = r"(^|/)(\.|%2[eE])(\.|%2[eE])($|[/?#])"
+MODEL_URI_SCHEME_MESSAGE = (
+    "must start with file:///, http://, https:// or s3:// (the model server loads no other source)"
+)
+PARENT_SEGMENT_MESSAGE = "must not contain a '..' path segment (it climbs out of the model's directory)"
+
+
+def _check_model_uri(value: str) -> str:
+    if not re.match(MODEL_URI_PATTERN, value):
+        raise ValueError(MODEL_URI_SCHEME_MESSAGE)
+    if re.search(PARENT_SEGMENT_PATTERN, value):
+        raise ValueError(PARENT_SEGMENT_MESSAGE)
+    return value
+
+
+def _cel_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+ModelUri = Annotated[
+    str,
+    AfterValidator(_check_model_uri),
+    Field(
+        min_length=1,
+        max_length=2048,
+        json_schema_extra=validations(
+            cel(f"self.matches({_cel_string(MODEL_URI_PATTERN)})", MODEL_URI_SCHEME_MESSAGE),
+            cel(f"!self.matches({_cel_string(PARENT_SEGMENT_PATTERN)})", PARENT_SEGMENT_MESSAGE),
+        ),
+    ),
+]
+"""Where a model file lives: file:///path, http(s)://host/path or s3://bucket/key."""
 
 
 # --- metrics: Prometheus and checks -----------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, WithJsonSchema, model_validator
 
 from mlrollouts.api.common import (
+    MAX_FEATURE_INDEX,
     ApiModel,
     CustomResource,
     Duration,
@@ -37,9 +38,31 @@ URL_PATTERN = r"^https?://[^/\s?#]+(/[^\s?#]*)?$"
 # A number or a string (or, for default outputs, a list of them): the CRD cannot type a union, so
 # the API server keeps the value as written and the operator checks it.
 Scalar = bool | int | float | str
-NumberOrString = Annotated[float | str, WithJsonSchema({"x-kubernetes-preserve-unknown-fields": True})]
+NumberOrString = Annotated[
+    float | str,
+    WithJsonSchema(
+        {
+            "x-kubernetes-preserve-unknown-fields": True,
+            **validations(
+                cel(
+                    "type(self) == string || type(self) == double || type(self) == int",
+                    "must be a number or a string",
+                )
+            ),
+        }
+    ),
+]
+# Only the top level is typed here: a rule that walked an untyped list would have no cost bound.
 DefaultValue = Annotated[
-    Scalar | list[Scalar], WithJsonSchema({"x-kubernetes-preserve-unknown-fields": True})
+    Scalar | list[Scalar],
+    WithJsonSchema(
+        {
+            "x-kubernetes-preserve-unknown-fields": True,
+            **validations(
+                cel("type(self) != map", "must be a number, a string, a boolean or a list of them")
+            ),
+        }
+    ),
 ]
 Text = Annotated[str, Field(min_length=1, max_length=253)]
 
@@ -197,7 +220,7 @@ class When(ApiModel):
     input: str | None = Field(
         default=None, max_length=253, description="input tensor name; default: the first"
     )
-    feature: int = Field(default=0, ge=0, description="index of the feature in a row")
+    feature: int = Field(default=0, ge=0, le=MAX_FEATURE_INDEX, description="index of the feature in a row")
     op: CaseOp
     """eq, ne, lt, le, gt or ge."""
     value: NumberOrString = Field(
@@ -424,7 +447,7 @@ class EventFilter(ApiModel):
     output: str | None = Field(
         default=None, max_length=253, description="output tensor name; default: the first"
     )
-    feature: int = Field(default=0, ge=0, description="index of the feature in a row")
+    feature: int = Field(default=0, ge=0, le=MAX_FEATURE_INDEX, description="index of the feature in a row")
     op: CaseOp
     """eq, ne, lt, le, gt or ge."""
     value: NumberOrString = Field(

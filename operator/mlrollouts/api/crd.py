@@ -87,7 +87,7 @@ PRINTER_COLUMNS: dict[str, tuple[PrinterColumn, ...]] = {
         PrinterColumn("Stable", ".status.stableRevision", description="stable revision"),
         PrinterColumn("Candidate", ".status.candidateRevision", description="revision being rolled out"),
         PrinterColumn("Weights", ".status.weightsSummary", description="traffic percent per revision"),
-        PrinterColumn("Step", ".status.currentStep", "integer", "current rollout step", priority=1),
+        PrinterColumn("Step", ".status.step", description="step in progress, e.g. 2/3", priority=1),
         PrinterColumn("Message", ".status.message", priority=1),
         AGE,
     ),
@@ -283,6 +283,11 @@ def _ordered(node: JsonSchema) -> JsonSchema:
     return out
 
 
+def served_versions_note(kind: ResourceKind) -> str:
+    """Which apiVersion to write: kubectl's answer to another one is only "no matches for kind"."""
+    return f"Served versions: apiVersion {kind.group}/{kind.version} (the only one)."
+
+
 def openapi_schema(kind: ResourceKind) -> JsonSchema:
     spec = model_schema(kind.spec)
     status = model_schema(kind.status, in_status=True)
@@ -290,7 +295,7 @@ def openapi_schema(kind: ResourceKind) -> JsonSchema:
     status["x-kubernetes-preserve-unknown-fields"] = True
     return {
         "type": "object",
-        "description": kind.description,
+        "description": f"{kind.description} {served_versions_note(kind)}",
         "required": ["spec"],
         "properties": {
             "apiVersion": {"type": "string"},
@@ -300,6 +305,18 @@ def openapi_schema(kind: ResourceKind) -> JsonSchema:
             "status": status,
         },
     }
+
+
+SCALE_SUBRESOURCE: dict[str, dict[str, Any]] = {
+    # an autoscaler sets the whole deployment's replicas; the operator splits them between revisions
+    "ModelDeployment": {
+        "scale": {
+            "specReplicasPath": ".spec.serving.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        }
+    },
+}
 
 
 def crd(kind: ResourceKind) -> dict[str, Any]:
@@ -327,7 +344,7 @@ def crd(kind: ResourceKind) -> dict[str, Any]:
                     "name": kind.version,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": {"status": {}, **SCALE_SUBRESOURCE.get(kind.kind, {})},
                     "additionalPrinterColumns": [column.to_dict() for column in PRINTER_COLUMNS[kind.kind]],
                     "schema": {"openAPIV3Schema": openapi_schema(kind)},
                 }

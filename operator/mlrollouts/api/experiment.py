@@ -10,6 +10,8 @@ from pydantic import ConfigDict, Field, model_validator
 
 from mlrollouts.api.common import (
     GATEWAY_API_RULE,
+    INT64_MAX,
+    MAX_SAMPLES,
     ApiModel,
     Checks,
     CustomResource,
@@ -67,7 +69,9 @@ class Policy(ApiModel):
     max_weight_change: int = Field(
         default=20, ge=1, le=100, description="largest weight move per interval, in percent"
     )
-    seed: int | None = Field(default=None, ge=0, description="seed of the Monte-Carlo generator")
+    seed: int | None = Field(
+        default=None, ge=0, le=INT64_MAX, description="seed of the Monte-Carlo generator"
+    )
 
 
 class RewardSource(StrEnum):
@@ -136,7 +140,7 @@ class Decision(ApiModel):
     expected_loss_threshold: float = Field(default=0.001, ge=0)
     """Bayesian: a winner's expected loss must be at most this."""
     alpha: float = Field(default=0.05, gt=0, le=0.5, description="Frequentist: false-positive rate")
-    min_samples_per_variant: int = Field(default=1000, ge=1)
+    min_samples_per_variant: int = Field(default=1000, ge=1, le=MAX_SAMPLES)
     """No decision before every variant has this many rewarded requests."""
 
 

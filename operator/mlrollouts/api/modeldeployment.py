@@ -10,6 +10,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from mlrollouts.api.common import (
     GATEWAY_API_RULE,
+    MAX_SAMPLES,
     MIN_BELOW_MAX_RULE,
     ApiModel,
     Checks,
@@ -17,6 +18,7 @@ from mlrollouts.api.common import (
     Duration,
     GatewayApiSection,
     IngressNginxSection,
+    ModelUri,
     Name,
     PrometheusConfig,
     Quantity,
@@ -44,6 +46,17 @@ class ModelFormat(StrEnum):
     SKLEARN = "sklearn"
 
 
+TrustedTypeName = Annotated[
+    str,
+    Field(
+        min_length=3,
+        max_length=256,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$",
+        description="a fully-qualified Python type name (module.Type)",
+    ),
+]
+
+
 class ModelSource(ApiModel):
     """The model artefact a revision serves."""
 
@@ -53,12 +66,17 @@ class ModelSource(ApiModel):
                 "!has(self.allowUnsafePickle) || !self.allowUnsafePickle || self.format != 'onnx'",
                 "allowUnsafePickle applies only to sklearn models",
                 field="allowUnsafePickle",
-            )
+            ),
+            cel(
+                "!has(self.trustedTypes) || size(self.trustedTypes) == 0 || self.format != 'onnx'",
+                "trustedTypes applies only to sklearn (skops) models",
+                field="trustedTypes",
+            ),
         )
     )
 
     name: Name | None = Field(default=None, description="served model name; default: the resource name")
-    uri: str = Field(min_length=1, max_length=2048, description="file://, http(s):// or s3:// location")
+    uri: ModelUri = Field(description="file:///path, http(s)://host/path or s3://bucket/key location")
     format: ModelFormat = ModelFormat.AUTO
     """auto (from the file name), onnx or sklearn."""
     version: str | None = Field(default=None, max_length=128)
@@ -72,6 +90,22 @@ class ModelSource(ApiModel):
     allow_unsafe_pickle: bool = Field(
         default=False, description="allow joblib/pickle files; they can run arbitrary code when loaded"
     )
+    trusted_types: list[TrustedTypeName] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "fully-qualified types a skops (sklearn) model file may hold beyond those skops trusts by "
+            "default, e.g. sklearn.tree._tree.Tree for tree ensembles; review them before listing them "
+            "(pin the file with sha256 to vouch for exactly the file you reviewed)"
+        ),
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+    @model_validator(mode="after")
+    def _trusted_types(self) -> ModelSource:
+        if self.trusted_types and self.format == ModelFormat.ONNX:
+            raise ValueError("trustedTypes: applies only to sklearn (skops) models")
+        return self
 
     @model_validator(mode="after")
     def _pickle(self) -> ModelSource:
@@ -228,7 +262,9 @@ class Analysis(ApiModel):
     """Inconclusive runs in a row before onInconclusive applies."""
     on_inconclusive: OnInconclusive = OnInconclusive.HOLD
     """Hold (wait) or Rollback after inconclusiveLimit."""
-    min_samples: int = Field(default=50, ge=0, description="candidate requests in the window for a verdict")
+    min_samples: int = Field(
+        default=50, ge=0, le=MAX_SAMPLES, description="candidate requests in the window for a verdict"
+    )
     prometheus: PrometheusConfig | None = None
     checks: Checks = Field(default_factory=list)
     """The checks; every one must pass."""
@@ -249,6 +285,100 @@ STEP_WEIGHT_RULES = (
         "step weights must be strictly increasing (no weight twice)",
     ),
 )
+
+
+class HookType(StrEnum):
+    PRE_ROLLOUT = "pre-rollout"
+    STEP = "step"
+    POST_ROLLOUT = "post-rollout"
+    LOAD = "load"
+
+
+class HookFailure(StrEnum):
+    ROLLBACK = "Rollback"
+    HOLD = "Hold"
+
+
+HOOK_URL_PATTERN = r"^https?://[^/?#\s]+(/\S*)?$"
+MAX_LOAD_RATE = 100
+
+
+class RolloutHook(ApiModel):
+    """An HTTP call at a point of the rollout, or traffic generated for the candidate.
+
+    `pre-rollout` (before the first step, once the candidate is ready), `step` (before each of
+    `steps`, a gate) and `post-rollout` (after promotion or rollback) POST a JSON body with `name`,
+    `namespace`, `revision`, `phase`, `step`, `hook`, `type` and `metadata` to `url`; a 2xx answer
+    within `timeout` is success. A failed `step` gate holds the rollout (Paused, resumed by
+    `mlrollouts resume`, which calls the gate again); a failed `pre-rollout` hook rolls back or holds
+    (`onFailure`); `post-rollout` results are only recorded. Each hook is called once per revision
+    and step. `load` sends `rate` POSTs of `body` a second to `path` on the candidate's Service
+    while each of its `steps` runs (for canaries that get little traffic of their own)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("self.type == 'load' || has(self.url)", "url is required for this hook type", field="url"),
+            cel(
+                "self.type != 'load' || (has(self.rate) && has(self.body) && !has(self.url))",
+                "a load hook takes rate and body, and no url",
+            ),
+            cel(
+                "self.type == 'load' || (!has(self.rate) && !has(self.body) && !has(self.path))",
+                "rate, body and path belong to a load hook",
+            ),
+            cel(
+                "!has(self.onFailure) || self.type == 'pre-rollout'",
+                "onFailure belongs to a pre-rollout hook",
+                field="onFailure",
+            ),
+            cel(
+                "!has(self.steps) || self.type == 'step' || self.type == 'load'",
+                "steps belong to a step or load hook",
+                field="steps",
+            ),
+        )
+    )
+
+    name: Name
+    """Names the hook in status and in the call."""
+    type: HookType
+    """pre-rollout, step, post-rollout or load."""
+    url: str | None = Field(default=None, max_length=2048, pattern=HOOK_URL_PATTERN)
+    """Where the hook is POSTed (not for `load`)."""
+    timeout: Duration = "10s"
+    """Longest one call (or one load request) may take."""
+    on_failure: HookFailure | None = Field(
+        default=None, description="pre-rollout only: Rollback (default) or Hold when the hook fails"
+    )
+    steps: list[Annotated[int, Field(ge=1, le=MAX_STEPS)]] | None = Field(
+        default=None, max_length=MAX_STEPS, description="step numbers (1 = first) it applies to; default all"
+    )
+    metadata: dict[str, Annotated[str, Field(max_length=1024)]] = Field(default_factory=dict)
+    """Sent with the call as is."""
+    rate: int | None = Field(default=None, ge=1, le=MAX_LOAD_RATE, description="load: requests per second")
+    path: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=r"^/\S*$",
+        description="load: path on the candidate Service (default /v2/models/<model>/infer)",
+    )
+    body: dict[str, Any] | None = None
+    """load: the JSON body of every request, e.g. a V2 inference request."""
+
+    @model_validator(mode="after")
+    def _fields_of_type(self) -> RolloutHook:
+        load = self.type is HookType.LOAD
+        if not load and self.url is None:
+            raise ValueError(f"url: required for a {self.type.value} hook")
+        if load and (self.rate is None or self.body is None or self.url is not None):
+            raise ValueError("a load hook takes rate and body, and no url")
+        if not load and (self.rate is not None or self.body is not None or self.path is not None):
+            raise ValueError("rate, body and path belong to a load hook")
+        if self.on_failure is not None and self.type is not HookType.PRE_ROLLOUT:
+            raise ValueError("onFailure: belongs to a pre-rollout hook")
+        if self.steps is not None and self.type not in (HookType.STEP, HookType.LOAD):
+            raise ValueError("steps: belong to a step or load hook")
+        return self
 
 
 class Rollout(ApiModel):
@@ -283,9 +413,18 @@ class Rollout(ApiModel):
     """Old revisions kept in status."""
     paused: bool = False
     """Hold the rollout at its current step."""
+    hooks: list[RolloutHook] = Field(default_factory=list, max_length=16)
+    """HTTP calls before, during and after the rollout, and load for the candidate."""
 
     @model_validator(mode="after")
     def _steps(self) -> Rollout:
+        check_unique_names(self.hooks, "hooks")
+        for index, hook in enumerate(self.hooks):
+            beyond = [n for n in hook.steps or () if n > len(self.steps)]
+            if beyond:
+                raise ValueError(
+                    f"hooks[{index}].steps: step {beyond[0]} does not exist ({len(self.steps)} steps)"
+                )
         previous: int | None = None
         for index, step in enumerate(self.steps):
             if step.weight is None:
@@ -373,6 +512,63 @@ class LearningStorage(ApiModel):
     )
 
 
+class LearningSnapshots(ApiModel):
+    """How many published snapshots the storage keeps."""
+
+    keep: int = Field(
+        default=100,
+        ge=2,
+        le=1_000_000,
+        description="the newest snapshots kept; the pinned, served and candidate snapshots and the "
+        "first snapshot of each kept lineage are never deleted, and the data log is never rewritten",
+    )
+
+
+class LearningPromotion(StrEnum):
+    """How a newly published snapshot reaches serving."""
+
+    DIRECT = "Direct"
+    CANARY = "Canary"
+
+
+class LearningCanary(ApiModel):
+    """How ``promotion: Canary`` gates a snapshot: a second serving Deployment serves the candidate
+    snapshot to a share of traffic, step by step, each step gated by analysis checks."""
+
+    steps: list[RolloutStep] = Field(
+        default_factory=lambda: [RolloutStep(weight=20, duration="1m")],
+        min_length=1,
+        max_length=MAX_STEPS,
+        json_schema_extra=validations(
+            *STEP_WEIGHT_RULES,
+            cel(
+                "self.all(s, !has(s.approval))",
+                "a snapshot canary advances on analysis and time; approval steps are not supported",
+            ),
+        ),
+    )
+    """Weight (and shadow) steps of the candidate snapshot; weights strictly increase."""
+    analysis: Analysis | None = None
+    """Checks that gate every step (default: spec.rollout.analysis); a canary needs checks."""
+    replicas: int = Field(
+        default=1, ge=1, le=100, description="replicas of the candidate-snapshot Deployment"
+    )
+    progress_deadline: Duration = Field(
+        default="2m", description="longest a step may wait for the candidate snapshot to be served"
+    )
+
+    @model_validator(mode="after")
+    def _steps(self) -> LearningCanary:
+        for index, step in enumerate(self.steps):
+            if step.approval is not None:
+                raise ValueError(
+                    f"steps[{index}].approval: a snapshot canary advances on analysis and time; "
+                    "approval steps are not supported"
+                )
+        Rollout(steps=self.steps)  # the weight rules of a model canary, with the same messages
+        return self
+
+
 class Learning(ApiModel):
     """Online learning from production feedback."""
 
@@ -382,7 +578,12 @@ class Learning(ApiModel):
                 "!self.enabled || has(self.storage)",
                 "learning needs storage.uri when enabled",
                 field="storage",
-            )
+            ),
+            cel(
+                "!has(self.canary) || (has(self.promotion) && self.promotion == 'Canary')",
+                "canary: set promotion: Canary to use it",
+                field="canary",
+            ),
         )
     )
 
@@ -412,12 +613,27 @@ class Learning(ApiModel):
         description="serve this snapshot whatever the guard decides (learning goes on); unset to "
         "follow the newest good snapshot again",
     )
+    promotion: LearningPromotion = Field(
+        default=LearningPromotion.DIRECT,
+        description="Direct: serving follows each new snapshot; Canary: a snapshot is first served to "
+        "a share of traffic by a second serving Deployment and promoted by analysis",
+    )
+    canary: LearningCanary | None = None
+    """Steps and checks of promotion: Canary (default: one 20 % step of 1m, spec.rollout.analysis)."""
+    snapshots: LearningSnapshots = Field(default_factory=LearningSnapshots)
+    """Retention of published snapshots."""
 
     @model_validator(mode="after")
     def _storage(self) -> Learning:
         if self.enabled and self.storage is None:
             raise ValueError("storage: learning needs storage.uri when enabled")
+        if self.canary is not None and self.promotion is not LearningPromotion.CANARY:
+            raise ValueError("canary: set promotion: Canary to use it")
         return self
+
+    @property
+    def canary_or_default(self) -> LearningCanary:
+        return self.canary if self.canary is not None else LearningCanary()
 
 
 class ModelDeploymentSpec(ApiModel):
@@ -513,6 +729,11 @@ class RevisionRecord(StatusModel):
     revision: str
     model_uri: str | None = None
     model_version: str | None = None
+    template: dict[str, Any] | None = Field(
+        default=None,
+        description="spec.model and spec.serving (without replicas) the revision is named after: "
+        "what `mlrollouts undo` restores",
+    )
     created_at: datetime | None = None
     finished_at: datetime | None = None
     outcome: RevisionOutcome | None = None
@@ -528,6 +749,7 @@ class SnapshotVerdict(StrEnum):
 class PinSource(StrEnum):
     USER = "User"
     GUARD = "Guard"
+    CANARY = "Canary"
 
 
 class SnapshotRecord(StatusModel):
@@ -544,6 +766,32 @@ class SnapshotRecord(StatusModel):
     reason: str | None = None
 
 
+class LearningCanaryStatus(StatusModel):
+    """The snapshot canary of ``promotion: Canary`` (everything it needs to resume)."""
+
+    phase: Phase = Phase.PENDING
+    stable_snapshot: int | None = Field(default=None, description="the promoted snapshot stable pods serve")
+    candidate_snapshot: int | None = Field(default=None, description="the snapshot under analysis")
+    refused_snapshot: int | None = Field(default=None, description="the last snapshot the analysis refused")
+    current_step: int | None = None
+    weight: int = Field(default=0, description="percent of traffic to the candidate snapshot")
+    shadow: int | None = Field(default=None, description="percent of traffic mirrored to the candidate")
+    promoting: bool = False
+    started_at: datetime | None = None
+    step_started_at: datetime | None = None
+    weights_changed_at: datetime | None = None
+    paused_at: datetime | None = None
+    pause_reason: str | None = None
+    last_analysis_at: datetime | None = None
+    last_verdict: Verdict | None = None
+    last_verdict_step: int | None = None
+    failures: int = 0
+    consecutive_failures: int = 0
+    inconclusive: int = 0
+    runs: list[AnalysisRun] = Field(default_factory=list, description="checks of the last analysis run")
+    message: str | None = None
+
+
 class LearningStatus(StatusModel):
     latest_snapshot: int | None = None
     serving_snapshot: int | None = None
@@ -558,6 +806,29 @@ class LearningStatus(StatusModel):
     )
     snapshots: list[SnapshotRecord] = Field(default_factory=list)
     message: str | None = None
+    lineage: str | None = Field(
+        default=None, description="id of the snapshot lineage the learner learns (initial model and params)"
+    )
+    lineage_start: int | None = Field(default=None, description="first snapshot of the current lineage")
+    canary: LearningCanaryStatus | None = None
+
+
+class HookResult(StrEnum):
+    PENDING = "Pending"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class HookRecord(StatusModel):
+    """One call of a rollout hook; a hook is called once per revision and step."""
+
+    name: str
+    type: HookType
+    revision: str
+    step: int | None = Field(default=None, description="step number (1 = first) of a step hook")
+    result: HookResult = HookResult.PENDING
+    at: datetime | None = None
+    message: str | None = None
 
 
 class ModelDeploymentStatus(StatusModel):
@@ -567,6 +838,9 @@ class ModelDeploymentStatus(StatusModel):
     candidate_revision: str | None = None
     failed_revision: str | None = Field(default=None, description="last revision rolled back")
     current_step: int | None = Field(default=None, description="index into spec.rollout.steps")
+    step: str | None = Field(
+        default=None, description="the step in progress as people count it: 2/3 is the second of three"
+    )
     step_started_at: datetime | None = None
     rollout_started_at: datetime | None = None
     weights: list[RevisionWeight] = Field(default_factory=list)
@@ -578,6 +852,13 @@ class ModelDeploymentStatus(StatusModel):
     conditions: list[Condition] = Field(default_factory=list)
     message: str | None = None
     learning: LearningStatus | None = None
+    replicas: int | None = Field(
+        default=None, description="serving pods of every revision (the scale subresource's current count)"
+    )
+    selector: str | None = Field(
+        default=None, description="label selector of the serving pods (for a HorizontalPodAutoscaler)"
+    )
+    hooks: list[HookRecord] = Field(default_factory=list, description="calls of spec.rollout.hooks")
 
 
 class ModelDeployment(CustomResource[ModelDeploymentSpec, ModelDeploymentStatus]):

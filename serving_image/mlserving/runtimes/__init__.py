@@ -227,6 +227,10 @@ def _compile_in_subprocess(model_file: Path, options: LoadOptions) -> CompileOut
             )
         result = json.loads(result_path.read_text())
         if result["status"] == "error":
+            if result.get("untrusted_types"):
+                from mlserving.runtimes.sklearn import UntrustedSkopsTypes
+
+                raise UntrustedSkopsTypes(result["reason"], result["untrusted_types"])
             raise ModelLoadError(result["reason"])
         onnx_path = Path(tmp) / "model.onnx"
         onnx_bytes = onnx_path.read_bytes() if result["status"] == "compiled" else None

@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
         estimator = _load(Path(request["model_file"]), options)
         outcome = compile_estimator(estimator, options)
     except ModelLoadError as exc:
-        result = {"status": "error", "reason": str(exc)}
+        result = {"status": "error", "reason": str(exc), "untrusted_types": list(getattr(exc, "types", ()))}
     else:
         if outcome.onnx_bytes is not None:
             (out_dir / "model.onnx").write_bytes(outcome.onnx_bytes)

@@ -19,11 +19,16 @@ from typing import Any
 import numpy as np
 
 from mlserving.runtimes.base import ModelLoadError, ModelRuntime, RuntimeInfo, Task, TensorSpec, datatype_of
+from mlserving.runtimes.refusals import UntrustedTypesError
 
 log = logging.getLogger(__name__)
 
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 INPUT_NAME = "input"
+
+
+class UntrustedSkopsTypes(ModelLoadError, UntrustedTypesError):
+    """The skops file holds types that neither skops nor ``--trust-type`` trusts."""
 
 
 def check_pickle_allowed(path: Path, allow_unsafe_pickle: bool) -> bool:
@@ -56,11 +61,12 @@ def load_estimator(path: Path, *, allow_unsafe_pickle: bool, trusted_types: Sequ
         return sio.load(path, trusted=list(trusted_types) or None)
     except UntrustedTypesFoundException as exc:
         untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(trusted_types))
-        raise ModelLoadError(
+        raise UntrustedSkopsTypes(
             f"{path.name}: the skops file contains types that are not trusted by default: "
             f"{', '.join(untrusted)}. Review them and trust them explicitly with "
             f"--trust-type {' --trust-type '.join(untrusted)} (MLSERVING_TRUSTED_TYPES={','.join(untrusted)}). "
-            f"skops says: {str(exc).splitlines()[0]}"
+            f"skops says: {str(exc).splitlines()[0]}",
+            untrusted,
         ) from None
     except Exception as exc:
         raise ModelLoadError(f"{path.name}: not a loadable skops file: {type(exc).__name__}: {exc}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -38,8 +39,8 @@ def _custom_resource_files(paths: list[Path]) -> list[Path]:
     return result
 
 
-@pytest.fixture(scope="module")
-def kubectl(tmp_path_factory):
+def _kubectl_against_a_new_server(tmp_path_factory):
+    """kubectl against an API server of its own (no operator) where the CRDs are established."""
     binary = require_binary("kubectl")
     tmp = tmp_path_factory.mktemp("acceptance")
     with ApiServer(port=0) as api:
@@ -60,6 +61,17 @@ def kubectl(tmp_path_factory):
         yield run
 
 
+@pytest.fixture(scope="module")
+def kubectl(tmp_path_factory):
+    yield from _kubectl_against_a_new_server(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def server_side(tmp_path_factory):
+    """For server-side apply, so that it creates each object rather than updating the client-side one."""
+    yield from _kubectl_against_a_new_server(tmp_path_factory)
+
+
 def test_there_is_something_to_check():
     assert len(sorted(CRDS.glob("*.yaml"))) == 3
     assert _custom_resource_files(VALID)
@@ -69,6 +81,12 @@ def test_there_is_something_to_check():
 @pytest.mark.parametrize("path", _custom_resource_files(VALID), ids=lambda p: str(p.relative_to(ROOT)))
 def test_valid_manifest_is_accepted(kubectl, path):
     result = kubectl("apply", "-f", str(path))
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("path", _custom_resource_files(VALID), ids=lambda p: str(p.relative_to(ROOT)))
+def test_valid_manifest_is_accepted_by_server_side_apply(server_side, path):
+    result = server_side("apply", "--server-side", "-f", str(path))
     assert result.returncode == 0, result.stderr
 
 
@@ -91,10 +109,7 @@ def test_get_mlrollouts_lists_every_kind_with_printer_columns(kubectl):
         assert header[:2] == ["NAMESPACE", "NAME"] and len(header) > 3, table.stdout
 
 
-@pytest.fixture(scope="module")
-def invalid_results(kubectl):
-    """kubectl's answer per invalid manifest; one run over the whole folder (kubectl goes on after errors)."""
-    result = kubectl("apply", "-f", str(INVALID[0].parent))
+def _answers(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
     answers: dict[str, str] = {}
     for line in result.stderr.splitlines():
         for path in INVALID:
@@ -103,8 +118,37 @@ def invalid_results(kubectl):
     return answers
 
 
+@pytest.fixture(scope="module")
+def invalid_results(kubectl):
+    """kubectl's answer per invalid manifest; one run over the whole folder (kubectl goes on after errors)."""
+    return _answers(kubectl("apply", "-f", str(INVALID[0].parent)))
+
+
+@pytest.fixture(scope="module")
+def server_side_invalid_results(server_side):
+    """Server-side apply's answer per invalid manifest: one file per run, as its errors do not name
+    the file (and a kind no CRD serves stops the whole run)."""
+
+    def answer(path: Path) -> str:
+        return server_side("apply", "--server-side", "-f", str(path)).stderr
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return {
+            path.name: text for path, text in zip(INVALID, pool.map(answer, INVALID), strict=True) if text
+        }
+
+
 @pytest.mark.parametrize("path", INVALID, ids=lambda p: p.name)
 def test_invalid_manifest_is_rejected_naming_the_problem(invalid_results, path):
     assert path.name in invalid_results, f"{path.name} was accepted"
     expected = _expectation(path)
     assert expected in invalid_results[path.name], f"expected {expected!r} in:\n{invalid_results[path.name]}"
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.name)
+def test_invalid_manifest_is_rejected_by_server_side_apply_too(server_side_invalid_results, path):
+    assert path.name in server_side_invalid_results, f"{path.name} was accepted by server-side apply"
+    expected = _expectation(path)
+    answer = server_side_invalid_results[path.name]
+    assert expected in answer, f"expected {expected!r} in:\n{answer}"
+    assert "<class" not in answer and "Traceback" not in answer, answer

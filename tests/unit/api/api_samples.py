@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from mlrollouts.local.apiserver.patching import Yaml12Loader
+
 ROOT = Path(__file__).resolve().parents[3]
 MANIFESTS = ROOT / "tests/manifests"
 EXAMPLES = [
@@ -40,7 +42,9 @@ def _comment(text: str, key: str) -> str | None:
 
 def load(path: Path) -> Sample:
     text = path.read_text()
-    return Sample(path, yaml.safe_load(text), _comment(text, "expect"), _comment(text, "server"))
+    # kubectl reads `1e-07` as a number, as YAML 1.2 does (PyYAML's YAML 1.1 reads a string)
+    document = yaml.load(text, Loader=Yaml12Loader)
+    return Sample(path, document, _comment(text, "expect"), _comment(text, "server"))
 
 
 def valid() -> list[Sample]:

@@ -13,6 +13,7 @@ the rules use, ``isSorted()`` and ``sum()``, are provided here with the Kubernet
 from __future__ import annotations
 
 import copy
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -111,14 +112,47 @@ def unknown_fields(schema: dict[str, Any], value: Any, path: str = "") -> list[s
     return problems
 
 
+INT64 = 2**63
+FLOAT_EXACT_INTEGER = 2**53
+
+
+def decoded(value: Any) -> Any:
+    """Numbers as the API server's JSON decoder reads them: an integer beyond int64 is a float."""
+    if isinstance(value, dict):
+        return {k: decoded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decoded(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not -INT64 <= value < INT64:
+        return float(value)
+    return value
+
+
+def _is_integer(_checker: Any, value: Any) -> bool:
+    """The API server's integer: an int, or a float that is exactly an integer (up to 2^53)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, float):
+        return value.is_integer() and abs(value) <= FLOAT_EXACT_INTEGER
+    return isinstance(value, int)
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft4Validator,
+    type_checker=jsonschema.Draft4Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+)
+
+
 def schema_errors(schema: dict[str, Any], value: Any) -> list[str]:
-    validator = jsonschema.Draft4Validator(schema)
     problems = []
-    for error in validator.iter_errors(value):
+    for error in _Validator(schema).iter_errors(value):
         path = ""
         for part in error.absolute_path:
             path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        problems.append(f"{path or '<root>'}: {error.message}")
+        if error.validator == "required":  # worded as the API server words it
+            missing = re.search(r"'([^']+)' is a required property", error.message)
+            problems.append(f"{path}.{missing.group(1) if missing else '?'}: Required value".lstrip("."))
+        else:
+            problems.append(f"{path or '<root>'}: {error.message}")
     return problems
 
 
@@ -147,7 +181,10 @@ def cel_failures(schema: dict[str, Any], value: Any, path: str = "") -> list[str
             result = compile_rule(entry["rule"]).evaluate({"self": to_cel(schema, value)})
         except celpy.CELEvalError as exc:  # raised for errors outside a logical operator
             result = exc
-        if isinstance(result, celpy.CELEvalError):
+        missing = re.search(r"no such member in mapping: '([^']+)'", str(result))
+        if isinstance(result, celpy.CELEvalError) and missing:  # the field a rule reads is absent
+            problems.append(f"{path}.{missing.group(1)}: Required value".lstrip("."))
+        elif isinstance(result, celpy.CELEvalError):
             problems.append(f"{path or '<root>'}: error evaluating {entry['rule']!r}: {result}")
         elif not result:
             problems.append(f"{path or '<root>'}: {entry['message']}")
@@ -161,11 +198,29 @@ def cel_failures(schema: dict[str, Any], value: Any, path: str = "") -> list[str
     return problems
 
 
+SERVED_VERSION = "mlrollouts.io/v1alpha1"
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def metadata_errors(obj: dict[str, Any]) -> list[str]:
+    """What kubectl and the API machinery refuse before the schema is looked at."""
+    if obj.get("apiVersion") != SERVED_VERSION:
+        return [f'no matches for kind "{obj.get("kind")}" in version "{obj.get("apiVersion")}"']
+    name = str((obj.get("metadata") or {}).get("name") or "")
+    if len(name) > 253 or not DNS_SUBDOMAIN.match(name):
+        return [f'metadata.name: Invalid value: "{name}": a lowercase RFC 1123 subdomain']
+    return []
+
+
 def server_side_errors(obj: dict[str, Any]) -> list[str]:
     """Every reason the API server would refuse `obj` (an empty list: it would store it)."""
+    problems = metadata_errors(obj)
+    if problems:
+        return problems
     schema = crd_schemas()[obj["kind"]]
+    obj = decoded(obj)
     problems = unknown_fields(schema, obj)
     defaulted = apply_defaults(schema, copy.deepcopy(obj))
     problems += schema_errors(schema, defaulted)
     problems += cel_failures(schema, defaulted)
-    return problems
+    return list(dict.fromkeys(problems))

@@ -105,7 +105,9 @@ def test_names_scope_and_subresources(kind):
     )
     (version,) = crd["spec"]["versions"]
     assert version["name"] == "v1alpha1" and version["served"] and version["storage"]
-    assert version["subresources"] == {"status": {}}
+    scale = {"specReplicasPath": ".spec.serving.replicas", "statusReplicasPath": ".status.replicas"}
+    expected = {"ModelDeployment": {"scale": {**scale, "labelSelectorPath": ".status.selector"}}}
+    assert version["subresources"] == {"status": {}, **expected.get(kind, {})}
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,12 @@ def test_the_crds_are_named_from_the_kinds():
             "shortNames": list(kind.short_names),
             "categories": list(kind.categories),
         }
-        assert crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["description"] == kind.description
+        description = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["description"]
+        # kubectl explain shows which apiVersion to write: the answer to a wrong one names no version
+        assert (
+            description
+            == f"{kind.description} Served versions: apiVersion {kind.api_version} (the only one)."
+        )
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from mlrollouts.api import (
     parse_resource,
     to_json,
 )
+from mlrollouts.local.apiserver.patching import Yaml12Loader
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = [
@@ -44,7 +45,7 @@ def minimal_mdep(**spec):
 
 @pytest.mark.parametrize("path", EXAMPLES + VALID, ids=lambda p: str(p.relative_to(ROOT)))
 def test_valid_manifests_parse_and_round_trip(path):
-    for doc in yaml.safe_load_all(path.read_text()):
+    for doc in yaml.load_all(path.read_text(), Loader=Yaml12Loader):
         resource = parse_resource(doc)
         again = parse_resource(to_json(resource))
         assert again == resource

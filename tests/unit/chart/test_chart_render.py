@@ -30,7 +30,13 @@ from mlrollouts.builders.serving import ServingRevision, serving_deployment
 
 FULLNAME = f"{RELEASE}-mlrollouts"
 OLDEST, NEWEST = supported_versions()
-CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering", "CustomResourceDefinition"}
+CLUSTER_SCOPED = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ClusterKopfPeering",
+    "CustomResourceDefinition",
+    "ValidatingWebhookConfiguration",
+}
 
 
 @pytest.fixture(scope="module", params=sorted(VALUE_SETS))

@@ -1,0 +1,63 @@
+"""Refusals no retry can change, reported where the control plane can read them.
+
+A model file holding types nobody has trusted is refused the same way on every start; a server
+that stayed up "not ready" would only time out a rollout. When the pod asks for it
+(``MLSERVING_EXIT_ON_REFUSED_MODEL=true``, set by the operator), the server writes a one-line JSON
+report to the container's termination message file (and as its last log line, which
+``terminationMessagePolicy: FallbackToLogsOnError`` uses when the file is absent) and exits with
+``REFUSED_EXIT_CODE``. The report is the contract with the operator::
+
+    {"reason": "UntrustedModelTypes", "untrustedTypes": ["sklearn.tree._tree.Tree"], "message": "..."}
+
+This module imports nothing heavy: the operator reads the same constants.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+UNTRUSTED_MODEL_TYPES = "UntrustedModelTypes"
+EXIT_ENV = "MLSERVING_EXIT_ON_REFUSED_MODEL"
+TERMINATION_MESSAGE_PATH = Path("/dev/termination-log")
+REFUSED_EXIT_CODE = 3
+MAX_TERMINATION_MESSAGE = 4096
+"""Kubernetes keeps at most 4096 bytes of a termination message."""
+
+
+class UntrustedTypesError(RuntimeError):
+    """A skops file holds types that are neither trusted by skops nor listed as trusted."""
+
+    def __init__(self, message: str, types: Sequence[str]) -> None:
+        super().__init__(message)
+        self.types = tuple(types)
+
+
+def refusal_report(exc: UntrustedTypesError) -> str:
+    """The JSON line the operator reads; the message is shortened so the line stays whole."""
+    report = {"reason": UNTRUSTED_MODEL_TYPES, "untrustedTypes": list(exc.types), "message": ""}
+    room = MAX_TERMINATION_MESSAGE - len(json.dumps(report)) - 8
+    report["message"] = str(exc)[: max(room, 0)]
+    return json.dumps(report)
+
+
+def exit_if_refused_for_good(
+    exc: BaseException, env: Mapping[str, str] | None = None, path: Path = TERMINATION_MESSAGE_PATH
+) -> None:
+    """Report and exit when ``exc`` is a permanent refusal and the pod asked for it; else return."""
+    env = os.environ if env is None else env
+    if not isinstance(exc, UntrustedTypesError) or env.get(EXIT_ENV, "").lower() != "true":
+        return
+    report = refusal_report(exc)
+    # Kubernetes mounts an empty file there; on a machine without one, nothing is created in /dev
+    if path.is_file():
+        try:
+            path.write_text(report)
+        except OSError:
+            pass
+    print(report, file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(REFUSED_EXIT_CODE)
