@@ -45,6 +45,7 @@ from mlserving.router.graph.runtime import GraphRuntime, graph_upstreams
 from mlserving.router.headers import end_to_end_headers
 from mlserving.router.ids import IdSigner, InvalidId
 from mlserving.router.metrics import RouterMetrics
+from mlserving.router.outliers import GATEWAY_FAILURES, OutlierDetector
 from mlserving.router.resolve import service_of
 from mlserving.router.split import Splitter
 from mlserving.router.table import Route, RouteTable, Variant
@@ -58,6 +59,7 @@ from mlserving.router.upstream import (
     Endpoint,
     RequestTimeout,
     Resolve,
+    UpstreamError,
     UpstreamPool,
 )
 
@@ -76,15 +78,15 @@ class CompiledVariant:
     model: str | None
     connect_seconds: float
     request_seconds: float
+    outliers: OutlierDetector
     _next: Iterable[int] = field(default_factory=itertools.count)
 
     def endpoints(self) -> list[Endpoint]:
-        """Endpoints in the order to try: round robin start, then one other endpoint for the retry."""
-        count = len(self.upstreams)
-        start = next(self._next) % count  # type: ignore[call-overload]
-        if count == 1:
+        """The endpoint to try and one for the retry: the less busy of the next two in round-robin
+        order that are not ejected, then another one (the same one when it is the only one)."""
+        if len(self.upstreams) == 1:
             return [self.upstreams[0], self.upstreams[0]]
-        return [self.upstreams[start], self.upstreams[(start + 1) % count]]
+        return self.outliers.attempts(self.upstreams, next(self._next))  # type: ignore[call-overload]
 
 
 @dataclass(eq=False)
@@ -100,7 +102,7 @@ class CompiledRoute:
     sticky_cookie: bytes | None
 
     @classmethod
-    def build(cls, route: Route, resolve: Resolve | None = None) -> CompiledRoute:
+    def build(cls, route: Route, outliers: OutlierDetector, resolve: Resolve | None = None) -> CompiledRoute:
         def compile_variant(variant: Variant) -> CompiledVariant:
             timeouts = route.timeouts_for(variant)
             urls = [u for url in variant.upstreams for u in resolve(url)] if resolve else variant.upstreams
@@ -110,6 +112,7 @@ class CompiledRoute:
                 model=variant.model,
                 connect_seconds=timeouts.connect_seconds,
                 request_seconds=timeouts.request_seconds,
+                outliers=outliers,
             )
 
         variants = {v.name: compile_variant(v) for v in route.variants}
@@ -153,9 +156,12 @@ class CompiledTable:
     by_model: dict[str, CompiledRoute]
 
     @classmethod
-    def build(cls, table: RouteTable, resolve: Resolve | None = None) -> CompiledTable:
+    def build(
+        cls, table: RouteTable, outliers: OutlierDetector, resolve: Resolve | None = None
+    ) -> CompiledTable:
         """The routes with variants; graph routes are the ``GraphRuntime``'s."""
-        routes = {r.model: CompiledRoute.build(r, resolve) for r in table.routes if r.graph is None}
+        routes = {r.model: CompiledRoute.build(r, outliers, resolve) for r in table.routes if r.graph is None}
+        outliers.retain({e.url for r in routes.values() for v in r.variants.values() for e in v.upstreams})
         return cls(table=table, by_model=routes)
 
 
@@ -197,6 +203,7 @@ class RouterApp(Application):
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
         self._compiled: CompiledTable | None = None
+        self.outliers = OutlierDetector()
         self._session = UpstreamPool()
         # Shadow traffic has its own pool, so a slow shadow can never hold the primaries' connections.
         self._shadow_session = UpstreamPool()
@@ -232,7 +239,7 @@ class RouterApp(Application):
 
     def _compile(self, table: RouteTable) -> None:
         resolve = self.resolver.resolve if self.resolver is not None else None
-        self._compiled = CompiledTable.build(table, resolve)
+        self._compiled = CompiledTable.build(table, self.outliers, resolve)
 
     def endpoints_changed(self) -> None:
         """The resolver saw Service endpoints change: recompile the variants with them (graphs resolve
@@ -397,9 +404,7 @@ class RouterApp(Application):
         endpoints = variant.endpoints()
         for attempt, endpoint in enumerate(endpoints):
             try:
-                return await session.request(
-                    endpoint, method, path, headers, body, variant.request_seconds, variant.connect_seconds
-                )
+                return await self._attempt(session, route, variant, endpoint, method, path, headers, body)
             except (ConnectFailed, Disconnected) as exc:
                 # A failed connect is retried on another endpoint only; a dropped connection (maybe a stale
                 # keep-alive one closed by the upstream) is retried once, even on the same endpoint.
@@ -426,6 +431,43 @@ class RouterApp(Application):
             except BadResponse as exc:
                 raise HttpError(502, f"variant {variant.name!r}: invalid upstream response: {exc}") from None
         raise AssertionError("unreachable")
+
+    async def _attempt(
+        self,
+        session: UpstreamPool,
+        route: CompiledRoute,
+        variant: CompiledVariant,
+        endpoint: Endpoint,
+        method: str,
+        path: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """One request to one endpoint; its outcome goes to the outlier detector."""
+        ok: bool | None = None  # None: the outcome says nothing about the endpoint (cancelled, stale pool)
+        self.outliers.begin(endpoint)
+        try:
+            answer = await session.request(
+                endpoint, method, path, headers, body, variant.request_seconds, variant.connect_seconds
+            )
+            ok = answer[0] not in GATEWAY_FAILURES
+            return answer
+        except Disconnected as exc:
+            ok = None if exc.reused else False  # a reused keep-alive connection closing is the pool's race
+            raise
+        except UpstreamError:
+            ok = False
+            raise
+        finally:
+            if self.outliers.end(endpoint, ok, variant.upstreams, route.spec.outlier_detection):
+                self.metrics.count(self.metrics.upstream_ejections, route.name, variant.name)
+                log.warning(
+                    "route %s variant %s: endpoint %s ejected after failing (out: %s)",
+                    route.name,
+                    variant.name,
+                    endpoint.url,
+                    ", ".join(self.outliers.ejected(variant.upstreams)),
+                )
 
     async def _resolved_later(
         self, route: CompiledRoute, variant: CompiledVariant, endpoint: Endpoint

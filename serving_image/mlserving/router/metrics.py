@@ -54,6 +54,11 @@ class RouterMetrics(CachedChildren):
         self.upstream_retries = metric(
             Counter, "mlrouter_upstream_retries", "Retries after a connection failure."
         )
+        self.upstream_ejections = metric(
+            Counter,
+            "mlrouter_upstream_ejections",
+            "Endpoints taken out of a variant's rotation after failing (outlier detection).",
+        )
 
     def observe_request(self, route: str, variant: str, code: int, seconds: float) -> None:
         self._child(self.requests, route, variant, str(code)).inc()

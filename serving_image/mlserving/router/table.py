@@ -15,6 +15,7 @@ Example (YAML)::
         stickiness: {header: x-user-id}
         shadow: {variant: candidate, percent: 20}
         timeouts: {connectSeconds: 1, requestSeconds: 10}
+        outlierDetection: {consecutiveFailures: 5, baseEjectionSeconds: 30}
 
 A route serves either ``variants`` or a ``graph`` (a composite model: see ``mlserving.router.graph``)::
 
@@ -55,6 +56,37 @@ class Timeouts(CamelSpec):
     request_seconds: float = Field(
         default=30.0, gt=0, le=3600, description="Whole upstream request timeout; exceeded -> 504."
     )
+
+
+class OutlierDetection(CamelSpec):
+    """When an endpoint of a variant leaves its rotation (see ``mlserving.router.outliers``)."""
+
+    consecutive_failures: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Gateway failures in a row (connect failure, timeout, dropped connection, 502/503/504) "
+        "that eject an endpoint.",
+    )
+    base_ejection_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="First ejection; each further one lasts one more multiple."
+    )
+    max_ejection_seconds: float = Field(default=300.0, gt=0, le=86400, description="Longest ejection.")
+    max_ejected_percent: float = Field(
+        default=50.0,
+        ge=0,
+        le=100,
+        description="Share of a variant's endpoints out at once (at least one of two or more); 0 disables.",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.max_ejection_seconds < self.base_ejection_seconds:
+            raise ValueError(
+                f"maxEjectionSeconds ({self.max_ejection_seconds:g}) is below "
+                f"baseEjectionSeconds ({self.base_ejection_seconds:g})"
+            )
+        return self
 
 
 class Variant(CamelSpec):
@@ -134,6 +166,7 @@ class Route(CamelSpec):
     stickiness: Stickiness | None = None
     shadow: Shadow | None = None
     timeouts: Timeouts = Field(default_factory=Timeouts)
+    outlier_detection: OutlierDetection = Field(default_factory=OutlierDetection)
     feedback: Feedback = Field(default_factory=Feedback)
 
     @field_validator("variants")

@@ -239,7 +239,7 @@ def _decode_inputs(
         where = f"inputs[{i}]"
         name = tensor_name(item, where, seen)
         datatype = item.get("datatype")
-        if datatype not in DATATYPES:
+        if not isinstance(datatype, str) or datatype not in DATATYPES:
             raise ProtocolError(f"{where}.datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
         shape, count = _shape_of(item.get("shape"), where, max_elements)
         total += count

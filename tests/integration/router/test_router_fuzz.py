@@ -6,6 +6,8 @@ graph's answer, never a 5xx of its own making, and keeps serving correct answers
 
 from __future__ import annotations
 
+import os
+
 import httpx
 import pytest
 from graph_testing import by_hand, ensemble, graph_route, model, rows_request, sequence, value_rows
@@ -15,7 +17,9 @@ from router_testing import route, table, variant
 
 pytestmark = pytest.mark.integration
 
-FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+# ``FUZZ_EXAMPLES`` (``make fuzz``: 10 000) is shared by the three generated tests below.
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "240"))
+FUZZ = settings(max_examples=max(80, EXAMPLES // 3), deadline=None, suppress_health_check=list(HealthCheck))
 CLIENT_ERRORS = {400, 404, 405, 413, 422}
 
 json_values = st.recursive(
