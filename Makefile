@@ -6,9 +6,12 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# `make test` runs its test files on this many workers (pytest-xdist); a file stays on one worker,
+# because the playground scenarios share one playground per file. TEST_WORKERS=0 runs them in turn.
+TEST_WORKERS ?= 2
 
-.PHONY: venv test test-unit test-integration test-e2e lint crds demo bench bench-serving bench-router \
-        bench-operator bench-bandits bench-apiserver bench-composite bench-learning images kind-e2e clean
+.PHONY: venv prereqs-demo prereqs-test test test-unit test-integration test-e2e test-faults test-faults-long fuzz lint crds demo bench bench-serving bench-router \
+        bench-operator bench-bandits bench-apiserver bench-composite bench-learning images test-images kind-e2e clean
 
 venv: $(STAMP)
 
@@ -18,8 +21,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-test: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: prereqs-test venv
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -30,6 +33,22 @@ test-integration: venv
 test-e2e: venv
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
+# Fault tests (marker `faults`: hung upstreams, Prometheus outages, ...); they also run in `make test`.
+test-faults: prereqs-test venv
+	$(PY) -m pytest -m faults $(PYTEST_ARGS)
+
+# The long operator SIGKILL run: 20 kills over a canary and 10 over a rollback on the playground; it
+# prints the invariant counts (kills, steps, checks, backward weight moves, longest gap, client errors).
+test-faults-long: prereqs-test venv
+	MLROLLOUTS_FAULT_KILLS_CANARY=20 MLROLLOUTS_FAULT_KILLS_ROLLBACK=10 \
+	  $(PY) -m pytest -s --timeout 900 tests/e2e/test_faults_operator_kills.py $(PYTEST_ARGS)
+
+# Generated requests against the router and its composite models (schemathesis + hypothesis), 10 000 examples per
+# run instead of the few hundred of `make test`.
+FUZZ_EXAMPLES ?= 10000
+fuzz: venv
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -p no:cacheprovider tests/integration/router/test_router_schema_fuzz.py tests/integration/router/test_router_fuzz.py $(PYTEST_ARGS)
+
 lint: venv
 	$(VENV)/bin/ruff check operator serving_image tests
 	$(VENV)/bin/ruff format --check operator serving_image tests
@@ -37,12 +56,16 @@ lint: venv
 	$(VENV)/bin/lint-imports
 
 # The local playground end to end: every scenario at once (canary, composite, online learning; plots in out/demo/).
-demo: venv
+demo: prereqs-demo venv
 	$(VENV)/bin/mlrollouts local demo --output-dir out/demo
 
 crds: venv
 	$(VENV)/bin/mlrollouts crds --output-dir crds
 	$(VENV)/bin/mlrollouts crds --output-dir charts/mlrollouts/crds
+
+# System packages, checked (and installed where apt-get can run) before anything slow.
+prereqs-demo prereqs-test:
+	@PYTHON=$(PYTHON) bash hack/prereqs.sh $(@:prereqs-%=%)
 
 clean:
 	rm -rf $(VENV) .mlrollouts .pytest_cache .mypy_cache .ruff_cache
@@ -72,9 +95,17 @@ bench-composite: venv
 bench-learning: venv
 	$(PY) tests/bench/bench_learning.py
 
-# Container images and the kind end-to-end run (need Docker; they say so and stop where it is absent).
+# Container images: Docker where a daemon answers, else buildah (a local Debian base where no
+# registry answers; LOCAL_BASE=1 forces it). Sizes and build times are printed at the end.
 images:
 	bash hack/images.sh
 
+# Image smoke tests (tests/images, not in `make test`): builds with buildah, runs with podman as a
+# restricted pod would. Without buildah/podman they skip with the install hint (fail under CI=true).
+test-images: venv
+	BUILDER=buildah bash hack/images.sh
+	$(PY) -m pytest tests/images $(PYTEST_ARGS)
+
+# The kind end-to-end run (needs Docker; it says so and stops where it is absent).
 kind-e2e: venv
 	bash hack/kind-e2e.sh

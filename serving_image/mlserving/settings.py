@@ -136,6 +136,10 @@ class ServerSettings(ModelSettingsMixin, BaseSettings):
     pinned_snapshot: int | None = Field(
         default=None, ge=0, description="Serve this snapshot instead of the latest one."
     )
+    snapshot_pointer: Literal["serving", "candidate"] = Field(
+        default="serving",
+        description="Snapshot pointer followed: serving, or candidate (a snapshot canary's replicas).",
+    )
     snapshot_poll_seconds: float = Field(
         default=0.5, gt=0, description="Interval between two reads of the latest snapshot pointer."
     )

@@ -13,6 +13,13 @@ like a counter and a router restart (a drop to 0) is corrected. Gaussian rewards
 a drop is then a negative reward, not a restart, so the sum is read with ``delta`` (last minus
 first value, extrapolated like ``increase``), and a router restart inside the range is not
 corrected. The sum of squares only grows, so ``increase`` is right for it in both cases.
+
+With ``reward_wait`` the requests younger than the wait are left out (their reward may still come),
+and so are the rewards and feedback: every router metric is read over the same range with the same
+``offset``. A reward is credited after its request was made, so every reward counted belongs to a
+request counted; the reward of a counted request that arrives after the range ends is counted by a
+later reading. Counting the rewards up to now while the requests stop ``reward_wait`` earlier would
+credit the newest requests' rewards without their requests and bias every mean upwards.
 """
 
 from __future__ import annotations
@@ -71,18 +78,33 @@ def _route_selector(route: str) -> str:
     return 'route="' + route.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _requests_query(route: str, rng: str, wait: float, since: float | None, now: float | None) -> str:
-    selector = _route_selector(route)
+Settled = tuple[str, str] | None
+"""The range and the offset (``""`` or `` offset 30s``) of the requests old enough to count, or
+``None`` while none is."""
+
+
+def _settled(rng: str, wait: float, since: float | None, now: float | None) -> Settled:
     if wait <= 0:
-        return f"sum by (variant) (increase(mlrouter_requests_total{{{selector}}}[{rng}]))"
+        return rng, ""
     if since is not None and now is not None:
         span = now - wait - since
         if span < 1:
-            # Every request is younger than reward_wait: none counts yet (0 for each variant).
-            return f"sum by (variant) (mlrouter_requests_total{{{selector}}}) * 0"
+            return None
         rng = prometheus_range(math.ceil(span))
-    offset = prometheus_range(wait)
-    return f"sum by (variant) (increase(mlrouter_requests_total{{{selector}}}[{rng}] offset {offset}))"
+    return rng, f" offset {prometheus_range(wait)}"
+
+
+def _router_query(route: str, metric: str, settled: Settled, function: str = "increase") -> str:
+    selector = _route_selector(route)
+    if settled is None:
+        # Every request is younger than reward_wait: none counts yet (0 for each variant).
+        return f"sum by (variant) ({metric}{{{selector}}}) * 0"
+    rng, offset = settled
+    return f"sum by (variant) ({function}({metric}{{{selector}}}[{rng}]{offset}))"
+
+
+def _requests_query(route: str, rng: str, wait: float, since: float | None, now: float | None) -> str:
+    return _router_query(route, "mlrouter_requests_total", _settled(rng, wait, since, now))
 
 
 async def _by_variant(
@@ -147,16 +169,14 @@ async def read_rewards(
         )
     try:
         rng = _window(window, since, now)
-        wait = _seconds(reward_wait)
-        requests_query = _requests_query(route, rng, wait, since, now)
+        settled = _settled(rng, _seconds(reward_wait), since, now)
     except ValueError as exc:
         return QueryError(str(exc))
     base: dict[str, str | None] = {"name": route, **(variables or {}), "interval": rng}
     at = now
-    selector = _route_selector(route)
 
     def router_query(metric: str, function: str = "increase") -> str:
-        return f"sum by (variant) ({function}({metric}{{{selector}}}[{rng}]))"
+        return _router_query(route, metric, settled, function)
 
     reward_task = (
         _per_variant_custom(provider, reward_query, variants, base, at)
@@ -177,7 +197,7 @@ async def read_rewards(
         if feedback_query
         else _by_variant(provider, router_query("mlrouter_feedback_total"), at)
     )
-    tasks = [reward_task, feedback_task, _by_variant(provider, requests_query, at)]
+    tasks = [reward_task, feedback_task, _by_variant(provider, router_query("mlrouter_requests_total"), at)]
     if squares_task is not None:
         tasks.append(squares_task)
     try:

@@ -110,6 +110,8 @@ def serving_deployment(rev: ServingRevision, replicas: int | None = None) -> Obj
                 "resources": dict(rev.resources),
                 "securityContext": common.container_security_context(),
                 "volumeMounts": mounts,
+                # a server that refuses its model for good exits with a report the operator reads
+                "terminationMessagePolicy": "FallbackToLogsOnError",
             }
         ],
         "volumes": volumes,
@@ -128,6 +130,11 @@ def serving_deployment(rev: ServingRevision, replicas: int | None = None) -> Obj
     )
 
 
+def serving_selector(owner: Owner) -> str:
+    """The label selector of the serving pods of every revision, as the scale subresource reports it."""
+    return ",".join(f"{k}={v}" for k, v in common.selector_labels(owner, SERVING_COMPONENT).items())
+
+
 def serving_service(owner: Owner, revision: str) -> Object:
     """The Service of one revision, selecting only that revision's pods."""
     return common.http_service(owner, common.revision_name(owner.name, revision), SERVING_COMPONENT, revision)
@@ -136,3 +143,39 @@ def serving_service(owner: Owner, revision: str) -> Object:
 def all_revisions_service(owner: Owner) -> Object:
     """Entry point ``<name>`` over the pods of every revision (Service provider: replica-ratio split)."""
     return common.http_service(owner, owner.name, SERVING_COMPONENT)
+
+
+def weighted_replicas(
+    total: int,
+    weights: Mapping[str, int],
+    planned: Mapping[str, int],
+    *,
+    stable: str | None,
+    candidate: str | None,
+    shadow: tuple[str, int] | None = None,
+    candidate_ready: int = 0,
+) -> dict[str, int]:
+    """Split ``total`` (``spec.serving.replicas``, which an autoscaler may set) between the stable and the
+    candidate revision in proportion to their traffic weights.
+
+    Each share is rounded up, so a revision never has fewer pods than its share of traffic needs, and a
+    revision in the rollout keeps at least one pod (the candidate must become ready before it gets
+    traffic; the stable is what a rollback returns to). The stable gives up pods only as candidate pods
+    become ready, so capacity never dips while traffic moves. A revision ``planned`` at 0 (scaled down)
+    and every other revision keep their planned count.
+    """
+    out = dict(planned)
+    if candidate is None or candidate == stable or not planned.get(candidate):
+        return out
+    candidate_percent = max(weights.get(candidate, 0), shadow[1] if shadow and shadow[0] == candidate else 0)
+    candidate_count = max(1, min(total, _share(total, candidate_percent)))
+    out[candidate] = candidate_count
+    if stable is not None and planned.get(stable):
+        stable_share = _share(total, weights.get(stable, 0))
+        not_yet_taken_over = total - min(candidate_ready, candidate_count)
+        out[stable] = max(1, stable_share, not_yet_taken_over)
+    return out
+
+
+def _share(total: int, percent: int) -> int:
+    return -(-total * percent // 100)  # ceiling without floats

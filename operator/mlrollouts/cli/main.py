@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -24,6 +26,7 @@ COMMAND_MODULES: dict[str, str] = {
     "pause": "mlrollouts.cli.plugin",
     "resume": "mlrollouts.cli.plugin",
     "history": "mlrollouts.cli.plugin",
+    "undo": "mlrollouts.cli.undo",
     "learning": "mlrollouts.cli.learning",
 }
 
@@ -50,6 +53,18 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # here, not at exit, where a closed pipe could no longer be caught
+    except BrokenPipeError:
+        # the reader (`| head`) has had enough: stop quietly, as a process ended by SIGPIPE would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(args_list)
     args = parser.parse_args(args_list)

@@ -114,15 +114,18 @@ def operator_config(args: argparse.Namespace) -> OperatorConfig:
         raise SystemExit(
             f"{_named('--prometheus-timeout')}: must be positive, got {args.prometheus_timeout!r}"
         )
-    return OperatorConfig(
-        serving_image=args.serving_image,
-        prometheus_url=args.prometheus_url,
-        prometheus_timeout=prometheus_timeout,
-        allowed_images=parse_image_patterns(args.allowed_images),
-        upstream_template=args.upstream_template,
-        tick=args.tick,
-        poll=args.poll,
-    )
+    try:
+        return OperatorConfig(
+            serving_image=args.serving_image,
+            prometheus_url=args.prometheus_url,
+            prometheus_timeout=prometheus_timeout,
+            allowed_images=parse_image_patterns(args.allowed_images),
+            upstream_template=args.upstream_template,
+            tick=args.tick,
+            poll=args.poll,
+        )
+    except ValueError as exc:  # MLROLLOUTS_NOTIFICATIONS: the message names the sink's field
+        raise SystemExit(str(exc)) from None
 
 
 def parse_run_args(argv: list[str]) -> argparse.Namespace:

@@ -1,5 +1,5 @@
 """`kubectl mlrollouts`: look at rollouts and steer them (get, status, promote, abort, retry, pause,
-resume, history).
+resume, history; `undo` lives in :mod:`mlrollouts.cli.undo`).
 
 The commands talk to the Kubernetes API with the official client and any kubeconfig. Manual actions
 are requests to the operator: ``promote``, ``abort``, ``retry`` and ``resume`` set the annotation
@@ -27,14 +27,16 @@ import yaml
 
 from mlrollouts import __version__
 from mlrollouts.api import COMPOSITE_MODEL, EXPERIMENT, KINDS, MODEL_DEPLOYMENT, ResourceKind, kind_named
+from mlrollouts.cli import actions, wait
 from mlrollouts.composite.components import ComponentRef, traffic_split
-from mlrollouts.core.names import ACTION_ANNOTATION
+from mlrollouts.core.names import ACTION_ANNOTATION, COMPONENT_LABEL, OWNER_LABEL
 from mlrollouts.core.times import parse_timestamp
 
 REQUEST_TIMEOUT = 15.0
 RECENT_CHECKS = 8
 
 Object = dict[str, Any]
+Objects = list[Object]
 Found = TypeVar("Found")
 
 
@@ -118,6 +120,10 @@ class Cluster:
             item.setdefault("kind", kind.kind)
         return items
 
+    def list_children(self, api_version: str, kind: str, selector: Mapping[str, str]) -> Objects:
+        """Built-in objects (Deployments, Pods) of the namespace that carry every label of ``selector``."""
+        return self._call(f"{kind}s", lambda: self.kube.list(api_version, kind, self.namespace, selector))
+
     def patch(self, kind: ResourceKind, name: str, body: Object) -> Object:
         """A JSON merge patch of the object."""
         return self._call(
@@ -187,25 +193,43 @@ def weights_text(status: Object) -> str:
     return ", ".join(parts) or status.get("weightsSummary") or "-"
 
 
+def printer_column(kind: ResourceKind, obj: Object, column: str) -> Any:
+    """The value ``kubectl get -o wide`` shows in ``column`` for ``obj`` (the CRD's own JSON path),
+    so the plugin and kubectl never disagree."""
+    from mlrollouts.api.crd import PRINTER_COLUMNS
+
+    found = next((c for c in PRINTER_COLUMNS.get(kind.kind, ()) if c.name == column), None)
+    if found is None:
+        return None
+    value: Any = obj
+    for part in found.json_path.lstrip(".").split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def step_text(spec: Object, status: Object) -> str:
+    """The STEP column as kubectl shows it, with what that step does."""
+    shown = printer_column(MODEL_DEPLOYMENT, {"spec": spec, "status": status}, "Step")
     steps = (spec.get("rollout") or {}).get("steps") or []
     index = status.get("currentStep")
     if index is None or not steps:
-        return "-"
-    total = len(steps)
-    if not 0 <= index < total:
-        return f"{index + 1}/{total}"
+        return "-" if shown is None else str(shown)
+    label = "-" if shown is None else str(shown)
+    if not 0 <= index < len(steps):
+        return f"{label}: all steps passed, the candidate goes to 100%"
     step = steps[index]
     if "shadow" in step:
         detail = f"shadow {step['shadow'].get('percent')}% for {step['shadow'].get('duration')}"
     elif "approval" in step:
         message = (step.get("approval") or {}).get("message")
-        detail = "approval: waiting for `mlrollouts promote`" + (f" ({message})" if message else "")
+        detail = f"approval: waiting for `{actions.command_prefix()} promote`" + (
+            f" ({message})" if message else ""
+        )
     else:
         detail = f"weight {step.get('weight')}%" + (
             f" for {step['duration']}" if step.get("duration") else ""
         )
-    return f"{index + 1}/{total}: {detail}"
+    return f"{label}: {detail}"
 
 
 def summary(obj: Object) -> str:
@@ -600,18 +624,34 @@ def _cluster(args: argparse.Namespace) -> Cluster:
     return Cluster(args.kubeconfig, args.context, args.namespace)
 
 
+def _get_target(cluster: Cluster, args: argparse.Namespace) -> tuple[Sequence[ResourceKind], str | None]:
+    """``get``, ``get KIND``, ``get KIND NAME``, ``get KIND/NAME`` or ``get NAME`` (any kind)."""
+    if not args.what:
+        return KINDS, args.name
+    if "/" in args.what:
+        kind, name = split_ref(args.what, None)
+        return ([kind] if kind else KINDS), args.name or name
+    if args.name:
+        return [resolve_kind(args.what)], args.name
+    try:
+        return [kind_named(args.what)], None
+    except ValueError:
+        pass  # not a kind: the name of a resource
+    for kind in KINDS:
+        try:
+            cluster.get(kind, args.what)
+        except NotFound:
+            continue
+        return [kind], args.what
+    raise NotFound(
+        f"{args.what!r} is neither a kind (mdep, mlexp, cmodel) nor the name of a ModelDeployment, "
+        f'Experiment or CompositeModel in namespace "{cluster.namespace}"'
+    )
+
+
 def cmd_get(args: argparse.Namespace) -> int:
     cluster = _cluster(args)
-    kinds: Sequence[ResourceKind] = KINDS
-    name = None
-    if args.what:
-        if "/" in args.what:
-            kind, name = split_ref(args.what, None)
-            kinds = [kind] if kind else KINDS
-        else:
-            kinds = [resolve_kind(args.what)]
-    if args.name:
-        name = args.name
+    kinds, name = _get_target(cluster, args)
     if name:
         if len(kinds) != 1:
             raise PluginError("name a kind too, e.g. `get mdep NAME` or `get mdep/NAME`")
@@ -623,9 +663,40 @@ def cmd_get(args: argparse.Namespace) -> int:
         print(json.dumps(items if not name else items[0], indent=2))
     elif args.output == "yaml":
         print(yaml.safe_dump(items if not name else items[0], sort_keys=False), end="")
+    elif name and kinds[0] is MODEL_DEPLOYMENT:
+        print(render_tree(cluster, items[0], _now()))
     else:
         print(render_list(items, _now(), args.all_namespaces))
     return 0
+
+
+def render_tree(cluster: Cluster, obj: Object, now: datetime) -> str:
+    """A ModelDeployment's summary and its revision -> Deployment -> pods tree."""
+    from mlrollouts.builders.serving import SERVING_COMPONENT
+    from mlrollouts.cli import tree
+
+    meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+    name = meta.get("name") or ""
+    lines = [
+        f"Name:       {name}",
+        f"Namespace:  {meta.get('namespace')}",
+        f"Phase:      {status.get('phase') or 'Pending'}"
+        + (f"  ({status['message']})" if status.get("message") else ""),
+        f"Strategy:   {(spec.get('rollout') or {}).get('strategy', 'Canary')}",
+        f"Step:       {step_text(spec, status)}",
+        f"Weights:    {weights_text(status)}",
+        "",
+    ]
+    selector = {OWNER_LABEL: f"{MODEL_DEPLOYMENT.kind}.{name}", COMPONENT_LABEL: SERVING_COMPONENT}
+    children: dict[str, list[Object]] = {}
+    for api_version, kind in (("apps/v1", "Deployment"), ("v1", "Pod")):
+        try:
+            children[kind] = cluster.list_children(api_version, kind, selector)
+        except PluginError as exc:
+            children[kind] = []
+            lines.insert(-1, f"Note:       {kind}s not shown: {exc}")
+    rows = tree.tree_rows(obj, children["Deployment"], children["Pod"], now)
+    return "\n".join(lines) + "\n" + table(tree.HEADER, rows)
 
 
 def _ref(args: argparse.Namespace, default: ResourceKind = MODEL_DEPLOYMENT) -> tuple[ResourceKind, str]:
@@ -660,11 +731,57 @@ def _named(cluster: Cluster, args: argparse.Namespace) -> tuple[ResourceKind, st
 def cmd_status(args: argparse.Namespace) -> int:
     cluster = _cluster(args)
     kind, name = _named(cluster, args)
-    if not args.watch:
-        obj = cluster.get(kind, name)
-        print(render_status(obj, _now(), graph_view(cluster, obj, args.prometheus_url)))
-        return 0
-    return watch_status(cluster, kind, name, args.interval, args.timeout, args.prometheus_url)
+    if args.watch:
+        return watch_status(cluster, kind, name, args.interval, args.timeout, args.prometheus_url)
+    obj = cluster.get(kind, name)
+    obj.setdefault("kind", kind.kind)
+    print(render_status(obj, _now(), graph_view(cluster, obj, args.prometheus_url)), flush=True)
+    if args.no_wait:
+        return wait.exit_code(obj)
+    return wait_until_settled(cluster, kind, name, args.interval, args.timeout, first=obj)
+
+
+def _progress(kind: ResourceKind, obj: Object) -> str:
+    status = obj.get("status") or {}
+    step = step_text(obj.get("spec") or {}, status) if kind is MODEL_DEPLOYMENT and status else None
+    return wait.progress_line(obj, step)
+
+
+def wait_until_settled(
+    cluster: Cluster, kind: ResourceKind, name: str, interval: float, timeout: float | None, first: Object
+) -> int:
+    """One line per change until the resource is Healthy (0), Degraded (1), gone (1) or the timeout
+    passes (124), as ``kubectl argo rollouts status`` does."""
+    deadline = None if not timeout else time.monotonic() + timeout
+    obj: Object | None = first
+    last_line = None
+    try:
+        while True:
+            if obj is None:
+                try:
+                    obj = cluster.get(kind, name)
+                except NotFound:
+                    print(f'{kind.kind} "{name}" was deleted', file=sys.stderr)
+                    return wait.EXIT_DEGRADED
+                obj.setdefault("kind", kind.kind)
+            line = _progress(kind, obj)
+            if line != last_line:
+                print(line, flush=True)
+                last_line = line
+            outcome = wait.settled(obj)
+            if outcome is not None:
+                return wait.EXIT_SUCCESS if outcome else wait.EXIT_DEGRADED
+            if deadline is not None and time.monotonic() >= deadline:
+                print(
+                    f"error: timed out after {timeout:g}s waiting for {kind.kind} {name}: {line}",
+                    file=sys.stderr,
+                )
+                return wait.EXIT_TIMEOUT
+            pause = interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic()))
+            time.sleep(pause)
+            obj = None
+    except KeyboardInterrupt:
+        return wait.EXIT_INTERRUPTED
 
 
 def watch_status(
@@ -677,7 +794,7 @@ def watch_status(
 ) -> int:
     """Redraw the status when it changes (on a terminal also every interval, to refresh the ages)."""
     tty = sys.stdout.isatty()
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = None if not timeout else time.monotonic() + timeout
     last_version = None
     try:
         while True:
@@ -712,9 +829,11 @@ def request_action(
     action: str,
     force: bool,
     spec_patch: Object | None = None,
-) -> str:
+    refuse: Callable[[Object], str | None] | None = None,
+) -> Object:
     """Set the action annotation (and optionally patch the spec) in one merge patch guarded by the
-    object's resourceVersion, so a concurrent change is never overwritten blindly."""
+    object's resourceVersion, so a concurrent change is never overwritten blindly. ``refuse`` says,
+    from the object as read just before the patch, why the request would change nothing."""
     for _attempt in range(3):
         obj = cluster.get(kind, name)
         meta = obj.get("metadata") or {}
@@ -724,6 +843,9 @@ def request_action(
                 f'{kind.kind} "{name}": the action {pending!r} is still pending (the operator has not carried '
                 "it out yet); wait, or use --force to replace it"
             )
+        why_not = refuse(obj) if refuse else None
+        if why_not:
+            raise PluginError(f"{kind.kind} {cluster.namespace}/{name}: nothing done: {why_not}")
         body: Object = {"metadata": {"resourceVersion": meta.get("resourceVersion")}}
         if action:
             body["metadata"]["annotations"] = {ACTION_ANNOTATION: action}
@@ -733,18 +855,40 @@ def request_action(
             cluster.patch(kind, name, body)
         except Conflict:
             continue
-        phase = (obj.get("status") or {}).get("phase") or "Pending"
-        return phase
+        return obj
     raise PluginError(f'{kind.kind} "{name}" keeps changing; try again')
+
+
+def promise(action: str, obj: Object) -> str:
+    """What the operator will do with ``action``, said before it does it."""
+    status, spec = obj.get("status") or {}, obj.get("spec") or {}
+    candidate = status.get("candidateRevision")
+    if action == actions.PROMOTE_FULL:
+        return f"the remaining steps are skipped and revision {candidate} goes to 100 %"
+    if action == actions.PROMOTE:
+        index, total = status.get("currentStep") or 0, actions.step_count(spec)
+        passed = "the approval" if actions.pause_reason(obj) == actions.AWAITING_APPROVAL else "the step"
+        after = "then the candidate goes to 100 %" if index + 1 >= total else "then the next step runs"
+        return f"{passed} in force ({step_text(spec, status)}) is passed, {after}"
+    if action == actions.ABORT:
+        return f"revision {candidate} is rolled back; traffic returns to {status.get('stableRevision')}"
+    if action == actions.RETRY:
+        return f"revision {status.get('failedRevision')} is rolled out again from the first step"
+    return f"the hold ({actions.pause_reason(obj)}) ends and the rollout continues"
 
 
 def _action_command(action: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         kind, name = _deployment_ref(args)
         cluster = _cluster(args)
-        phase = request_action(cluster, kind, name, action, args.force)
+        wanted = actions.PROMOTE_FULL if action == actions.PROMOTE and args.full else action
+        prefix = actions.command_prefix()
+        obj = request_action(
+            cluster, kind, name, wanted, args.force, refuse=lambda o: actions.refusal(wanted, o, prefix)
+        )
         print(
-            f"{kind.kind} {cluster.namespace}/{name}: {action} requested (phase {phase}); the operator carries it out"
+            f"{kind.kind} {cluster.namespace}/{name}: {wanted} requested (phase {actions.phase_of(obj)}): "
+            f"{promise(wanted, obj)}"
         )
         return 0
 
@@ -754,32 +898,41 @@ def _action_command(action: str) -> Callable[[argparse.Namespace], int]:
 def cmd_pause(args: argparse.Namespace) -> int:
     kind, name = _deployment_ref(args)
     cluster = _cluster(args)
-    obj = cluster.get(kind, name)
-    if ((obj.get("spec") or {}).get("rollout") or {}).get("paused"):
-        print(f"{kind.kind} {cluster.namespace}/{name} is already paused (spec.rollout.paused)")
-        return 0
-    request_action(cluster, kind, name, "", force=True, spec_patch={"rollout": {"paused": True}})
+    request_action(
+        cluster,
+        kind,
+        name,
+        "",
+        force=True,
+        spec_patch={"rollout": {"paused": True}},
+        refuse=actions.pause_refusal,
+    )
     print(
-        f"{kind.kind} {cluster.namespace}/{name} paused: spec.rollout.paused=true (resume with `mlrollouts resume {name}`)"
+        f"{kind.kind} {cluster.namespace}/{name} paused: spec.rollout.paused=true "
+        f"(resume with `{actions.command_prefix()} resume {name}`)"
     )
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    """Clear ``spec.rollout.paused`` when set; ask the operator to end a hold of its own (an approval,
+    inconclusive analysis) with the annotation, and only then: a spec pause ends with the spec."""
     kind, name = _deployment_ref(args)
     cluster = _cluster(args)
     obj = cluster.get(kind, name)
-    paused = bool(((obj.get("spec") or {}).get("rollout") or {}).get("paused"))
+    paused, held = actions.spec_paused(obj), actions.operator_hold(obj)
     request_action(
         cluster,
         kind,
         name,
-        "resume",
+        actions.RESUME if held else "",
         args.force,
         spec_patch={"rollout": {"paused": False}} if paused else None,
+        refuse=actions.resume_refusal,
     )
-    what = "spec.rollout.paused=false and resume requested" if paused else "resume requested"
-    print(f"{kind.kind} {cluster.namespace}/{name}: {what}; the operator carries it out")
+    done = ["spec.rollout.paused=false"] if paused else []
+    done += ["resume requested (the operator ends its hold)"] if held else []
+    print(f"{kind.kind} {cluster.namespace}/{name}: {' and '.join(done)}")
     return 0
 
 
@@ -871,34 +1024,57 @@ def register(subparsers: Any) -> None:
         "status",
         conn,
         cmd_status,
-        help="phase, step, weights and recent checks of one resource",
-        description="Show the state of a rollout; with --watch a live view that follows every change.",
+        help="phase, step, weights and recent checks of one resource; waits until it is done",
+        description="Show the state of a resource, then wait until it is done, printing one line per change: "
+        "exit 0 when Healthy (an Experiment: Running, Concluded or Stopped; a CompositeModel: Ready), "
+        "1 when Degraded, 124 when --timeout passes first. --no-wait shows it once; --watch is a live "
+        "view that follows every change.",
         target="NAME or KIND/NAME",
     )
     status.add_argument("-k", "--kind", default=None, help=kind_help)
-    status.add_argument("-w", "--watch", action="store_true", help="keep showing changes until Ctrl-C")
-    status.add_argument("--interval", type=_seconds, default=1.0, help="how often --watch looks (default 1s)")
-    status.add_argument("--timeout", type=_seconds, default=None, help="stop --watch after this long")
+    status.add_argument(
+        "-w",
+        "--watch",
+        action="store_true",
+        help="a live view of the whole status until Ctrl-C (or --timeout)",
+    )
+    status.add_argument(
+        "--no-wait", action="store_true", help="show the status once (exit 1 if Degraded, else 0)"
+    )
+    status.add_argument("--interval", type=_seconds, default=1.0, help="how often to look (default 1s)")
+    status.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=None,
+        help="give up after this long (exit 124); 0 or unset: wait for as long as it takes",
+    )
     status.add_argument(
         "--prometheus-url",
         default=os.environ.get("MLROLLOUTS_PROMETHEUS_URL"),
         help="Prometheus for the p99 of each node of a CompositeModel (env MLROLLOUTS_PROMETHEUS_URL)",
     )
 
-    actions = {
-        "promote": "pass the current step (approval or analysis hold) and continue the rollout",
+    action_help = {
+        "promote": "pass the current step (an approval, an analysis hold, or a running step); "
+        "--full skips every remaining step",
         "abort": "roll the candidate back; traffic returns to the stable revision",
         "retry": "roll out a revision that was rolled back once more",
     }
-    for action, text in actions.items():
+    for action, text in action_help.items():
         description = (
-            f"{text[0].upper()}{text[1:]}: sets the annotation {ACTION_ANNOTATION}={action}; "
-            "the operator carries it out and removes it."
+            f"{text[0].upper()}{text[1:]}: sets the annotation {ACTION_ANNOTATION}="
+            + ("promote (promote-full with --full)" if action == "promote" else action)
+            + "; the operator carries it out and removes it. Refused, with the reason, when it would "
+            "change nothing (e.g. no rollout in progress)."
         )
         parser = add_command(
             subparsers, action, conn, _action_command(action), help=text, description=description
         )
         parser.add_argument("--force", action="store_true", help=FORCE_HELP)
+        if action == "promote":
+            parser.add_argument(
+                "--full", action="store_true", help="skip every remaining step: the candidate goes to 100 %%"
+            )
     add_command(
         subparsers,
         "pause",
@@ -914,8 +1090,8 @@ def register(subparsers: Any) -> None:
         conn,
         cmd_resume,
         help="continue a paused or held rollout",
-        description=f"Clear spec.rollout.paused when set, and set {ACTION_ANNOTATION}=resume so the operator "
-        "also releases a hold of its own (e.g. after inconclusive analysis).",
+        description=f"Clear spec.rollout.paused when set, and set {ACTION_ANNOTATION}=resume when the operator "
+        "holds the rollout itself (an approval step, inconclusive analysis). Refused when nothing is paused.",
     )
     resume.add_argument("--force", action="store_true", help=FORCE_HELP)
     add_command(

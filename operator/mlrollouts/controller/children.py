@@ -160,9 +160,9 @@ class ResourceWriter:
         )
         return True
 
-    async def clear_action(self) -> None:
-        """Remove the handled action annotation; a failure is only logged (the next pass sees the
-        annotation again and every action is idempotent)."""
+    async def clear_action(self) -> bool:
+        """Remove the handled action annotation; returns whether it was removed. A failure is only
+        logged: the next pass sees the annotation again, and the status says it was acted on."""
         patch = {"metadata": {"annotations": {ACTION_ANNOTATION: None}}}
         try:
             await self.kube.merge_patch(self.api_version, self.kind, self.namespace, self.name, patch)
@@ -170,3 +170,5 @@ class ResourceWriter:
             log.warning(
                 "could not remove %s from %s/%s: %s", ACTION_ANNOTATION, self.namespace, self.name, exc
             )
+            return False
+        return True

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+
+from mlrollouts.controller.notifications import NotificationSink, sinks_from_environment
+from mlrollouts.core.uri_policy import ALLOW_ENV, env_allows_private_hosts, model_uri_refusal
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,16 @@ class OperatorConfig:
     allowed_images: tuple[str, ...] = ()
     """Shell-style patterns of the images a resource may ask for; empty allows every image. The
     default serving image is always allowed."""
+    allow_private_model_hosts: bool = field(
+        default_factory=lambda: env_allows_private_hosts(os.environ.get(ALLOW_ENV))
+    )
+    """Let ``http(s)://`` model URIs name loopback, link-local and cloud metadata hosts."""
+    notification_sinks: tuple[NotificationSink, ...] = field(default_factory=sinks_from_environment)
+    """Where phase changes, promotions, rollbacks and experiment conclusions are sent."""
+
+    def model_uri_refusal(self, uri: str, location: str) -> str | None:
+        """Why the model URI at ``location`` may not be fetched (the admission webhook asks the same)."""
+        return model_uri_refusal(uri, location, self.allow_private_model_hosts)
 
     def image_allowed(self, image: str) -> bool:
         if not self.allowed_images or image == self.serving_image:

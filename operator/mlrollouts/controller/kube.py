@@ -11,6 +11,7 @@ responses; each class only carries those calls over its own httpx client.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -277,6 +278,35 @@ class Call:
         return f"{self.method} {self.path}"
 
 
+RETRY_ATTEMPTS = 4
+RETRY_WAIT_MAX = 5.0
+
+
+def retry_after(call: Call, response: httpx.Response, attempt: int) -> float | None:
+    """Seconds to wait before sending ``call`` again, or None to answer ``response`` as it is.
+
+    A 429 (API priority and fairness) or a 5xx with ``Retry-After`` was not served: the call goes
+    again after the wait the server asks for, as client-go does. A plain 5xx may have been served,
+    so it is retried only when sending the call twice does what sending it once does: every call of
+    this client but a create without a name is such (reads, server-side apply, merge patches of
+    values, deletes; a named create sent again answers 409 AlreadyExists)."""
+    code = response.status_code
+    if attempt + 1 >= RETRY_ATTEMPTS or not (code == 429 or code >= 500):
+        return None
+    header = response.headers.get("Retry-After")
+    try:
+        asked = float(header) if header is not None else None
+    except ValueError:
+        asked = None
+    named = (
+        bool(((call.body or {}).get("metadata") or {}).get("name")) if isinstance(call.body, dict) else False
+    )
+    if asked is None and code != 429 and call.method == "POST" and not named:
+        return None
+    wait = asked if asked is not None else 0.2 * 2**attempt
+    return min(max(wait, 0.0), RETRY_WAIT_MAX)
+
+
 def answer(call: Call, response: httpx.Response) -> Obj:
     """The object the server sent, or :class:`KubeError` for an error status."""
     try:
@@ -422,9 +452,18 @@ class Kube(KubeOperations):
         try:
             call = next(operation)
             while True:
-                call = operation.send(await self.http.request(**call.arguments()))
+                call = operation.send(await self._send_call(call))
         except StopIteration as done:
             return done.value
+
+    async def _send_call(self, call: Call) -> httpx.Response:
+        for attempt in range(RETRY_ATTEMPTS):
+            response = await self.http.request(**call.arguments())
+            wait = retry_after(call, response, attempt)
+            if wait is None:
+                break
+            await asyncio.sleep(wait)
+        return response
 
     async def resource(self, api_version: str, kind: str) -> Resource:
         """The plural and scope of ``kind`` (discovered once per group-version)."""
@@ -487,9 +526,18 @@ class SyncKube(KubeOperations):
         try:
             call = next(operation)
             while True:
-                call = operation.send(self.http.request(**call.arguments()))
+                call = operation.send(self._send_call(call))
         except StopIteration as done:
             return done.value
+
+    def _send_call(self, call: Call) -> httpx.Response:
+        for attempt in range(RETRY_ATTEMPTS):
+            response = self.http.request(**call.arguments())
+            wait = retry_after(call, response, attempt)
+            if wait is None:
+                break
+            time.sleep(wait)
+        return response
 
     def resource(self, api_version: str, kind: str) -> Resource:
         """The plural and scope of ``kind`` (discovered once per group-version)."""

@@ -25,6 +25,7 @@ from pydantic import TypeAdapter
 
 from mlrollouts.analysis import AnalysisContext, run_checks
 from mlrollouts.api import MODEL_DEPLOYMENT, LearningStatus, ModelDeployment, Phase
+from mlrollouts.api.modeldeployment import HookRecord, LearningPromotion, Strategy
 from mlrollouts.builders import (
     LearnerSpec,
     Object,
@@ -39,15 +40,44 @@ from mlrollouts.builders import (
     serving_deployment,
     serving_service,
 )
-from mlrollouts.builders.serving import DEFAULT_RESOURCES
+from mlrollouts.builders.serving import DEFAULT_RESOURCES, serving_selector, weighted_replicas
 from mlrollouts.controller import metrics
+from mlrollouts.controller.children import ResourceWriter
 from mlrollouts.controller.config import OperatorConfig
-from mlrollouts.controller.learner import LEARNER_POLL_SECONDS, learner_status, learner_url, set_pin
-from mlrollouts.controller.resource import KindController, Outcome, Pass, Refused, parse_instant
+from mlrollouts.controller.hooks import drive_load, gate_hooks, post_hooks, queue_post_hooks
+from mlrollouts.controller.learner import (
+    LEARNER_POLL_SECONDS,
+    learner_status,
+    learner_url,
+    set_candidate,
+    set_pin,
+)
+from mlrollouts.controller.learning_canary import (
+    CanaryContext,
+    SnapshotTraffic,
+    canary_step,
+    candidate_event,
+    candidate_objects,
+    candidate_revision,
+    fold_candidate_split,
+    held_traffic,
+    route_weights,
+    snapshot_canary_on,
+    stale_candidates,
+)
+from mlrollouts.controller.resource import (
+    KindController,
+    Outcome,
+    Pass,
+    Refused,
+    intent_status,
+    parse_instant,
+)
 from mlrollouts.core.conditions import Condition, ConditionStatus, condition
 from mlrollouts.core.durations import parse_duration
 from mlrollouts.core.events import Event
 from mlrollouts.core.names import ACTION_ANNOTATION, COMPONENT_LABEL, OWNER_LABEL, REVISION_LABEL
+from mlrollouts.core.termination import UNTRUSTED_MODEL_TYPES, untrusted_types
 from mlrollouts.learning import (
     LEARNING_HEALTHY,
     LearnerReport,
@@ -70,6 +100,7 @@ from mlrollouts.rollout import (
 )
 from mlrollouts.rollout.resource import (
     requested_action,
+    revision_template,
     rollout_spec,
     rollout_state,
     status_from_state,
@@ -96,6 +127,8 @@ def serving_revision(
     extra_args: list[str] = list(serving.args)
     if md.spec.model.allow_unsafe_pickle:
         extra_args.append("--allow-unsafe-pickle")
+    for trusted in md.spec.model.trusted_types:
+        extra_args += ["--trust-type", trusted]
     return ServingRevision(
         owner=owner,
         revision=revision,
@@ -105,10 +138,33 @@ def serving_revision(
         image=serving.image or config.serving_image,
         replicas=serving.replicas,
         resources=serving_resources(md),
-        env={e.name: e.value for e in serving.env},
+        env={REFUSED_MODEL_EXIT_ENV: "true", **{e.name: e.value for e in serving.env}},
         extra_args=tuple(extra_args),
         learning=serving_learning(md, owner, config),
     )
+
+
+REFUSED_MODEL_EXIT_ENV = "MLSERVING_EXIT_ON_REFUSED_MODEL"
+"""Asks the model server to exit with a report when it refuses its model for good (see
+:mod:`mlrollouts.core.termination`)."""
+
+
+async def untrusted_model_refusal(md: ModelDeployment, owner: Owner, ctx: Pass) -> str | None:
+    """Why the revision the spec asks for cannot serve: its server refused the model file's types.
+
+    Only a skops model can be refused so; a resource Healthy at this generation has served it."""
+    if md.spec.model.format.value == "onnx" or md.spec.model.uri.lower().endswith(".onnx"):
+        return None
+    status = md.status
+    if (
+        status is not None
+        and status.phase == "Healthy"
+        and status.observed_generation == md.metadata.generation
+    ):
+        return None
+    selector = {OWNER_LABEL: owner.label, REVISION_LABEL: target_revision(md)}
+    found = untrusted_types(await ctx.kube.list("v1", "Pod", owner.namespace, selector))
+    return None if found is None else found.message(md.spec.model.trusted_types)
 
 
 def serving_resources(md: ModelDeployment) -> dict[str, Any]:
@@ -154,6 +210,8 @@ def learner_spec(md: ModelDeployment, owner: Owner, config: OperatorConfig) -> L
         label_field=learning.feedback.label_field,
         allow_unsafe_pickle=md.spec.model.allow_unsafe_pickle,
         env={e.name: e.value for e in serving.env},
+        hold_serving=learning.promotion is LearningPromotion.CANARY,
+        keep_snapshots=learning.snapshots.keep,
     )
 
 
@@ -222,7 +280,7 @@ async def run_analysis(
     results = await run_checks(analysis.checks, context)
     for r in results:
         metrics.ANALYSIS.labels(md.metadata.namespace, md.metadata.name, r.name, r.verdict.value).inc()
-    return AnalysisRun(now, tuple(results))
+    return AnalysisRun(now, tuple(results), revision=candidate)
 
 
 @dataclass
@@ -239,6 +297,10 @@ class Observed:
     events: list[Event]
     learner: Obj | None = None
     """The learner Deployment, when one exists."""
+    snapshot_split: tuple[int, int] | None = None
+    """(stable, candidate) snapshot Deployments' share of the stable revision (promotion Canary)."""
+    hooks: list[HookRecord] = field(default_factory=list)
+    """``status.hooks``: the calls of the rollout hooks, with this pass's results."""
 
 
 async def _live_objects(
@@ -276,6 +338,9 @@ async def observe(md: ModelDeployment, provider: TrafficRouter, owner: Owner, ct
     readback = (
         provider.verify(traffic, state.desired_weights, live) if state.desired_weights else Readback(None)
     )
+    split = None
+    if snapshot_canary_on(md):
+        readback, split = fold_candidate_split(readback, state.stable)
     run = None
     if state.candidate and analysis_due(spec, state, ctx.now):
         run = await run_analysis(md, state.candidate, state.stable, ctx.now, ctx.config)
@@ -290,29 +355,87 @@ async def observe(md: ModelDeployment, provider: TrafficRouter, owner: Owner, ct
         analysis=run,
         action=action if isinstance(action, Action) else None,
     )
-    return Observed(spec, state, owner, provider, deployments, readback, observation, events, learner)
+    return Observed(spec, state, owner, provider, deployments, readback, observation, events, learner, split)
+
+
+async def observe_hooks(md: ModelDeployment, seen: Observed, ctx: Pass) -> None:
+    """Call the gating rollout hooks due now; the decision reads their results as gates."""
+    candidate = seen.state.candidate
+    health = seen.observation.revisions.get(candidate or "")
+    ready = health is not None and health.ready
+    seen.hooks, hook_gates = await gate_hooks(md, seen.state, ready, seen.observation.action, ctx.now)
+    seen.observation = dataclasses.replace(seen.observation, hook_gates=hook_gates)
 
 
 def desired_objects(
-    md: ModelDeployment, seen: Observed, decision: Decision, ctx: Pass, events: list[Event]
+    md: ModelDeployment,
+    seen: Observed,
+    decision: Decision,
+    ctx: Pass,
+    events: list[Event],
+    snapshots: SnapshotTraffic | None = None,
 ) -> tuple[list[Object], dict[str, int]]:
     """The children this decision wants applied, and the replicas of every revision."""
     target = target_revision(md)
     new = decision.state
     traffic = traffic_context(md, seen.owner, new.stable, new.candidate, ctx.config)
-    replicas = seen.provider.replicas(traffic, decision.weights, decision.replicas)
+    replicas = planned_replicas(md, seen, decision, traffic)
     objects: list[Object] = []
     if target in replicas:
         rev = serving_revision(md, seen.owner, target, ctx.config)
         objects += [serving_deployment(rev, replicas=replicas[target]), serving_service(seen.owner, target)]
     if learning_enabled(md):
         objects += [learner_deployment(learner_spec(md, seen.owner, ctx.config)), learner_service(seen.owner)]
+    if snapshot_canary_on(md) and new.candidate is None and new.stable == target:
+        objects += candidate_objects(md, serving_revision(md, seen.owner, target, ctx.config))
+    weights, shadow = route_weights(decision.weights, decision.shadow, snapshots)
     try:
         objects += seen.provider.reconcile(traffic)
-        objects += seen.provider.set_weights(traffic, decision.weights, decision.shadow)
+        objects += seen.provider.set_weights(traffic, weights, shadow)
     except UnsupportedTraffic as exc:
         events.append(Event("Warning", "TrafficUnsupported", str(exc)))
     return objects, replicas
+
+
+def split_by_weight(
+    md: ModelDeployment, seen: Observed, decision: Decision, planned: dict[str, int]
+) -> dict[str, int]:
+    """``spec.serving.replicas`` (an autoscaler's target) shared by stable and candidate by weight."""
+    new = decision.state
+    health = seen.observation.revisions.get(new.candidate or "")
+    return weighted_replicas(
+        md.spec.serving.replicas,
+        decision.weights,
+        planned,
+        stable=new.stable,
+        candidate=new.candidate,
+        shadow=decision.shadow,
+        candidate_ready=health.ready_replicas if health else 0,
+    )
+
+
+def planned_replicas(
+    md: ModelDeployment, seen: Observed, decision: Decision, traffic: TrafficContext
+) -> dict[str, int]:
+    replicas = seen.provider.replicas(traffic, decision.weights, decision.replicas)
+    # the Service provider splits by replicas itself; blue/green keeps a full-size preview to switch to
+    if seen.provider.gates_readiness() and seen.spec.strategy is Strategy.CANARY:
+        replicas = split_by_weight(md, seen, decision, replicas)
+    return replicas
+
+
+def replicas_settling(md: ModelDeployment, seen: Observed, decision: Decision, ctx: Pass) -> bool:
+    """Whether the pods are still catching up with the planned replicas: the split waits for candidate
+    pods to be ready before the stable shrinks, and ``status.replicas`` must follow the pods, so the
+    passes that see them come without a timer of the rollout's own."""
+    new = decision.state
+    traffic = traffic_context(md, seen.owner, new.stable, new.candidate, ctx.config)
+    for rev, count in planned_replicas(md, seen, decision, traffic).items():
+        live = seen.deployments.get(rev)
+        if live is not None and (live.get("status") or {}).get("replicas", 0) != count:
+            return True
+    health = seen.observation.revisions.get(new.candidate or "")
+    return health is not None and health.ready_replicas < health.desired_replicas
 
 
 def provider_leftovers(
@@ -330,11 +453,66 @@ def provider_leftovers(
     return leftovers, [event]
 
 
-async def apply(md: ModelDeployment, seen: Observed, decision: Decision, ctx: Pass) -> list[Event]:
+def rollout_status(
+    md: ModelDeployment, seen: Observed, decision: Decision, verified: bool, now: datetime
+) -> Obj:
+    status = status_from_state(
+        decision.state,
+        seen.spec,
+        md.status,
+        verified,
+        now,
+        model_uri=md.spec.model.uri,
+        model_version=md.spec.model.version,
+        template=revision_template(md),
+    )
+    hooks = {"hooks": [h.model_dump(mode="json", by_alias=True, exclude_none=True) for h in seen.hooks]}
+    return {**status, **scale_status(seen), **(hooks if seen.hooks else {})}
+
+
+def scale_status(seen: Observed) -> Obj:
+    """What the scale subresource reports: the serving pods of every revision and their selector."""
+    pods = sum(
+        int((d.get("status") or {}).get("replicas") or 0) for rev, d in seen.deployments.items() if rev
+    )
+    return {"replicas": pods, "selector": serving_selector(seen.owner)}
+
+
+async def record_intent(md: ModelDeployment, seen: Observed, decision: Decision, ctx: Pass) -> bool:
+    """Write the decided status before the traffic provider is told to move the weights.
+
+    The status is what a restarted operator resumes from: were the route written first and the
+    operator killed before its status write, the new process would decide from the older step and
+    move the weights back. With the intent recorded first, a kill between the two writes leaves a
+    status asking for weights the route does not have yet, and the next pass writes them forward.
+    Returns whether a write was needed."""
+    before, after = seen.state, decision.state
+    if positive(before.desired_weights) == positive(after.desired_weights) and before.shadow == after.shadow:
+        return False
+    previous = md.status.model_dump(mode="json", by_alias=True, exclude_none=True) if md.status else {}
+    kept = next((c for c in (md.status.conditions if md.status else ()) if c.type == LEARNING_HEALTHY), None)
+    intent = with_learning(
+        rollout_status(md, seen, decision, False, ctx.now),
+        LearningStep(status=previous.get("learning"), condition=kept),
+    )
+    meta = md.metadata
+    writer = ResourceWriter(
+        ctx.kube, MODEL_DEPLOYMENT.api_version, MODEL_DEPLOYMENT.kind, meta.namespace or "", meta.name or ""
+    )
+    return await writer.status(previous, intent_status(intent, ctx, decision.clear_action))
+
+
+async def apply(
+    md: ModelDeployment,
+    seen: Observed,
+    decision: Decision,
+    ctx: Pass,
+    snapshots: SnapshotTraffic | None = None,
+) -> list[Event]:
     """Write what the decision wants; returns the events of the apply step."""
     events: list[Event] = []
     children, owner = ctx.children, seen.owner
-    objects, replicas = desired_objects(md, seen, decision, ctx, events)
+    objects, replicas = desired_objects(md, seen, decision, ctx, events, snapshots)
     target = target_revision(md)
     # Within one pass the order does not matter: weights move away from a revision in one pass and
     # it is scaled down only in a later one, once the provider has confirmed its weight is 0.
@@ -348,6 +526,11 @@ async def apply(md: ModelDeployment, seen: Observed, decision: Decision, ctx: Pa
     removals = [
         children.delete(api, kind, revision_name(owner.name, rev))
         for rev in decision.delete
+        for kind, api in (("Deployment", "apps/v1"), ("Service", "v1"))
+    ]
+    removals += [
+        children.delete(api, kind, revision_name(owner.name, rev))
+        for rev in stale_candidate_revisions(md, seen, decision)
         for kind, api in (("Deployment", "apps/v1"), ("Service", "v1"))
     ]
     leftovers, switched = provider_leftovers(md, seen, decision, objects, ctx)
@@ -366,6 +549,16 @@ async def apply(md: ModelDeployment, seen: Observed, decision: Decision, ctx: Pa
     return events
 
 
+def stale_candidate_revisions(md: ModelDeployment, seen: Observed, decision: Decision) -> list[str]:
+    """Candidate-snapshot Deployments no snapshot canary uses (kept while a model rollout runs)."""
+    if not snapshot_canary_on(md):
+        return stale_candidates(seen.deployments, None)
+    stable = decision.state.stable
+    if decision.state.candidate is not None or stable is None:
+        return []
+    return stale_candidates(seen.deployments, candidate_revision(stable))
+
+
 @dataclass
 class LearningStep:
     """What the learning step of a pass wants in the status, and its events."""
@@ -374,28 +567,50 @@ class LearningStep:
     """``status.learning`` (camelCase JSON); None when learning is off."""
     condition: Condition | None = None
     events: list[Event] = field(default_factory=list)
+    snapshots: SnapshotTraffic | None = None
+    """The candidate snapshot's share of traffic (promotion Canary)."""
 
 
 _CONDITION = TypeAdapter(Condition)
 
 
-async def reconcile_learning(md: ModelDeployment, owner: Owner, ctx: Pass) -> LearningStep:
-    """Observe the learner, decide (pure), apply the pin; nothing when learning is off."""
+async def reconcile_learning(
+    md: ModelDeployment, owner: Owner, ctx: Pass, seen: Observed, rollout: Decision
+) -> LearningStep:
+    """Observe the learner, decide (pure), apply the pin (and the snapshot canary's candidate);
+    nothing when learning is off."""
     learning = md.spec.learning
     if learning is None or not learning.enabled:
         return LearningStep()
     url = learner_url(owner, ctx.config.upstream_template)
     report = await learner_status(url)
     status = md.status
+    previous = status.learning if status else None
+    canary_on = snapshot_canary_on(md)
     decision = decide_learning(
         learning,
-        status.learning if status else None,
+        previous,
         report,
         ctx.now,
         conditions=status.conditions if status else (),
         generation=md.metadata.generation,
+        canary_stable=previous.canary.stable_snapshot if canary_on and previous and previous.canary else None,
     )
-    return await apply_pin(md, url, report, decision, ctx)
+    if not canary_on:  # promotion Direct: a canary's state and pin from before are dropped
+        dropped = decision.status.model_copy(update={"canary": None})
+        return await apply_pin(md, url, report, dataclasses.replace(decision, status=dropped), ctx)
+    if not isinstance(report, LearnerReport) or not report.ready:
+        step = await apply_pin(md, url, report, decision, ctx)
+        return dataclasses.replace(step, snapshots=held_traffic(md, rollout.state.stable))
+    health = revision_health(seen.deployments)
+    canary_ctx = CanaryContext(rollout, health, seen.snapshot_split, ctx.now, ctx.config)
+    decision, snapshots = await canary_step(md, report, decision, canary_ctx)
+    step = await apply_pin(md, url, report, decision, ctx)
+    canary = decision.status.canary
+    wanted = canary.candidate_snapshot if canary is not None else None
+    if wanted != report.candidate:
+        step.events += candidate_event(await set_candidate(url, wanted), wanted)
+    return dataclasses.replace(step, snapshots=snapshots)
 
 
 async def apply_pin(
@@ -455,6 +670,13 @@ def with_learning(status: Obj, step: LearningStep) -> Obj:
     return result
 
 
+def requeue_for_handover(md: ModelDeployment, seen: Observed, decision: Decision, ctx: Pass) -> float | None:
+    requeue = decision.requeue_after
+    if not replicas_settling(md, seen, decision, ctx):
+        return requeue
+    return ctx.config.poll if requeue is None else min(requeue, ctx.config.poll)
+
+
 def requeue_with_learning(md: ModelDeployment, requeue_after: float | None) -> float | None:
     """A learning deployment is looked at every few seconds, whatever its rollout does."""
     if not learning_enabled(md):
@@ -475,32 +697,37 @@ class ModelDeploymentController(KindController):
         refused = disallowed_image(md, provider.name, ctx.config)
         if refused is not None:
             raise Refused(refused, reason="ImageNotAllowed")
+        if refused := ctx.config.model_uri_refusal(md.spec.model.uri, "spec.model.uri"):
+            raise Refused(refused, reason="ModelURINotAllowed")
         refused = learning_refusal(md.spec)
         if refused is not None:
             raise Refused(refused)
         meta = md.metadata
         owner = Owner(name=meta.name or "", namespace=meta.namespace or "", uid=meta.uid or "")
+        if refused := await untrusted_model_refusal(md, owner, ctx):
+            raise Refused(refused, reason=UNTRUSTED_MODEL_TYPES)
         seen = await observe(md, provider, owner, ctx)
+        await observe_hooks(md, seen, ctx)
         decision = decide(seen.spec, seen.state, seen.observation, ctx.now)
-        events = [*seen.events, *decision.events, *await apply(md, seen, decision, ctx)]
-        learning = await reconcile_learning(md, owner, ctx)
+        seen.hooks = queue_post_hooks(md, seen.hooks, seen.state, decision.state, ctx.now)
+        if await record_intent(md, seen, decision, ctx):
+            ctx.committed.extend(decision.events)
+        # the learner's pin and the snapshot canary's share are decided before the route is written
+        learning = await reconcile_learning(md, owner, ctx, seen, decision)
+        events = [*seen.events, *decision.events, *await apply(md, seen, decision, ctx, learning.snapshots)]
         events += learning.events
+        seen.hooks = await post_hooks(md, seen.hooks, decision.state.phase.value, ctx.now)
+        await drive_load(
+            md, decision.state, seen.spec.effective_steps(), ctx.memory, ctx.config.upstream_template, ctx.now
+        )
         confirmed = seen.readback.confirmed
         verified_now = confirmed is not None and positive(confirmed) == positive(decision.weights)
-        status = status_from_state(
-            decision.state,
-            seen.spec,
-            md.status,
-            verified_now,
-            ctx.now,
-            model_uri=md.spec.model.uri,
-            model_version=md.spec.model.version,
-        )
+        status = rollout_status(md, seen, decision, verified_now, ctx.now)
         unknown_action = seen.observation.action is None and requested_action(md) is not None
         return Outcome(
             status=with_learning(status, learning),
             events=events,
-            requeue_after=requeue_with_learning(md, decision.requeue_after),
+            requeue_after=requeue_with_learning(md, requeue_for_handover(md, seen, decision, ctx)),
             clear_action=decision.clear_action or unknown_action,
             decision=decision,
         )

@@ -13,20 +13,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import hashlib
+import json
 import logging
+import os
+import secrets
+import socket
 import time
 from collections.abc import Sequence
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
 import kopf
 
-from mlrollouts.controller import metrics
+from mlrollouts.controller import admission, metrics
 from mlrollouts.controller.compositemodel import CompositeModelController
 from mlrollouts.controller.config import OperatorConfig
 from mlrollouts.controller.experiment import ExperimentController
 from mlrollouts.controller.kube import Kube, KubeError
 from mlrollouts.controller.modeldeployment import ModelDeploymentController
+from mlrollouts.controller.notifications import Notifier, notifications_for
 from mlrollouts.controller.resource import KindController, ResourceState, run_pass
+from mlrollouts.core.events import COMPONENT, Event, event_object
 from mlrollouts.core.names import GROUP
 
 KOPF_PREFIX = f"kopf.{GROUP}"
@@ -40,6 +49,68 @@ def controllers() -> list[KindController]:
     return [ModelDeploymentController(), ExperimentController(), CompositeModelController()]
 
 
+class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's record of the last handled spec, kept as a digest rather than a copy of the spec.
+
+    The handlers never read kopf's diff (every pass reads the whole resource), so a digest tells
+    kopf all it needs: unchanged (the stored essence is the current one) or changed. It lives in an
+    annotation, so it survives operator restarts, and it is one short line in ``kubectl describe``.
+    The full-copy annotation of earlier versions is removed the next time the digest is stored."""
+
+    LEGACY_KEY = "last-handled-configuration"
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__(prefix=prefix, key="handled-spec-digest")
+        self.legacy = kopf.AnnotationsDiffBaseStorage(prefix=prefix, key=self.LEGACY_KEY)
+
+    @staticmethod
+    def digest(essence: Any) -> str:
+        return hashlib.sha256(json.dumps(essence, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        essence = super().build(body=body, extra_fields=extra_fields)
+        self.remove_annotations(essence, set(self.legacy.make_keys(self.LEGACY_KEY, body=body)))
+        self.remove_empty_stanzas(essence)
+        return essence
+
+    def fetch(self, *, body: kopf.Body) -> Any:
+        stored = next(
+            (v for k in self.make_keys(self.key, body=body) if (v := body.metadata.annotations.get(k))), None
+        )
+        if stored is None:
+            return None
+        essence = self.build(body=body)
+        # a changed spec reads as an empty last-handled state: any difference makes it an update
+        return essence if stored.strip() == self.digest(essence) else cast(Any, {})
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        for key in self.make_keys(self.key, body=body):
+            patch.metadata.annotations[key] = self.digest(essence)
+        for key in self.legacy.make_keys(self.LEGACY_KEY, body=body):
+            if key in body.metadata.annotations:
+                patch.metadata.annotations[key] = None
+        self._store_marker(prefix=self.prefix, patch=patch, body=body)
+
+
+def instance_name() -> str:
+    """The operator's pod (or host) name: ``reportingInstance`` of its events."""
+    return os.environ.get("POD_NAME") or socket.gethostname()
+
+
+async def post_events(kube: Any, body: dict[str, Any], events: Sequence[Event], instance: str) -> int:
+    """Post ``events`` about ``body`` as the operator (not as kopf); returns how many were posted.
+    Events are auxiliary: a failure is logged and the pass goes on."""
+    posted = 0
+    for event in events:
+        obj = event_object(event, body, datetime.now(UTC), instance, secrets.token_hex(8))
+        try:
+            await kube.create(obj)
+            posted += 1
+        except KubeError as exc:
+            log.warning("event %s not posted: %s", event.reason, exc)
+    return posted
+
+
 def settings(peering: str | None, priority: int = 0, namespaced: bool = False) -> kopf.OperatorSettings:
     """kopf settings: our own prefix for finalizers and progress, peering, watch timeouts.
 
@@ -51,9 +122,7 @@ def settings(peering: str | None, priority: int = 0, namespaced: bool = False) -
     # kopf ignores annotations under its own storage prefix when it diffs an object, so its storage
     # lives under a sub-domain: mlrollouts.io/action changes must still reach the update handler
     s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-    s.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=KOPF_PREFIX, key="last-handled-configuration"
-    )
+    s.persistence.diffbase_storage = DigestDiffBaseStorage(prefix=KOPF_PREFIX)
     if peering:
         s.peering.name = peering
         s.peering.mandatory = False
@@ -66,9 +135,14 @@ def settings(peering: str | None, priority: int = 0, namespaced: bool = False) -
     s.watching.connect_timeout = 10
     s.watching.reconnect_backoff = 1.0
     s.posting.level = logging.WARNING  # our own events only, not every handler success
+    # kopf's own events (a handler that keeps failing) come from the operator too
+    s.posting.reporting_component = COMPONENT
+    s.posting.reporting_instance = instance_name()
+    s.posting.event_name_prefix = f"{COMPONENT}-"
     s.execution.max_workers = 20
     s.batching.worker_limit = 50  # bounds memory in a burst of changes; the API server is the limit
     s.batching.idle_timeout = 30.0
+    admission.configure(s, admission.WebhookSettings.from_environment())
     return s
 
 
@@ -79,12 +153,17 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 async def startup(memo: kopf.Memo, **_: Any) -> None:
     memo.kube = Kube.from_environment()
+    memo.notifier = Notifier(memo.config.notification_sinks)
+    memo.notifier.start()
 
 
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     kube = memo.get("kube")
     if kube is not None:
         await kube.close()
+    notifier = memo.get("notifier")
+    if notifier is not None:
+        await notifier.close()
 
 
 def _state(memo: kopf.Memo) -> ResourceState:
@@ -104,6 +183,8 @@ class Handlers:
     async def run(self, body: kopf.Body, memo: kopf.Memo) -> None:
         state = _state(memo)
         async with state.lock:
+            # a daemon's body is a live view: the status this pass started from is copied before it moves
+            seen = {**body, "status": copy.deepcopy(dict(body.get("status") or {}))}
             started = time.perf_counter()
             try:
                 outcome = await run_pass(self.controller, dict(body), memo.kube, memo.config, state)
@@ -122,7 +203,9 @@ class Handlers:
             self.controller.record(namespace, name, outcome)
             for event in outcome.events:
                 log.info("%s/%s %s: %s", namespace, name, event.reason, event.message)
-                kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+            await post_events(memo.kube, dict(body), outcome.events, memo.get("instance") or instance_name())
+            if (notifier := memo.get("notifier")) is not None:  # queued: delivery never holds the pass
+                notifier.submit(notifications_for(seen, outcome.status, outcome.events, datetime.now(UTC)))
             state.schedule(outcome.requeue_after)
 
     async def changed(self, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -175,6 +258,7 @@ def registry(kinds: Sequence[KindController] | None = None) -> kopf.OperatorRegi
     kopf.on.cleanup(registry=reg)(cleanup)
     for controller in controllers() if kinds is None else kinds:
         Handlers(controller).register(reg)
+    admission.register(reg, admission.WebhookSettings.from_environment())
     return reg
 
 

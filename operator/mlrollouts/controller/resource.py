@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,17 +29,25 @@ from typing import Any, ClassVar
 from pydantic import ValidationError
 
 from mlrollouts.api import ResourceKind, format_validation_error
+from mlrollouts.controller import metrics
 from mlrollouts.controller.children import Children, KubeApi, ResourceWriter
 from mlrollouts.controller.config import OperatorConfig
 from mlrollouts.controller.kube import KubeError
 from mlrollouts.core.conditions import refused_status
 from mlrollouts.core.events import Event
+from mlrollouts.core.names import ACTION_ANNOTATION
 from mlrollouts.core.times import aware, parse_timestamp
 
 Obj = dict[str, Any]
 
+log = logging.getLogger("mlrollouts.controller")
+
 # How long a pass waits for the watch to deliver the status it wrote before deciding anyway.
 STALE_BODY_TIMEOUT = 10.0
+# When a pass that failed on an API error runs again: soon after a conflict or throttling (the
+# client has already waited as the server asked), later after other errors.
+API_RETRY_DELAY = 1.0
+API_ERROR_DELAY = 5.0
 
 
 @dataclass
@@ -75,6 +84,13 @@ class Pass:
     now: datetime
     memory: dict[str, Any]
     """Per-resource values kept between passes of this process (lost on restart, by design)."""
+    action: str | None = None
+    """The ``mlrollouts.io/action`` annotation this pass may act on (None: none, or one already acted on)."""
+    intent: Obj | None = None
+    """The status the kind wrote before the end of the pass (see :func:`intent_status`)."""
+    committed: list[Event] = field(default_factory=list)
+    """Events of changes that write has made durable: they are posted even when a later write of
+    the pass fails, since the next pass finds those changes done."""
 
 
 class KindController(abc.ABC):
@@ -138,21 +154,84 @@ async def run_pass(
     writer = ResourceWriter(kube, controller.kind.api_version, controller.kind.kind, namespace, name)
     children = Children(kube, namespace, state.applied)
     now = now or datetime.now(UTC)
+    action, body = pending_action(body, status_before)
+    ctx = Pass(kube, config, children, now, state.memory, action)
     try:
-        outcome = await _reconcile(controller, body, Pass(kube, config, children, now, state.memory))
+        outcome = await _reconcile(controller, body, ctx)
         if isinstance(outcome, Refused):
-            return await _refuse(writer, meta, status_before, outcome, now)
+            refused = await _refuse(writer, meta, status_before, outcome, now)
+            if refused.status is not None:  # a lagging watch must not refuse (and post) again
+                state.written = (
+                    controller.progress_key(refused.status),
+                    time.monotonic() + STALE_BODY_TIMEOUT,
+                )
+            return refused
+        handled = _annotation(meta)
+        if handled is not None and (action is None or outcome.clear_action):
+            outcome.clear_action = True
+            outcome.status = {**(status_before if outcome.status is None else outcome.status)}
+            outcome.status[HANDLED_ACTION] = handled
         if outcome.status is not None:
             outcome.wrote_status = await writer.status(status_before, outcome.status)
-        if outcome.clear_action:
-            await writer.clear_action()
-    except KubeError:
+        if outcome.clear_action and await writer.clear_action() and outcome.status is not None:
+            # the next action of the same value must not pass for this one
+            done = {k: v for k, v in outcome.status.items() if k != HANDLED_ACTION}
+            await writer.status(outcome.status, done)
+            outcome.status = done
+    except KubeError as exc:
         children.forget()
-        raise
+        # the driver must try again even when no event comes: a pass that failed on its first
+        # write (or a kopf handler whose own progress patch failed too) would else wait forever
+        retry = API_RETRY_DELAY if exc.status in (409, 429) else API_ERROR_DELAY
+        state.schedule(retry)
+        if not ctx.committed or ctx.intent is None:
+            raise
+        # like a finished pass: the next one must not decide from a body older than the intent
+        state.written = (controller.progress_key(ctx.intent), time.monotonic() + STALE_BODY_TIMEOUT)
+        log.warning(
+            "%s/%s: pass failed after its status was written, retrying in %ss: %s",
+            namespace,
+            name,
+            retry,
+            exc,
+        )
+        metrics.RECONCILE_ERRORS.labels("api").inc()
+        return Outcome(status=None, events=list(ctx.committed), requeue_after=retry)
     outcome.applied = children.applied
     if outcome.wrote_status and outcome.status is not None:
         state.written = (controller.progress_key(outcome.status), time.monotonic() + STALE_BODY_TIMEOUT)
     return outcome
+
+
+HANDLED_ACTION = "handledAction"
+"""Status field: the action annotation whose effects the status already holds. Written with them
+(the status write is the commit), removed once the annotation is; a pass that finds the annotation
+and this field equal only removes the annotation, so a restart or a failed removal between the two
+writes never acts on one request twice."""
+
+
+def _annotation(meta: Obj) -> str | None:
+    value = (meta.get("annotations") or {}).get(ACTION_ANNOTATION)
+    return None if value is None else str(value)
+
+
+def pending_action(body: Obj, status: Obj) -> tuple[str | None, Obj]:
+    """The action annotation still to act on, and the body the kind is to see: without an action
+    whose effects ``status`` already holds."""
+    meta = body.get("metadata") or {}
+    action = _annotation(meta)
+    if action is None or status.get(HANDLED_ACTION) != action:
+        return action, body
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != ACTION_ANNOTATION}
+    return None, {**body, "metadata": {**meta, "annotations": annotations}}
+
+
+def intent_status(status: Obj, ctx: Pass, acted: bool) -> Obj:
+    """``status`` as a kind writes it before the end of its pass, marked when the pass ``acted``
+    on ``ctx.action``; remembered in ``ctx.intent``. The kind adds the events of the decision to
+    ``ctx.committed`` once the write succeeded."""
+    ctx.intent = {**status, HANDLED_ACTION: ctx.action} if acted and ctx.action is not None else status
+    return ctx.intent
 
 
 async def _reconcile(controller: KindController, body: Obj, ctx: Pass) -> Outcome | Refused:
@@ -174,9 +253,10 @@ async def _refuse(
     status = refused_status(
         status_before, generation, refused.message, now, reason=refused.reason, phase="Degraded"
     )
-    wrote = await writer.status(status_before, {**status_before, **status, "observedGeneration": generation})
+    written = {**status_before, **status, "observedGeneration": generation}
+    wrote = await writer.status(status_before, written)
     events = [Event("Warning", refused.reason, refused.message)] if wrote else []
-    return Outcome(status=None, events=events, wrote_status=wrote)
+    return Outcome(status=written if wrote else None, events=events, wrote_status=wrote)
 
 
 def parse_instant(value: Any) -> datetime | None:

@@ -9,7 +9,8 @@ CATEGORY = "mlrollouts"
 """`kubectl get mlrollouts` lists every kind of the group."""
 
 ACTION_ANNOTATION = f"{GROUP}/action"
-"""A manual action (promote, abort, retry, resume) the operator carries out and then removes."""
+"""A manual action (promote: one step, promote-full, abort, retry, resume) the operator carries out and
+then removes."""
 
 OWNER_LABEL = f"{GROUP}/owner"
 """``<kind>.<name>`` of the resource that owns an object."""

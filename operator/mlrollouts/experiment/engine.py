@@ -333,7 +333,7 @@ def _decide(
         return Decision(
             concluded=False,
             reason=DecisionReason.NOT_ENOUGH_SAMPLES,
-            message=f"variants {short} have fewer than {rule.min_samples_per_variant} samples",
+            message=f"variants {', '.join(short)} have fewer than {rule.min_samples_per_variant} samples",
         )
     if isinstance(rule, BayesianRule):
         return _decide_bayesian(rule, names, healthy_index, probability, loss)

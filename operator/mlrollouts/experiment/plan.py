@@ -439,8 +439,9 @@ def _fill_statistics(
     by_name = {s.name: s for s in evaluation.variants}
     for entry in entries:
         s = by_name[entry.name]
-        entry.requests = s.requests
-        entry.reward_count = s.reward_count
+        # Prometheus extrapolates counts to the window's edges: the status shows whole requests
+        entry.requests = round(s.requests)
+        entry.reward_count = round(s.reward_count)
         entry.reward_sum = s.reward_sum
         entry.mean = _finite(s.mean)
         low, high = _finite(s.low), _finite(s.high)

@@ -26,10 +26,11 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from datetime import datetime, timedelta
 
-from mlrollouts.api.modeldeployment import FailureMode, OnInconclusive, Phase
+from mlrollouts.api.modeldeployment import FailureMode, OnInconclusive, Phase, RevisionOutcome
 from mlrollouts.core.conditions import DEGRADED, PROGRESSING, READY, ConditionStatus, condition
 from mlrollouts.core.events import Event
 from mlrollouts.core.verdicts import Verdict
+from mlrollouts.rollout.hooks import HOOK_HOLD, Gate, GateVerdict
 from mlrollouts.rollout.model import (
     PER_ROLLOUT,
     Action,
@@ -75,6 +76,19 @@ def next_analysis_at(spec: RolloutSpec, state: RolloutState) -> datetime | None:
     if state.last_analysis_at is not None and state.last_analysis_at > base:
         base = state.last_analysis_at
     return base + timedelta(seconds=spec.analysis.interval)
+
+
+def inconclusive_hold_message(verdict: Verdict, runs: int) -> str:
+    """Why a rollout holds, and what the user can do about it."""
+    if verdict is Verdict.ERROR:
+        return (
+            f"held after {runs} analysis runs that could not be evaluated (metrics provider errors): "
+            "check the metrics provider, or run `mlrollouts promote NAME` to pass this step"
+        )
+    return (
+        f"held after {runs} inconclusive analysis runs (too few candidate requests per window): "
+        "send more traffic, lower spec.rollout.analysis.minSamples, or run `mlrollouts promote NAME`"
+    )
 
 
 def analysis_due(spec: RolloutSpec, state: RolloutState, now: datetime) -> bool:
@@ -137,10 +151,28 @@ class _Tick:
             self.event("RevisionCreated", f"revision {revision} created")
         else:
             record = replace(old, replicas=self.spec.replicas if active else old.replicas)
+            if active and old.outcome is not None:
+                # a new attempt (retry, or the spec back on an older revision): the record says how
+                # the previous one ended
+                earlier = f"{old.outcome.value}: {old.message}" if old.message else old.outcome.value
+                record = replace(record, outcome=None, message=f"rolled out again (was {earlier})")
         if active:
             record = replace(record, scale_down_at=None)
         records.append(record)
         self.update(revisions=tuple(records))
+
+    def conclude(self, revision: str | None, outcome: RevisionOutcome, message: str) -> None:
+        """Record how ``revision`` ended. A final outcome stays: a promoted revision that is later
+        replaced keeps ``Promoted`` and its message gains why it stopped serving."""
+
+        def concluded(record: RevisionRecord) -> RevisionRecord:
+            if record.outcome is None:
+                return replace(record, outcome=outcome, message=message)
+            if record.message and message in record.message:
+                return record
+            return replace(record, message=f"{record.message}; {message}" if record.message else message)
+
+        self.update(revisions=tuple(concluded(r) if r.revision == revision else r for r in self.s.revisions))
 
     def retire(self, revision: str | None, delay: float) -> None:
         if revision is None:
@@ -167,8 +199,12 @@ class _Tick:
     def record_analysis(self, run: AnalysisRun | None) -> None:
         if run is None or self.s.candidate is None or not analysis_due(self.spec, self.s, run.at):
             return
+        if run.revision is not None and run.revision != self.s.candidate:
+            return
         verdict = run.verdict
-        record = AnalysisRecord(at=run.at, step=self.s.step_index, verdict=verdict, checks=run.checks)
+        record = AnalysisRecord(
+            at=run.at, step=self.s.step_index, verdict=verdict, checks=run.checks, revision=self.s.candidate
+        )
         history = (*self.s.history, record)[-self.spec.history_size :]
         self.update(history=history, last_analysis_at=run.at)
         details = "; ".join(f"{c.name}: {c.verdict.value} {c.message}".strip() for c in run.checks)
@@ -214,7 +250,7 @@ class _Tick:
         if policy.on_inconclusive is OnInconclusive.ROLLBACK:
             self.rollback(INCONCLUSIVE_HOLD, f"{self.s.inconclusive} inconclusive analysis runs in a row")
         else:
-            self.pause(INCONCLUSIVE_HOLD, f"held after {self.s.inconclusive} inconclusive analysis runs")
+            self.pause(INCONCLUSIVE_HOLD, inconclusive_hold_message(verdict, self.s.inconclusive))
 
     # -- 2. spec -----------------------------------------------------------------------------------
 
@@ -230,6 +266,7 @@ class _Tick:
             if self.s.candidate is not None:
                 cancelled = self.s.candidate
                 self.set_weights({target: 100}, None)
+                self.conclude(cancelled, RevisionOutcome.SUPERSEDED, f"withdrawn: spec reverted to {target}")
                 self.retire(cancelled, 0)
                 self.end_rollout()
                 self.update(phase=Phase.HEALTHY, message=f"spec reverted to stable revision {target}")
@@ -243,6 +280,11 @@ class _Tick:
         if self.s.candidate is not None:
             self.event(
                 "RolloutRestarted", f"spec changed mid-rollout: {self.s.candidate} replaced by {target}"
+            )
+            self.conclude(
+                self.s.candidate,
+                RevisionOutcome.SUPERSEDED,
+                f"withdrawn mid-rollout: spec changed to {target}",
             )
             self.retire(self.s.candidate, 0)
         self.start_rollout(target)
@@ -297,27 +339,59 @@ class _Tick:
         if action is None:
             return
         self.clear_action = True
-        if action is Action.PROMOTE and self.s.candidate is not None:
-            self.event(
-                "PromotionRequested", f"manual promotion of {self.s.candidate}: remaining steps skipped"
-            )
+        ignored = self.action_ignored(action)
+        if ignored is not None:
+            self.event("ActionIgnored", f"action {action.value!r} ignored: {ignored}")
+        elif action is Action.PROMOTE_FULL:
+            self.event("PromotionRequested", f"full promotion of {self.s.candidate}: remaining steps skipped")
             self.update(promoting=True, phase=Phase.PROGRESSING, paused_at=None, pause_reason=None)
-        elif action is Action.ABORT and self.s.candidate is not None:
+        elif action is Action.PROMOTE:
+            self.promote_step()
+        elif action is Action.ABORT:
             self.rollback("Aborted", "rollout aborted by the mlrollouts.io/action annotation")
-        elif (
-            action is Action.RETRY
-            and self.s.phase is Phase.DEGRADED
-            and self.s.failed_revision == self.spec.target_revision
-            and self.s.stable is not None
-        ):
+        elif action is Action.RETRY:
             self.event("RetryRequested", f"retrying the rollout of {self.s.failed_revision}")
             self.start_rollout(self.spec.target_revision)
-        elif action is Action.RESUME and self.s.phase is Phase.PAUSED and self.s.pause_reason != SPEC_PAUSED:
-            self.resume()
         else:
-            self.event(
-                "ActionIgnored", f"action {action.value!r} does not apply in phase {self.s.phase.value}"
+            self.resume()
+
+    def action_ignored(self, action: Action) -> str | None:
+        """Why ``action`` has no effect now (``None``: it applies); the plugin checks the same rules
+        before it writes the annotation."""
+        phase = self.s.phase.value
+        if action is Action.RETRY:
+            retryable = (
+                self.s.phase is Phase.DEGRADED
+                and self.s.failed_revision == self.spec.target_revision
+                and self.s.stable is not None
             )
+            return None if retryable else f"no rolled-back revision to retry (phase {phase})"
+        if self.s.candidate is None:
+            return f"no rollout in progress (phase {phase})"
+        if action is Action.ABORT:
+            return None
+        if self.s.phase is Phase.PAUSED and self.s.pause_reason == SPEC_PAUSED:
+            return "paused by spec.rollout.paused; set it to false first"
+        if action is Action.RESUME:
+            return None if self.s.phase is Phase.PAUSED else f"the rollout is not paused (phase {phase})"
+        if self.s.promoting or self.s.step_index >= len(self.spec.effective_steps()):
+            return f"revision {self.s.candidate} is already being promoted to 100 %"
+        return None
+
+    def promote_step(self) -> None:
+        """Pass the current step: an approval or a hold ends, a running step ends now; the next step
+        then runs with its own duration and checks."""
+        total = len(self.spec.effective_steps())
+        self.event(
+            "PromotionRequested",
+            f"manual promotion of {self.s.candidate}: step {self.s.step_index + 1}/{total} passed",
+        )
+        if self.s.phase is Phase.PAUSED:
+            awaiting_approval = self.s.pause_reason == APPROVAL
+            self.resume()  # an approval step is completed by resuming it
+            if awaiting_approval:
+                return
+        self.complete_step("passed by promote")
 
     # -- 4. advance ---------------------------------------------------------------------------------
 
@@ -327,6 +401,7 @@ class _Tick:
             return
         # weight 0 first; housekeeping scales the candidate down once the provider confirms it
         self.set_weights({stable: 100, candidate: 0}, None)
+        self.conclude(candidate, RevisionOutcome.ROLLED_BACK, f"{reason}: {message}")
         self.retire(candidate, 0)
         self.end_rollout()
         self.update(phase=Phase.DEGRADED, failed_revision=candidate, message=f"{reason}: {message}")
@@ -352,11 +427,20 @@ class _Tick:
                 self.wait()
             return
         steps = self.spec.effective_steps()
+        gates = self.obs.hook_gates
+        if gates is not None and self.hook_gate_closed(gates.pre_rollout):
+            return
         for _ in range(len(steps) + 1):
             if self.s.promoting or self.s.step_index >= len(steps):
                 self.promote()
                 return
             step = steps[self.s.step_index]
+            if (
+                gates is not None
+                and self.s.step_started_at is None
+                and self.hook_gate_closed(gates.before_step(self.s.step_index))
+            ):
+                return
             if step.kind is StepKind.APPROVAL:
                 self.pause(
                     APPROVAL, f"step {self.s.step_index + 1}: waiting for approval (promote or resume)"
@@ -366,6 +450,7 @@ class _Tick:
                 self.set_weights({stable: 100 - step.percent, candidate: step.percent}, None)
             else:
                 self.set_weights({stable: 100, candidate: 0}, (candidate, step.percent))
+            self.update(message=self.step_message(step, len(steps)))
             if not self.verified():
                 if self.deadline_exceeded():
                     self.rollback("ProgressDeadlineExceeded", "traffic weights were not confirmed in time")
@@ -384,16 +469,41 @@ class _Tick:
                 return
             if self.spec.analysis.enabled:
                 latest = self.s.history[-1] if self.s.history else None
-                fresh = latest is not None and latest.at >= started and latest.step == self.s.step_index
+                fresh = (
+                    latest is not None
+                    and latest.at >= started
+                    and latest.step == self.s.step_index
+                    and latest.revision in (None, candidate)
+                )
                 if not (fresh and latest is not None and latest.verdict is Verdict.PASS):
                     self.wait_for_analysis()
                     return
             self.complete_step("completed")
 
+    def hook_gate_closed(self, gate: Gate) -> bool:
+        """A rollout hook not called yet (wait for the next pass), or failed (hold or roll back)."""
+        if gate.verdict is GateVerdict.OPEN:
+            return False
+        if gate.verdict is GateVerdict.WAIT:
+            self.update(message=gate.message)
+            self.wait()
+        elif gate.verdict is GateVerdict.HOLD:
+            self.pause(HOOK_HOLD, gate.message)
+        else:
+            self.rollback("HookFailed", gate.message)
+        return True
+
     def wait_for_analysis(self) -> None:
         due = next_analysis_at(self.spec, self.s)
         if due is not None:
             self.wait_until(due)
+
+    def step_message(self, step: Step, steps: int) -> str:
+        """What the rollout is doing now; the step number is the one people count (1-based)."""
+        doing = f"step {self.s.step_index + 1}/{steps}: {self.describe(step)} to revision {self.s.candidate}"
+        if not self.verified():
+            return f"{doing}, waiting for the traffic provider to confirm it"
+        return doing
 
     @staticmethod
     def describe(step: Step) -> str:
@@ -407,13 +517,22 @@ class _Tick:
         self.update(promoting=True)
         self.set_weights({stable: 0, candidate: 100}, None)
         if not self.verified():
+            self.update(message=f"promoting revision {candidate}: moving all traffic to it")
             self.wait()
             return
+        self.conclude(candidate, RevisionOutcome.PROMOTED, self.promotion_note())
+        self.conclude(stable, RevisionOutcome.SUPERSEDED, f"superseded by {candidate}")
         self.retire(stable, self.spec.scale_down_delay)
         self.end_rollout()
         self.update(stable=candidate, phase=Phase.HEALTHY, message=f"serving revision {candidate}")
         self.set_weights({candidate: 100}, None)
         self.event("Promoted", f"revision {candidate} promoted; {stable} retired")
+
+    def promotion_note(self) -> str:
+        steps = len(self.spec.effective_steps())
+        if self.s.step_index >= steps:
+            return f"promoted after {steps} of {steps} steps" if steps else "promoted"
+        return f"promoted at step {self.s.step_index + 1} of {steps} (manual promotion)"
 
     def settle_stable(self) -> None:
         stable = self.s.stable
@@ -495,6 +614,21 @@ class _Tick:
         weights = {k: v for k, v in self.s.desired_weights.items() if k not in doomed}
         self.update(desired_weights=weights)
 
+    def unevaluated_analysis(self) -> str | None:
+        """Why the step stands still when its latest analysis run could not be evaluated (metrics
+        provider unreachable, query refused): no evidence either way, so the condition names the cause
+        until a run is evaluated again."""
+        last = self.s.history[-1] if self.s.history else None
+        if (
+            last is None
+            or last.verdict is not Verdict.ERROR
+            or last.revision != self.s.candidate
+            or last.step != self.s.step_index
+        ):
+            return None
+        causes = "; ".join(f"{c.name}: {c.message}" for c in last.checks if c.verdict is Verdict.ERROR)
+        return f"{self.s.message}; held: analysis cannot be evaluated ({causes})"
+
     def conditions(self) -> None:
         phase = self.s.phase
         ready = (ConditionStatus.TRUE, "RevisionServing", f"revision {self.s.stable} is ready and serving")
@@ -502,6 +636,8 @@ class _Tick:
             ready = (ConditionStatus.FALSE, "NoReadyRevision", "no ready revision is serving yet")
         if phase is Phase.PROGRESSING:
             progressing = (ConditionStatus.TRUE, "RolloutInProgress", self.s.message)
+            if (unevaluated := self.unevaluated_analysis()) is not None:
+                progressing = (ConditionStatus.TRUE, "AnalysisError", unevaluated)
         elif phase is Phase.PAUSED:
             progressing = (ConditionStatus.UNKNOWN, self.s.pause_reason or "Paused", self.s.message)
         elif phase is Phase.DEGRADED:

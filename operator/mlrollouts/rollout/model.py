@@ -11,11 +11,15 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from mlrollouts.api.modeldeployment import FailureMode, OnInconclusive, Phase, Strategy
+from mlrollouts.api.modeldeployment import FailureMode, OnInconclusive, Phase, RevisionOutcome, Strategy
 from mlrollouts.core.conditions import Condition
 from mlrollouts.core.events import Event
 from mlrollouts.core.verdicts import CheckOutcome, Verdict, combined_verdict
+
+if TYPE_CHECKING:
+    from mlrollouts.rollout.hooks import HookGates
 
 
 class StepKind(enum.StrEnum):
@@ -26,6 +30,9 @@ class StepKind(enum.StrEnum):
 
 class Action(enum.StrEnum):
     PROMOTE = "promote"
+    """Pass the current step (or end an approval or analysis hold); the next step runs as usual."""
+    PROMOTE_FULL = "promote-full"
+    """Skip every remaining step: the candidate goes to 100 %."""
     ABORT = "abort"
     RETRY = "retry"
     RESUME = "resume"
@@ -82,6 +89,8 @@ class AnalysisRun:
 
     at: datetime
     checks: tuple[CheckOutcome, ...]
+    revision: str | None = None
+    """The candidate the checks judged; a run of another revision is not recorded."""
 
     @property
     def verdict(self) -> Verdict:
@@ -107,6 +116,8 @@ class Observation:
     """Weights actually realised when they differ from the confirmed ones (replica ratio); for status."""
     analysis: AnalysisRun | None = None
     action: Action | None = None
+    hook_gates: HookGates | None = None
+    """What the rollout hooks allow (:mod:`mlrollouts.rollout.hooks`); ``None``: no gating hooks."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,8 @@ class AnalysisRecord:
     step: int
     verdict: Verdict
     checks: tuple[CheckOutcome, ...]
+    revision: str | None = None
+    """The revision judged, stamped when the run is recorded and never changed afterwards."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +137,11 @@ class RevisionRecord:
     created_at: datetime
     scale_down_at: datetime | None = None
     """When set, the revision is retired: scaled to 0 at that time and kept for history."""
+    outcome: RevisionOutcome | None = None
+    """How the revision's rollout ended (``Promoted``, ``RolledBack``, ``Superseded``); ``None``
+    while it has not. Once set it is never changed, unless the revision is rolled out again."""
+    message: str | None = None
+    """Why it ended, in words."""
 
 
 PER_ROLLOUT = "per_rollout"

@@ -7,13 +7,14 @@ kept in standard places instead, so they survive an API server that prunes unkno
   condition (status ``Unknown`` while paused);
 - when the current weights were last changed or confirmed: ``lastTransitionTime`` of the
   ``TrafficVerified`` condition;
-- "promoting" (all steps done or skipped by ``promote``): ``currentStep`` equal to the number of steps.
+- "promoting" (all steps done or skipped by ``promote-full``): ``currentStep`` equal to the number of steps.
 
 A retired revision's ``finishedAt`` is the time it is (or was) scaled to zero.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -56,12 +57,18 @@ MEASUREMENT = ("verdict", "value", "stable_value", "samples")
 under the same names."""
 
 
-def target_revision(md: ModelDeployment) -> str:
-    """Hash of ``spec.model`` and ``spec.serving`` minus ``replicas``: scaling is not a new revision."""
+def revision_template(md: ModelDeployment) -> dict[str, Any]:
+    """``spec.model`` and ``spec.serving`` minus ``replicas``: scaling is not a new revision."""
     model = md.spec.model.model_dump(mode="json", by_alias=True, exclude_none=True)
     serving = md.spec.serving.model_dump(mode="json", by_alias=True, exclude_none=True)
     serving.pop("replicas", None)
-    return revision_hash(model, serving)
+    return {"model": model, "serving": serving}
+
+
+def target_revision(md: ModelDeployment) -> str:
+    """Hash of the :func:`revision_template`."""
+    template = revision_template(md)
+    return revision_hash(template["model"], template["serving"])
 
 
 def rollout_spec(md: ModelDeployment, history_size: int = 10, poll_interval: float = 1.0) -> RolloutSpec:
@@ -117,17 +124,28 @@ def _measurement(source: ApiAnalysisRun | CheckOutcome) -> dict[str, Any]:
     return {name: getattr(source, name) for name in MEASUREMENT}
 
 
+def _shown(measurement: dict[str, Any]) -> dict[str, Any]:
+    """A measurement as the status shows it: Prometheus extrapolates counts to the window's edges,
+    and people count whole requests."""
+    samples = measurement.get("samples")
+    if samples is None or not math.isfinite(samples):
+        return measurement
+    return {**measurement, "samples": round(samples)}
+
+
 def _group_runs(runs: Iterable[ApiAnalysisRun]) -> tuple[AnalysisRecord, ...]:
-    grouped: dict[tuple[datetime, int], list[CheckOutcome]] = {}
+    grouped: dict[tuple[datetime, int, str], list[CheckOutcome]] = {}
     for run in runs:
-        key = (aware(run.time) or EPOCH, run.step or 0)
+        key = (aware(run.time) or EPOCH, run.step or 0, run.revision or "")
         grouped.setdefault(key, []).append(
             CheckOutcome(name=run.check, message=run.message or "", **_measurement(run))
         )
     records = []
-    for (at, step), checks in sorted(grouped.items(), key=lambda kv: kv[0]):
+    for (at, step, revision), checks in sorted(grouped.items(), key=lambda kv: kv[0]):
         verdict = AnalysisRun(at, tuple(checks)).verdict
-        records.append(AnalysisRecord(at=at, step=step, verdict=verdict, checks=tuple(checks)))
+        records.append(
+            AnalysisRecord(at=at, step=step, verdict=verdict, checks=tuple(checks), revision=revision or None)
+        )
     return tuple(records)
 
 
@@ -165,6 +183,9 @@ def rollout_state(md: ModelDeployment, spec: RolloutSpec) -> RolloutState:
             replicas=spec.replicas,
             created_at=aware(r.created_at) or EPOCH,
             scale_down_at=aware(r.finished_at),
+            # Serving is what the stable is now, not how a revision ended
+            outcome=r.outcome if r.outcome is not RevisionOutcome.SERVING else None,
+            message=r.message,
         )
         for r in status.revisions
     )
@@ -199,14 +220,11 @@ def weights_summary(weights: dict[str, int]) -> str:
     return " ".join(f"{rev}:{w}" for rev, w in sorted(weights.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _outcome(state: RolloutState, revision: str) -> RevisionOutcome | None:
-    if revision == state.stable:
+def _outcome(state: RolloutState, record: RevisionRecord) -> RevisionOutcome | None:
+    """The recorded outcome; the stable revision that has none yet (the first one) is Serving."""
+    if record.outcome is None and record.revision == state.stable:
         return RevisionOutcome.SERVING
-    if revision == state.candidate:
-        return None
-    if revision == state.failed_revision:
-        return RevisionOutcome.ROLLED_BACK
-    return RevisionOutcome.SUPERSEDED
+    return record.outcome
 
 
 def _revision_records(
@@ -215,6 +233,7 @@ def _revision_records(
     previous: ModelDeploymentStatus | None,
     model_uri: str | None,
     model_version: str | None,
+    template: dict[str, Any] | None = None,
 ) -> list[ApiRevisionRecord]:
     """The revision history; what the model was is known only for the revision being built, so
     older records keep what they said."""
@@ -228,10 +247,11 @@ def _revision_records(
                 revision=r.revision,
                 model_uri=old.model_uri if old else (model_uri if target else None),
                 model_version=old.model_version if old else (model_version if target else None),
+                template=old.template if old and old.template else (template if target else None),
                 created_at=r.created_at,
                 finished_at=r.scale_down_at,
-                outcome=_outcome(state, r.revision),
-                message=old.message if old else None,
+                outcome=_outcome(state, r),
+                message=r.message,
             )
         )
     return records
@@ -257,10 +277,10 @@ def _analysis_status(state: RolloutState) -> AnalysisStatus:
         ApiAnalysisRun(
             time=h.at,
             check=c.name,
-            revision=state.candidate,
+            revision=h.revision,
             step=h.step,
             message=c.message or None,
-            **_measurement(c),
+            **_shown(_measurement(c)),
         )
         for h in state.history
         for c in h.checks
@@ -305,12 +325,14 @@ def status_from_state(
     now: datetime,
     model_uri: str | None = None,
     model_version: str | None = None,
+    template: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The full ``status`` to write back (camelCase JSON), keeping fields this machine does not own.
 
     ``state`` is a decided state: its conditions are the machine's, ``TrafficVerified`` is added here.
     """
     conditions = [c for c in state.conditions if c.type != TRAFFIC_VERIFIED]
+    steps = len(spec.effective_steps())
     status = ModelDeploymentStatus(
         phase=state.phase,
         observed_generation=spec.generation,
@@ -320,12 +342,13 @@ def status_from_state(
         current_step=(len(spec.effective_steps()) if state.promoting else state.step_index)
         if state.candidate
         else None,
+        step=f"{min(state.step_index + 1, steps)}/{steps}" if state.candidate and steps else None,
         step_started_at=state.step_started_at,
         rollout_started_at=state.rollout_started_at,
         weights=_revision_weights(state),
         weights_summary=weights_summary({k: v for k, v in state.desired_weights.items() if v > 0}),
         analysis=_analysis_status(state),
-        revisions=_revision_records(state, spec, previous, model_uri, model_version),
+        revisions=_revision_records(state, spec, previous, model_uri, model_version, template),
         conditions=[*conditions, _traffic_verified(state, spec, verified, now)],
         message=state.message or None,
         learning=previous.learning if previous else None,

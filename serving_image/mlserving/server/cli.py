@@ -69,6 +69,11 @@ _FLAGS: list[Flag] = [
     ("--snapshot-key-file", "snapshot_key_file", {"help": "file holding the snapshot signing key"}),
     ("--pinned-snapshot", "pinned_snapshot", {"type": int, "help": "serve this snapshot, not the latest"}),
     (
+        "--snapshot-pointer",
+        "snapshot_pointer",
+        {"choices": ["serving", "candidate"], "help": "snapshot pointer to follow (serving)"},
+    ),
+    (
         "--snapshot-poll-interval",
         "snapshot_poll_seconds",
         {"type": float, "help": "seconds between reads of the latest snapshot (0.5)"},

@@ -34,6 +34,7 @@ from mlserving.http import JSON_HEADERS, Headers
 from mlserving.request_checks import ProtocolError
 from mlserving.runtimes import LoadOptions, ModelRuntime, open_model
 from mlserving.runtimes.base import TensorSpec
+from mlserving.runtimes.refusals import exit_if_refused_for_good
 from mlserving.server.batching import Batcher
 from mlserving.server.hotload import IncompatibleSnapshot, SnapshotHotLoader
 from mlserving.server.ids import ResponseIds
@@ -307,7 +308,11 @@ class DataPlane:
         downloads = Path(s.download_dir) / "snapshots" if s.download_dir else None
         try:
             follower = SnapshotFollower(
-                s.snapshot_uri, key, storage_options=s.learning_storage_options, download_dir=downloads
+                s.snapshot_uri,
+                key,
+                storage_options=s.learning_storage_options,
+                download_dir=downloads,
+                pointer=s.snapshot_pointer,
             )
         except ValueError as exc:
             raise ValueError(f"snapshot_uri: {exc}") from None
@@ -371,6 +376,7 @@ class DataPlane:
                 exc,
                 extra={"model_uri": self.settings.model_uri, "error_type": type(exc).__name__},
             )
+            exit_if_refused_for_good(exc)  # a refusal no retry can change ends the container, when asked
             return
         self._install(self._loaded(runtime))
         elapsed = time.perf_counter() - started

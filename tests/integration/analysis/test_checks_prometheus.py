@@ -230,13 +230,15 @@ async def test_reward_reader_per_variant(lab):
     )
     assert custom["good"].reward_sum == pytest.approx(rewards["good"].reward_sum, rel=0.3)
 
-    # Requests younger than reward_wait are not counted (yet); feedback is.
+    # Requests younger than reward_wait are not counted (yet), and neither are their rewards.
     waited = await read_rewards(
         provider, route=MODEL, variants=["good"], since=now - 3, now=now, reward_wait="5s"
     )
-    assert waited["good"].requests == 0 and waited["good"].feedback > 0
+    assert (waited["good"].requests, waited["good"].feedback, waited["good"].reward_sum) == (0, 0, 0)
     offset = await read_rewards(provider, route=MODEL, variants=["good"], window="5s", reward_wait="3s")
     assert offset["good"].requests == pytest.approx(200, rel=0.35)
+    assert offset["good"].feedback == pytest.approx(offset["good"].requests * 0.5, rel=0.25)
+    assert offset["good"].mean == pytest.approx(0.3, abs=0.07)
 
     broken = await read_rewards(provider, route=MODEL, variants=["s1"], window=WINDOW, reward_query="sum(x{")
     assert hasattr(broken, "reason") and "reward" in broken.reason

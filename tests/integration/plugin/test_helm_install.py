@@ -27,6 +27,7 @@ CLUSTER_SCOPED = {
     "ClusterKopfPeering",
     "CustomResourceDefinition",
     "Namespace",
+    "ValidatingWebhookConfiguration",
 }
 PLURALS = {
     "Deployment": ("apps/v1", "deployments"),
@@ -41,6 +42,10 @@ PLURALS = {
     "ClusterKopfPeering": ("kopf.dev/v1", "clusterkopfpeerings"),
     "KopfPeering": ("kopf.dev/v1", "kopfpeerings"),
     "CustomResourceDefinition": ("apiextensions.k8s.io/v1", "customresourcedefinitions"),
+    "ValidatingWebhookConfiguration": (
+        "admissionregistration.k8s.io/v1",
+        "validatingwebhookconfigurations",
+    ),
 }
 
 

@@ -149,6 +149,14 @@ NOT_EXERCISED: dict[tuple[str, str], tuple[set[str], str]] = {
         )
     },
     ("events.k8s.io", "events"): ({"create"}, "events posted through the events.k8s.io API"),
+    ("", "pods"): (
+        {"list"},
+        "a skops revision's refusal report (UntrustedModelTypes); these models are ONNX",
+    ),
+    ("admissionregistration.k8s.io", "validatingwebhookconfigurations"): (
+        {"get", "update"},
+        "the webhook's self-signed CA bundle (controller/admission.py inject_ca_bundle)",
+    ),
 }
 ESCALATION = {
     ("", "configmaps", "watch"): "routers get a Role reading their table; RBAC grants only what one holds"

@@ -153,7 +153,7 @@ def test_seed_from_policy_or_uid():
     no_seed = experiment(policy={"type": "ThompsonSampling"})
     assert seed_base(no_seed) == seed_base(experiment(policy={"type": "ThompsonSampling"}))
     other = Experiment.model_validate(
-        {**manifest(policy={"type": "ThompsonSampling"}), "metadata": {"uid": "u-2"}}
+        {**manifest(policy={"type": "ThompsonSampling"}), "metadata": {"name": "exp", "uid": "u-2"}}
     )
     assert seed_base(other) != seed_base(no_seed)
 

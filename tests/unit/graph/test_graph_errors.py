@@ -157,7 +157,7 @@ async def test_the_graph_timeout_names_the_nodes_still_waited_for():
     graph = compiled({"root": "e", "nodes": nodes, "timeoutSeconds": 0.1}, registry=registry)
     started = time.perf_counter()
     code, body, _ = await infer(graph, fakes, X)
-    assert code == 504 and 0.1 <= time.perf_counter() - started < 0.5
+    assert code == 504 and 0.09 <= time.perf_counter() - started < 0.5
     assert body["error"] == "graph 'g' did not answer within 0.1 s (waiting for b, c)"
     assert body["nodes"] == ["b", "c"]
     assert sorted(fakes.cancelled) == ["http://b:8080", "http://c:8080"]

@@ -286,12 +286,53 @@ def test_approval_step_pauses_until_resume_then_continues():
     assert d.weights == {"r1": 40, "r2": 60}
 
 
-def test_promote_skips_remaining_steps():
+def test_promote_full_skips_remaining_steps():
     sim = started(Sim(spec()))
-    d = sim.tick(action=Action.PROMOTE)
+    d = sim.tick(action=Action.PROMOTE_FULL)
     assert d.clear_action and d.weights == {"r1": 0, "r2": 100}
     sim.tick()
     assert sim.phase is Phase.HEALTHY and sim.state.stable == "r2"
+
+
+def test_promote_passes_one_step_and_the_next_runs_its_own_checks():
+    sim = started(Sim(spec()))  # step 1: shadow 50 % for 10 s
+    d = sim.tick(action=Action.PROMOTE)
+    assert d.clear_action and "PromotionRequested" in sim.reasons() and "StepCompleted" in sim.reasons()
+    assert sim.state.step_index == 1 and sim.phase is Phase.PROGRESSING
+    assert d.weights == {"r1": 80, "r2": 20} and d.shadow is None
+    sim.tick()  # 20 % verified: the step clock starts
+    sim.tick(5, Verdict.PASS)
+    assert sim.state.step_index == 1  # the promoted rollout still honours the next step's duration
+    sim.tick(action=Action.PROMOTE)
+    sim.tick(action=Action.PROMOTE)  # the last step passed: the candidate goes to 100 %
+    assert sim.decision.weights == {"r1": 0, "r2": 100}
+    sim.tick()
+    assert sim.phase is Phase.HEALTHY and sim.state.stable == "r2"
+
+
+def test_promote_ends_an_inconclusive_hold_and_passes_the_step():
+    sim = started(
+        Sim(spec(steps=(Step(StepKind.WEIGHT, 10, 5), Step(StepKind.WEIGHT, 30, 5)))), clock_starts=False
+    )
+    sim.tick()
+    for _ in range(3):
+        sim.tick(5, Verdict.INCONCLUSIVE)
+    assert sim.phase is Phase.PAUSED
+    d = sim.tick(action=Action.PROMOTE)
+    assert sim.phase is Phase.PROGRESSING and sim.state.step_index == 1
+    assert d.weights == {"r1": 70, "r2": 30}
+
+
+def test_promote_while_paused_by_spec_or_already_promoting_is_ignored():
+    sim = started(Sim(spec()))
+    sim.change(paused=True)
+    sim.tick()
+    sim.tick(action=Action.PROMOTE)
+    assert sim.phase is Phase.PAUSED and sim.state.step_index == 0 and "ActionIgnored" in sim.reasons()
+    sim.change(paused=False)
+    sim.tick(action=Action.PROMOTE_FULL)
+    sim.tick(action=Action.PROMOTE)
+    assert "ActionIgnored" in sim.reasons()
 
 
 def test_promote_from_approval_pause():
@@ -299,9 +340,9 @@ def test_promote_from_approval_pause():
         Sim(spec(steps=(Step(StepKind.APPROVAL), Step(StepKind.WEIGHT, 60, 5)))), clock_starts=False
     )
     assert sim.phase is Phase.PAUSED
-    sim.tick(action=Action.PROMOTE)
-    sim.tick()
-    assert sim.phase is Phase.HEALTHY and sim.state.stable == "r2"
+    d = sim.tick(action=Action.PROMOTE)
+    assert sim.phase is Phase.PROGRESSING and sim.state.step_index == 1
+    assert d.weights == {"r1": 40, "r2": 60}  # the approval is passed, not the steps after it
 
 
 def test_abort_rolls_back_and_retry_restarts():

@@ -156,7 +156,7 @@ def test_full_canary_through_the_status_round_trip():
     assert sim.status["phase"] == "Healthy" and sim.status["stableRevision"] == r2
     assert sim.status["weightsSummary"] == f"{r2}:100"
     outcomes = {r["revision"]: r.get("outcome") for r in sim.status["revisions"]}
-    assert outcomes == {r1: "Superseded", r2: "Serving"}
+    assert outcomes == {r1: "Superseded", r2: "Promoted"}
     assert len({(r["time"], r["step"]) for r in sim.status["analysis"]["runs"]}) == 6
     assert sim.decision.replicas[r1] == 2
     sim.tick(30)
