@@ -337,12 +337,14 @@ def _deployment_lines(spec: Object, status: Object, now: datetime) -> list[str]:
         lines.append(f"Rolled back: {status['failedRevision']}")
     analysis = status.get("analysis") or {}
     runs = (analysis.get("runs") or [])[-RECENT_CHECKS:]
-    if runs:
+    if runs and status.get("candidateRevision"):
+        # the counters belong to the candidate in progress; after a rollback they start over
         lines.append(
             "Analysis:   "
             f"{analysis.get('consecutiveFailures', 0)} consecutive failures, "
             f"{analysis.get('totalFailures', 0)} in total, {analysis.get('inconclusiveCount', 0)} inconclusive"
         )
+    if runs:
         rows = [
             [
                 age(r.get("time"), now),

@@ -42,10 +42,18 @@ def merge_patch(current: Any, wanted: Any) -> Any:
     patch: Object = {key: None for key in current if key not in wanted}
     for key, value in wanted.items():
         if key not in current:
-            patch[key] = value
+            if not _empty(value):
+                patch[key] = value
         elif current[key] != value:
             patch[key] = merge_patch(current[key], value)
     return patch
+
+
+def _empty(value: Any) -> bool:
+    """An unset field and an empty one describe the same revision: a patch need not set it."""
+    if isinstance(value, dict):
+        return all(_empty(v) for v in value.values())
+    return value is None or value == []
 
 
 def apply_merge_patch(target: Any, patch: Any) -> Any:

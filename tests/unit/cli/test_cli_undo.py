@@ -25,6 +25,22 @@ def test_merge_patch_removes_what_the_target_lacks_and_replaces_lists_whole():
     }
 
 
+def test_merge_patch_leaves_unset_what_the_revision_only_has_empty():
+    current = {"uri": "s3://m/3", "version": "3"}
+    wanted = {
+        "uri": "s3://m/2",
+        "version": "2",
+        "trustedTypes": [],
+        "resources": {"limits": {}, "requests": {}},
+    }
+    patch = merge_patch(current, wanted)
+    assert patch == {"uri": "s3://m/2", "version": "2"}
+    assert set(changes(current, patch, "spec.model")) == {
+        'spec.model.uri: "s3://m/3" -> "s3://m/2"',
+        'spec.model.version: "3" -> "2"',
+    }
+
+
 def test_the_revision_history_keeps_the_spec_of_each_revision_it_saw_built():
     records = (RevisionRecord("r1", 1, T0), RevisionRecord("r2", 1, T0))
     state = RolloutState(stable="r1", candidate="r2", revisions=records)
