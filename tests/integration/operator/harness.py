@@ -43,9 +43,7 @@ class Cluster:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.kubeconfig = workdir / "kubeconfig"
-        self.proc = Proc(
-            [PYTHON, "-c", EMULATOR_SCRIPT, str(self.port), str(self.kubeconfig)], workdir / "apiserver.log"
-        )
+        self.proc = Proc(self.emulator_argv(), workdir / "apiserver.log")
         self.http = httpx.Client(base_url=self.url, timeout=10)
         wait_until(self._up, timeout=30, message="API emulator up")
         for crd in all_crds():
@@ -59,6 +57,10 @@ class Cluster:
         self._stop = threading.Event()
         self._kubelet = threading.Thread(target=self._play_kubelet, name="kubelet", daemon=True)
         self._kubelet.start()
+
+    def emulator_argv(self) -> list[str]:
+        """How the API server of this cluster is started."""
+        return [PYTHON, "-c", EMULATOR_SCRIPT, str(self.port), str(self.kubeconfig)]
 
     def _up(self) -> bool:
         if not self.proc.alive():

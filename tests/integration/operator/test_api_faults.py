@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
-from harness import MD_PATH, Cluster, start_operator
+from harness import Cluster, start_operator
 from rollout_support import manifest, revision_of, wait_status, with_model
 
-from mlrollouts.api.crd import all_crds
-from support import PYTHON, Proc, free_port, wait_until
+from support import PYTHON, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
 
@@ -43,34 +40,14 @@ class FaultyCluster(Cluster):
     """The operator tests' cluster with ``mlrollouts local apiserver --faults`` as its API server."""
 
     def __init__(self, workdir: Path, faults: str) -> None:
-        self.workdir, self.kubelet_interval = workdir, 0.1
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.kubeconfig = workdir / "kubeconfig"
         self.audit_path = workdir / "audit.jsonl"
+        self.faults = faults
+        super().__init__(workdir, kubelet_interval=0.1)
+
+    def emulator_argv(self) -> list[str]:
         argv = [PYTHON, "-m", "mlrollouts.cli.main", "local", "apiserver", "--port", str(self.port)]
-        argv += [
-            "--kubeconfig",
-            str(self.kubeconfig),
-            "--audit-log",
-            str(self.audit_path),
-            "--faults",
-            faults,
-        ]
-        self.proc = Proc(argv, workdir / "apiserver.log")
-        self.http = httpx.Client(base_url=self.url, timeout=10)
-        wait_until(self._up, timeout=30, message="API emulator up")
-        for crd in all_crds():
-            self.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
-        wait_until(
-            lambda: self.http.get(MD_PATH.format(ns="default")).status_code == 200,
-            timeout=10,
-            message="ModelDeployment CRD served",
-        )
-        self.held: set[str] = set()
-        self._stop = threading.Event()
-        self._kubelet = threading.Thread(target=self._play_kubelet, name="kubelet", daemon=True)
-        self._kubelet.start()
+        argv += ["--kubeconfig", str(self.kubeconfig), "--audit-log", str(self.audit_path)]
+        return [*argv, "--faults", self.faults]
 
     def audit(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.audit_path.read_text().splitlines() if line.strip()]
