@@ -111,7 +111,7 @@ def test_make_demo_and_make_test_check_prerequisites_before_building_the_venv(tm
     for target in ("demo", "test"):
         # -B: plan every step, as on a fresh clone without a venv
         plan = subprocess.run(
-            [make, "-n", "-B", target],
+            [make, "--no-print-directory", "-n", "-B", target],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
