@@ -30,9 +30,7 @@ from mlrollouts.api.modeldeployment import (
     SnapshotVerdict,
     Strategy,
 )
-from mlrollouts.api.modeldeployment import AnalysisRun as ApiAnalysisRun
 from mlrollouts.core.events import Event
-from mlrollouts.core.verdicts import CheckOutcome
 from mlrollouts.learning.decide import LearningDecision
 from mlrollouts.learning.report import LearnerReport
 from mlrollouts.rollout import (
@@ -45,7 +43,7 @@ from mlrollouts.rollout import (
     analysis_due,
     decide,
 )
-from mlrollouts.rollout.resource import rollout_spec
+from mlrollouts.rollout.resource import analysis_records, analysis_runs, rollout_spec
 
 KEY_PREFIX = "snapshot-"
 CANDIDATE_SUFFIX = "-candidate"
@@ -118,25 +116,7 @@ def machine_state(status: LearningCanaryStatus) -> RolloutState:
         weights[candidate] = status.weight
     history: tuple[AnalysisRecord, ...] = ()
     if status.last_verdict is not None and status.last_analysis_at is not None:
-        checks = tuple(
-            CheckOutcome(
-                name=r.check,
-                verdict=r.verdict,
-                value=r.value,
-                stable_value=r.stable_value,
-                samples=r.samples,
-                message=r.message or "",
-            )
-            for r in status.runs
-        )
-        history = (
-            AnalysisRecord(
-                at=status.last_analysis_at,
-                step=status.last_verdict_step or 0,
-                verdict=status.last_verdict,
-                checks=checks,
-            ),
-        )
+        history = analysis_records(status.runs)[-1:]
     return RolloutState(
         phase=status.phase,
         message=status.message or "",
@@ -165,23 +145,6 @@ def machine_state(status: LearningCanaryStatus) -> RolloutState:
 def canary_status(state: RolloutState) -> LearningCanaryStatus:
     candidate = snapshot_of(state.candidate)
     last = state.history[-1] if state.history else None
-    runs = (
-        []
-        if last is None
-        else [
-            ApiAnalysisRun(
-                time=last.at,
-                check=c.name,
-                verdict=c.verdict,
-                step=last.step,
-                value=c.value,
-                stable_value=c.stable_value,
-                samples=c.samples,
-                message=c.message or None,
-            )
-            for c in last.checks
-        ]
-    )
     return LearningCanaryStatus(
         phase=state.phase,
         stable_snapshot=snapshot_of(state.stable),
@@ -202,7 +165,7 @@ def canary_status(state: RolloutState) -> LearningCanaryStatus:
         failures=state.failures,
         consecutive_failures=state.consecutive_failures,
         inconclusive=state.inconclusive,
-        runs=runs,
+        runs=analysis_runs(state.history[-1:]),
         message=snapshot_text(state.message) or None,
     )
 

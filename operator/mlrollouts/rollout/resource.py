@@ -133,7 +133,8 @@ def _shown(measurement: dict[str, Any]) -> dict[str, Any]:
     return {**measurement, "samples": round(samples)}
 
 
-def _group_runs(runs: Iterable[ApiAnalysisRun]) -> tuple[AnalysisRecord, ...]:
+def analysis_records(runs: Iterable[ApiAnalysisRun]) -> tuple[AnalysisRecord, ...]:
+    """The analysis records a status's runs (one entry per check) were written from."""
     grouped: dict[tuple[datetime, int, str], list[CheckOutcome]] = {}
     for run in runs:
         key = (aware(run.time) or EPOCH, run.step or 0, run.revision or "")
@@ -210,7 +211,7 @@ def rollout_state(md: ModelDeployment, spec: RolloutSpec) -> RolloutState:
         failures=status.analysis.total_failures,
         consecutive_failures=status.analysis.consecutive_failures,
         inconclusive=status.analysis.inconclusive_count,
-        history=_group_runs(status.analysis.runs),
+        history=analysis_records(status.analysis.runs),
         revisions=revisions,
         conditions=conditions,
     )
@@ -272,8 +273,9 @@ def _revision_weights(state: RolloutState) -> list[RevisionWeight]:
     ]
 
 
-def _analysis_status(state: RolloutState) -> AnalysisStatus:
-    runs = [
+def analysis_runs(records: Iterable[AnalysisRecord]) -> list[ApiAnalysisRun]:
+    """The status entries (one per check) of analysis records; :func:`analysis_records` reads them back."""
+    return [
         ApiAnalysisRun(
             time=h.at,
             check=c.name,
@@ -282,11 +284,14 @@ def _analysis_status(state: RolloutState) -> AnalysisStatus:
             message=c.message or None,
             **_shown(_measurement(c)),
         )
-        for h in state.history
+        for h in records
         for c in h.checks
     ]
+
+
+def _analysis_status(state: RolloutState) -> AnalysisStatus:
     return AnalysisStatus(
-        runs=runs,
+        runs=analysis_runs(state.history),
         consecutive_failures=state.consecutive_failures,
         total_failures=state.failures,
         inconclusive_count=state.inconclusive,
