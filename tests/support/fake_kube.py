@@ -49,6 +49,18 @@ class FakeKube:
     def object(self, kind: str, namespace: str, name: str) -> Obj | None:
         return self.objects.get((kind, namespace, name))
 
+    def make_ready(self, *names: str) -> None:
+        """The named Deployments (every one applied so far when none is named) report all their
+        replicas ready, as the kubelet and the Deployment controller would."""
+        for (kind, _, name), obj in self.objects.items():
+            if kind == "Deployment" and (not names or name in names):
+                replicas = obj["spec"].get("replicas", 1)
+                obj["status"] = {
+                    "readyReplicas": replicas,
+                    "replicas": replicas,
+                    "observedGeneration": obj["metadata"]["generation"],
+                }
+
     def names(self, kind: str) -> list[str]:
         return sorted(name for (k, _, name) in self.objects if k == kind)
 

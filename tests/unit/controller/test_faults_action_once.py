@@ -62,17 +62,6 @@ def held_canary() -> dict[str, Any]:
     }
 
 
-def ready(fake: FakeKube) -> None:
-    for (kind, _, _), obj in fake.objects.items():
-        if kind == "Deployment":
-            replicas = obj["spec"].get("replicas", 1)
-            obj["status"] = {
-                "readyReplicas": replicas,
-                "replicas": replicas,
-                "observedGeneration": obj["metadata"]["generation"],
-            }
-
-
 class Operator:
     """Passes over the one resource; a failed pass is followed by a new operator process."""
 
@@ -84,7 +73,7 @@ class Operator:
         return self.fake.object("ModelDeployment", NS, NAME)
 
     def tick(self, seconds: float = 1.0) -> Outcome | None:
-        ready(self.fake)
+        self.fake.make_ready()
         self.now += timedelta(seconds=seconds)
         try:
             outcome = asyncio.run(

@@ -47,14 +47,8 @@ def run(controller, fake: FakeKube, state: ResourceState, kind: str, name: str, 
 
 
 def make_ready(fake: FakeKube, name: str) -> None:
-    dep = fake.object("Deployment", NS, name)
-    assert dep is not None, f"Deployment {name} was never applied"
-    replicas = dep["spec"]["replicas"]
-    dep["status"] = {
-        "readyReplicas": replicas,
-        "replicas": replicas,
-        "observedGeneration": dep["metadata"]["generation"],
-    }
+    assert fake.object("Deployment", NS, name) is not None, f"Deployment {name} was never applied"
+    fake.make_ready(name)
 
 
 def routes(fake: FakeKube, configmap: str) -> RouteTable:

@@ -67,24 +67,13 @@ def canary(uri: str) -> dict:
     }
 
 
-def everything_ready(fake: FakeKube) -> None:
-    for (kind, _, _), obj in fake.objects.items():
-        if kind == "Deployment":
-            replicas = obj["spec"].get("replicas", 1)
-            obj["status"] = {
-                "readyReplicas": replicas,
-                "replicas": replicas,
-                "observedGeneration": obj["metadata"]["generation"],
-            }
-
-
 def run_until_healthy(
     fake: CrashAfterRouteWrite, now: datetime, stable: str | None
 ) -> tuple[str | None, datetime]:
     """Passes until a new revision is the Healthy stable one; ``None`` if that never happens."""
     controller, process = ModelDeploymentController(), ResourceState()
     for _ in range(120):
-        everything_ready(fake)
+        fake.make_ready()
         body = copy.deepcopy(fake.object("ModelDeployment", NS, "iris"))
         try:
             asyncio.run(run_pass(controller, body, fake, CONFIG, process, now=now))
