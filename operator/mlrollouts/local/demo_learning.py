@@ -226,8 +226,14 @@ class LearningScenario(Scenario):
     def catch_poisoned_burst(self) -> None:
         schedule = self.stream.schedule
         self.say(f"sending {schedule.poisoned} flipped labels: the guard should roll serving back")
+        # the operator posts a pass's events after its status: wait for both
         status = self.watch(
-            lambda s: (s.get("learning") or {}).get("pinnedBy") == "Guard", 120, "poisoned burst"
+            lambda s: (
+                (s.get("learning") or {}).get("pinnedBy") == "Guard"
+                and "SnapshotPinned" in self.event_reasons()
+            ),
+            120,
+            "poisoned burst",
         )
         learning = status["learning"]
         self.rollback = {
@@ -242,7 +248,13 @@ class LearningScenario(Scenario):
         )
 
     def recover(self) -> None:
-        status = self.watch(lambda s: (s.get("learning") or {}).get("pinned") is None, 240, "guard lets go")
+        status = self.watch(
+            lambda s: (
+                (s.get("learning") or {}).get("pinned") is None and "SnapshotUnpinned" in self.event_reasons()
+            ),
+            240,
+            "guard lets go",
+        )
         self.rollback["released_t"] = self.context.elapsed()
         learning = status.get("learning") or {}
         self.say(f"recovered: serving follows the newest snapshot again ({learning.get('servingSnapshot')})")
@@ -258,6 +270,9 @@ class LearningScenario(Scenario):
         ]
         items.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
         return [f"{e.get('reason')}: {e.get('message')}" for e in items]
+
+    def event_reasons(self) -> set[str]:
+        return {line.split(":", 1)[0] for line in self.events()}
 
     def outcome(self) -> list[str]:
         schedule = self.stream.schedule
