@@ -19,14 +19,17 @@ and so are the rewards and feedback: every router metric is read over the same r
 ``offset``. A reward is credited after its request was made, so every reward counted belongs to a
 request counted; the reward of a counted request that arrives after the range ends is counted by a
 later reading. Counting the rewards up to now while the requests stop ``reward_wait`` earlier would
-credit the newest requests' rewards without their requests and bias every mean upwards.
+credit the newest requests' rewards without their requests and bias every mean upwards. Custom
+queries get the same cut: they are evaluated ``reward_wait`` before the reading's time, over the
+same range (``{{ interval }}``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mlrollouts.analysis.provider import MetricProvider
@@ -121,6 +124,10 @@ async def _by_variant(
     return out
 
 
+async def _zeros(variants: Sequence[str]) -> dict[str, float]:
+    return dict.fromkeys(variants, 0.0)
+
+
 async def _per_variant_custom(
     provider: MetricProvider,
     template: str,
@@ -172,14 +179,24 @@ async def read_rewards(
         settled = _settled(rng, _seconds(reward_wait), since, now)
     except ValueError as exc:
         return QueryError(str(exc))
-    base: dict[str, str | None] = {"name": route, **(variables or {}), "interval": rng}
     at = now
+    # Custom queries cannot take an offset: with reward_wait they are evaluated reward_wait earlier
+    # over the settled range, which reads the same samples as the router queries' range and offset.
+    wait = _seconds(reward_wait)
+    custom_at = at if wait <= 0 else (time.time() if at is None else at) - wait
+    custom_range = rng if settled is None else settled[0]
+    base: dict[str, str | None] = {"name": route, **(variables or {}), "interval": custom_range}
+
+    def custom(template: str) -> Awaitable[dict[str, float] | QueryError]:
+        if settled is None:  # every request is younger than reward_wait: nothing counts yet
+            return _zeros(variants)
+        return _per_variant_custom(provider, template, variants, base, custom_at)
 
     def router_query(metric: str, function: str = "increase") -> str:
         return _router_query(route, metric, settled, function)
 
     reward_task = (
-        _per_variant_custom(provider, reward_query, variants, base, at)
+        custom(reward_query)
         if reward_query
         else _by_variant(
             provider, router_query("mlrouter_reward_sum", "delta" if gaussian else "increase"), at
@@ -188,12 +205,12 @@ async def read_rewards(
     squares_task = None
     if gaussian:
         squares_task = (
-            _per_variant_custom(provider, reward_squares_query, variants, base, at)
+            custom(reward_squares_query)
             if reward_squares_query
             else _by_variant(provider, router_query("mlrouter_reward_sum_squares"), at)
         )
     feedback_task = (
-        _per_variant_custom(provider, feedback_query, variants, base, at)
+        custom(feedback_query)
         if feedback_query
         else _by_variant(provider, router_query("mlrouter_feedback_total"), at)
     )

@@ -239,6 +239,34 @@ async def test_reward_reader_per_variant(lab):
     assert offset["good"].requests == pytest.approx(200, rel=0.35)
     assert offset["good"].feedback == pytest.approx(offset["good"].requests * 0.5, rel=0.25)
     assert offset["good"].mean == pytest.approx(0.3, abs=0.07)
+    # A custom reward query gets the same cut: evaluated reward_wait earlier over the same range.
+    reward_sum = (
+        'sum(increase(mlrouter_reward_sum{route="{{ name }}",variant="{{ variant }}"}[{{ interval }}]))'
+    )
+    later = time.time()
+    custom_offset, router_offset = await asyncio.gather(
+        read_rewards(
+            provider,
+            route=MODEL,
+            variants=["good"],
+            window="5s",
+            now=later,
+            reward_wait="3s",
+            reward_query=reward_sum,
+        ),
+        read_rewards(provider, route=MODEL, variants=["good"], window="5s", now=later, reward_wait="3s"),
+    )
+    assert custom_offset["good"].reward_sum == pytest.approx(router_offset["good"].reward_sum, rel=0.05)
+    custom_waited = await read_rewards(
+        provider,
+        route=MODEL,
+        variants=["good"],
+        since=now - 3,
+        now=now,
+        reward_wait="5s",
+        reward_query=reward_sum,
+    )
+    assert custom_waited["good"].reward_sum == 0
 
     broken = await read_rewards(provider, route=MODEL, variants=["s1"], window=WINDOW, reward_query="sum(x{")
     assert hasattr(broken, "reason") and "reward" in broken.reason
