@@ -149,6 +149,22 @@ class DataLog:
         )
         return _rows_from_table(table.scan(predicate=predicate or None).read_all(), self.n_features)
 
+    def recent_request_ids(self, rows: int) -> list[str]:
+        """The request ids of the last ``rows`` rows of the log (oldest first, each id once)."""
+        from deltalake import DeltaTable
+
+        if self._table is None or rows <= 0 or self.next_seq == 0:
+            return []
+        uri, options = self.location.data_uri, self.location.delta_options
+        table = DeltaTable(uri, storage_options=options)
+        start = max(0, self.next_seq - int(rows))
+        read = table.scan(columns=["seq", "request_id"], predicate=f"seq >= {start}").read_all()
+        if read.num_rows == 0:
+            return []
+        seq = read.column("seq").combine_chunks().to_numpy()
+        ids = read.column("request_id").combine_chunks().to_pylist()
+        return list(dict.fromkeys(ids[i] for i in np.argsort(seq, kind="stable").tolist()))
+
     # ---------------------------------------------------------------- arrow
 
     def _arrow_table(self, joined: Sequence[JoinedRequest], seq_start: int) -> Any:

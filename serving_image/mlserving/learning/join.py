@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -84,6 +84,13 @@ class JoinBuffer:
     def knows(self, response_id: str) -> bool:
         """True when the id is waiting or was recently settled (so feedback for it has an answer)."""
         return response_id in self._waiting or response_id in self._settled
+
+    def remember_joined(self, response_ids: Iterable[str]) -> None:
+        """Mark ids as already joined (rows a previous run wrote to the data log), oldest first, so
+        their feedback sent again answers duplicate and their requests logged again are ignored."""
+        for response_id in response_ids:
+            self._waiting.pop(response_id, None)
+            self._settle(response_id, _Settled.JOINED)
 
     def add(self, request: LoggedRequest, now: float) -> bool:
         """Keep a logged request until its feedback arrives; False when it is ignored."""

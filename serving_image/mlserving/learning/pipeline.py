@@ -16,7 +16,9 @@ Storage errors are retried with exponential back-off; meanwhile rows wait in mem
 
 On start the learner resumes from the newest snapshot it can verify and replays the rows the log
 holds after it; with no usable snapshot it starts from the initial model and publishes it as a
-snapshot of its own (number 0 in a new store), so every model the replicas serve is signed.
+snapshot of its own (number 0 in a new store), so every model the replicas serve is signed. The
+request ids of the newest rows in the log (up to ``max_waiting_requests`` rows) count as joined, so
+feedback retried across a restart is answered 409 and never written twice.
 
 Serving follows the newest snapshot unless it is pinned (:meth:`LearningPipeline.pin`, asked for by
 the operator); learning and publishing go on while pinned, only what replicas serve stays put.
@@ -540,6 +542,9 @@ class LearningPipeline:
             self.lineage_root = self._root_of(resumed)
         self._next_snapshot_at = self.learner.samples + self.config.snapshot_every
         self._read_pointers(versions)
+        # Ids the log already holds: feedback sent again after a restart (its answer was lost with
+        # the process) answers 409 instead of being written a second time.
+        self.buffer.remember_joined(self.datalog.recent_request_ids(self.config.max_waiting_requests))
         return self._replay()
 
     def _resume_from_snapshot(self, versions: list[int]) -> int | None:
