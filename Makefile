@@ -61,7 +61,7 @@ demo: prereqs-demo venv
 
 crds: venv
 	$(VENV)/bin/mlrollouts crds --output-dir crds
-	$(VENV)/bin/mlrollouts crds --output-dir charts/mlrollouts/crds
+	$(VENV)/bin/mlrollouts crds --output-dir charts/mlrollouts/files/crds
 
 # System packages, checked (and installed where apt-get can run) before anything slow.
 prereqs-demo prereqs-test:

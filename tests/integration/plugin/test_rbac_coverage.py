@@ -228,7 +228,7 @@ def emulator(tmp_path: Path) -> Iterator[Emulator]:
     try:
         crds = [
             yaml.safe_load(p.read_text())
-            for p in sorted((REPO_ROOT / "charts/mlrollouts/crds").glob("*.yaml"))
+            for p in sorted((REPO_ROOT / "charts/mlrollouts/files/crds").glob("*.yaml"))
         ]
         crds += [
             d

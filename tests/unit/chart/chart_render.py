@@ -110,14 +110,20 @@ def render(values: dict[str, Any] | None = None, namespace: str = NAMESPACE) -> 
         return Rendered(chart.render(values or {}, name=RELEASE, namespace=namespace, is_install=True))
 
 
+CRD_FILES = CHART_DIR / "files" / "crds"
+"""The generated mlrollouts CRDs the chart renders (templates/crds.yaml); ``make crds`` writes them."""
+
+
 @functools.cache
 def chart_crds() -> list[dict[str, Any]]:
-    """The CRDs Helm installs from the chart and its subcharts (the ``crds/`` directories)."""
+    """The CRDs a default install creates: the mlrollouts ones rendered from templates/crds.yaml, and
+    those Helm installs from the ``crds/`` directories (the kopf-peering subchart's)."""
     with helm_python.Chart.load(CHART_DIR) as chart:
         docs: list[dict[str, Any]] = []
         for crd in chart.crds:
             docs.extend(load_all(crd["data"]))
-        return docs
+    docs.extend(render().of_kind("CustomResourceDefinition"))
+    return docs
 
 
 def validate_official(obj: dict[str, Any], version: str) -> None:

@@ -1,4 +1,5 @@
-"""The chart ships exactly the generated CRDs, and every example validates against them."""
+"""The chart ships exactly the generated CRDs, installs and upgrades them as templates (crds.install,
+crds.keep), and every example validates against them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from chart_render import CHART_DIR, REPO_ROOT, chart_crds, load_all, supported_versions, validate_official
+from chart_render import (
+    CHART_DIR,
+    CRD_FILES,
+    REPO_ROOT,
+    chart_crds,
+    load_all,
+    render,
+    supported_versions,
+    validate_official,
+)
 
 CRDS_DIR = REPO_ROOT / "crds"
 EXAMPLES_DIR = REPO_ROOT / "examples"
@@ -23,12 +33,50 @@ def generated() -> dict[str, str]:
 def test_chart_crds_equal_the_generated_ones() -> None:
     source = generated()
     assert len(source) == 3, "crds/ should hold the three generated CRDs (make crds)"
-    shipped = {p.name: p.read_text() for p in sorted((CHART_DIR / "crds").glob("*.yaml"))}
+    shipped = {p.name: p.read_text() for p in sorted(CRD_FILES.glob("*.yaml"))}
     assert shipped.keys() == source.keys(), "run `make crds`"
     for name, text in source.items():
         assert shipped[name] == text, (
-            f"charts/mlrollouts/crds/{name} differs from crds/{name}: run `make crds`"
+            f"{CRD_FILES.relative_to(REPO_ROOT)}/{name} differs from crds/{name}: run `make crds`"
         )
+
+
+def _without_release_metadata(crd: dict[str, Any]) -> dict[str, Any]:
+    meta = crd["metadata"]
+    return {**crd, "metadata": {"name": meta["name"], "labels": meta.get("labels")}}
+
+
+def test_rendered_crds_are_the_generated_ones_with_release_metadata() -> None:
+    rendered = {c["metadata"]["name"]: c for c in render().of_kind("CustomResourceDefinition")}
+    source = {}
+    for text in generated().values():
+        (crd,) = load_all(text)
+        source[crd["metadata"]["name"]] = crd
+    assert rendered.keys() == source.keys()
+    for name, crd in rendered.items():
+        labels = crd["metadata"]["labels"]
+        # the generated labels stay; Helm's own are added
+        assert source[name]["metadata"]["labels"].items() <= labels.items(), name
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["app.kubernetes.io/instance"] == "mlr"
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        # everything but the metadata is the generated text, int64 bounds included
+        assert {k: v for k, v in crd.items() if k != "metadata"} == {
+            k: v for k, v in source[name].items() if k != "metadata"
+        }, name
+    assert "9223372036854775807" in render().manifests["mlrollouts/templates/crds.yaml"]
+
+
+def test_crds_can_be_left_to_the_cluster_admin() -> None:
+    rendered = render({"crds": {"install": False}})
+    assert rendered.of_kind("CustomResourceDefinition") == []
+    assert rendered.deployment  # the rest of the release is unchanged
+
+
+def test_crds_go_with_the_release_unless_kept() -> None:
+    crds = render({"crds": {"keep": False}}).of_kind("CustomResourceDefinition")
+    assert len(crds) == 3
+    assert all("annotations" not in c["metadata"] for c in crds)
 
 
 def test_helm_installs_the_three_crds() -> None:
@@ -97,5 +145,7 @@ def test_crd_schema_rejects_a_broken_example() -> None:
 
 
 def test_chart_dir_has_no_stray_crds() -> None:
-    assert {p.name for p in (CHART_DIR / "crds").iterdir()} == set(generated())
+    assert {p.name for p in CRD_FILES.iterdir()} == set(generated())
+    # a crds/ directory is installed once and never upgraded, and would clash with the templates
+    assert not (CHART_DIR / "crds").exists(), "the chart's CRDs belong in files/crds (make crds)"
     assert Path(CHART_DIR / "charts" / "kopf-peering" / "crds" / "kopf-peering.yaml").is_file()

@@ -441,6 +441,20 @@ BAD_VALUES = [
     ({"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory"),
     ({"replicas": 2}, "additional properties 'replicas'"),
     ({"monitoring": {"serviceMonitor": {"enable": True}}}, "additional properties 'enable'"),
+    ({"crds": {"install": "yes"}}, "/crds/install"),
+    ({"crds": {"keep": 1}}, "/crds/keep"),
+    ({"crds": {"upgrade": True}}, "additional properties 'upgrade'"),
+    ({"providers": {"gatewayAPI": {"enabled": "false"}}}, "/providers/gatewayAPI/enabled"),
+    ({"providers": {"ingressNginx": False}}, "/providers/ingressNginx"),
+    ({"providers": {"istio": {"enabled": True}}}, "additional properties 'istio'"),
+    (
+        {"monitoring": {"serviceMonitor": {"relabelings": {"action": "drop"}}}},
+        "/monitoring/serviceMonitor/relabelings",
+    ),
+    (
+        {"monitoring": {"podMonitor": {"metricRelabelings": ["drop"]}}},
+        "/monitoring/podMonitor/metricRelabelings/0",
+    ),
 ]
 
 
