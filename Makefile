@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 
 .PHONY: venv prereqs-demo prereqs-test test test-unit test-integration test-e2e test-faults test-faults-long fuzz lint crds demo bench bench-serving bench-router \
-        bench-operator bench-bandits bench-apiserver bench-composite bench-learning images test-images kind-e2e clean
+        bench-operator bench-bandits bench-apiserver bench-composite bench-learning images test-images e2e-images kind-e2e clean
 
 venv: $(STAMP)
 
@@ -105,6 +105,12 @@ images:
 test-images: venv
 	BUILDER=buildah bash hack/images.sh
 	$(PY) -m pytest tests/images $(PYTEST_ARGS)
+
+# The canary on the playground with every pod a container of the built images (`local up --runtime
+# podman`) and the operator installed from the chart's rendered manifests; every API call the operator's
+# container makes is checked against the chart's RBAC. Builds the images first when absent.
+e2e-images: prereqs-test venv
+	bash hack/e2e-images.sh
 
 # The kind end-to-end run (needs Docker; it says so and stops where it is absent).
 kind-e2e: venv

@@ -19,11 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from mlrollouts.local.containers import CONTAINERS_CONF, INSTALL_HINT
 from support import IN_CI
 
 REPO = Path(__file__).resolve().parents[2]
-CONTAINERS_CONF = REPO / "hack" / "containers.conf"
-INSTALL_HINT = "apt-get install -y buildah podman mmdebstrap uidmap runc, then `make images`"
 NONROOT_UID = 65532
 # What a restricted pod gets: a numeric non-root user, nothing writable but the /tmp emptyDir.
 RESTRICTED = (

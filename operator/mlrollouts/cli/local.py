@@ -123,6 +123,18 @@ def _running(state_dir: Path, otherwise: str) -> dict[str, object] | None:
 
 def _up_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detach", action="store_true", help="run in the background and return once ready")
+    parser.add_argument(
+        "--runtime",
+        choices=("process", "podman"),
+        default="process",
+        help="how pods run: as processes of this environment, or as containers of their images with "
+        "podman (build them with `make images`) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-operator",
+        action="store_true",
+        help="do not start the operator (install its own Deployment, e.g. from the chart, instead)",
+    )
 
 
 def _print_summary(state: dict[str, object]) -> None:
@@ -131,7 +143,9 @@ def _print_summary(state: dict[str, object]) -> None:
         f"kubeconfig:   {state['kubeconfig']}   (kubectl --kubeconfig {state['kubeconfig']} get mlrollouts)"
     )
     print(f"Prometheus:   {state['prometheus']}")
-    print(f"operator:     {state['operatorMetrics']}")
+    print(f"operator:     {state['operatorMetrics'] or 'not started (--no-operator)'}")
+    if state.get("runtime", "process") != "process":
+        print(f"pods run as:  {state['runtime']} containers")
     if state.get("serviceProxy"):
         print(f"Service URLs: http://<service>.<namespace>.svc through the proxy {state['serviceProxy']}")
     print(f"logs:         {state['logs']}   (pods: kubectl logs POD)")
@@ -161,6 +175,9 @@ def _run_up(args: argparse.Namespace) -> int:
                     "up",
                     "--state-dir",
                     str(args.state_dir),
+                    "--runtime",
+                    args.runtime,
+                    *(["--no-operator"] if args.no_operator else []),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -183,7 +200,7 @@ def _run_up(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP):  # while starting: stop what started, as Ctrl-C does
         signal.signal(signum, signal.default_int_handler)
     try:
-        playground = Playground(args.state_dir).start()
+        playground = Playground(args.state_dir, runtime=args.runtime, operator=not args.no_operator).start()
     except PlaygroundError as exc:
         print(f"mlrollouts local up: {exc}", file=sys.stderr)
         return 1

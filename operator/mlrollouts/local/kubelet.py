@@ -12,12 +12,16 @@ Containers of the mlrollouts images run the installed console scripts of this en
 images run their ``command`` from ``PATH``.
 
 Volumes (``secret``, ``configMap``, ``emptyDir``, ``hostPath``) are directories under the pod's work
-dir, and the paths a container is given under its mounts are rewritten to them (see
-``mlrollouts.local.volumes``); a pod whose Secret or ConfigMap does not exist yet waits for it.
+dir, ``persistentVolumeClaim`` volumes are ``claims/<namespace>/<claimName>`` under the kubelet's work
+dir (shared by the pods naming the claim), and the paths a container is given under its mounts are
+rewritten to them (see ``mlrollouts.local.volumes``); a pod whose Secret or ConfigMap does not exist
+yet waits for it. Init containers run one after the other before the containers start, each until
+it exits 0.
 Deployments roll out with surge, or ``Recreate`` (every old pod gone before a new one starts).
 Startup, readiness and liveness probes run over HTTP. With a service proxy (``service_proxy_port``),
 processes reach ``http://<service>.<namespace>.svc`` names through it (see
-``mlrollouts.local.service_proxy``).
+``mlrollouts.local.service_proxy``). With ``runtime=PodmanRuntime(...)`` (``--runtime podman``) the
+containers run from their images instead (see ``mlrollouts.local.containers``).
 
 It is level-triggered: every ``poll_interval`` it lists the objects and converges, so a kubelet
 restarted at any moment picks up where it was (processes it started are children of its own process
@@ -46,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from mlrollouts.controller.kube import KubeError, Obj, SyncKube
+from mlrollouts.local.containers import PodmanRuntime
 from mlrollouts.local.lifeline import die_with_parent
 from mlrollouts.local.service_proxy import EndpointTable, ServiceProxy
 from mlrollouts.local.volumes import (
@@ -195,6 +200,8 @@ class PodProcess:
     volumes: PodVolumes | None = None
     prepared: bool = False  # volumes written and environments resolved
     waiting: str = ""  # what the pod waits for before its containers start (a missing Secret)
+    spec: Obj = field(default_factory=dict)  # the pod template's spec
+    init_containers: list[ContainerProcess] = field(default_factory=list)  # run in order, each to success
 
     @property
     def ready(self) -> bool:
@@ -284,9 +291,11 @@ class ProcessKubelet:
         poll_interval: float = 0.3,
         extra_env: dict[str, str] | None = None,
         service_proxy_port: int | None = None,
+        runtime: PodmanRuntime | None = None,
     ) -> None:
         """``service_proxy_port``: serve Service names to the pods through a proxy on this port
-        (0: any free port); None: no proxy."""
+        (0: any free port); None: no proxy. ``runtime``: run containers from their images with it;
+        None: as processes of this environment."""
         self.kube = kube
         self.workdir = workdir
         self.kubeconfig = kubeconfig
@@ -301,6 +310,7 @@ class ProcessKubelet:
         self._stop = threading.Event()
         self._counter = 0
         self.service_proxy = ServiceProxy(service_proxy_port) if service_proxy_port is not None else None
+        self.runtime = runtime
 
     # ------------------------------------------------------------------ loop
     def run(self) -> None:
@@ -308,6 +318,8 @@ class ProcessKubelet:
         if self.service_proxy is not None:
             self.service_proxy.start()
             log.info("service proxy on %s", self.service_proxy.url)
+        if self.runtime is not None:
+            self.runtime.clean_up()
         while not self._stop.is_set():
             try:
                 self.sync_once()
@@ -333,6 +345,8 @@ class ProcessKubelet:
         try:
             self._stop_processes()
         finally:
+            if self.runtime is not None:
+                self.runtime.clean_up()
             if self.service_proxy is not None:
                 self.service_proxy.stop()
 
@@ -340,19 +354,19 @@ class ProcessKubelet:
         for pod in self.pods.values():
             if pod.terminating_since is None:
                 pod.terminating_since = time.monotonic()
-            for container in pod.containers:
-                self._signal(container, signal.SIGTERM)
+            for container in [*pod.init_containers, *pod.containers]:
+                self._signal(pod, container, signal.SIGTERM)
         deadline = time.monotonic() + min(
             LOCAL_MAX_GRACE, max((p.grace for p in self.pods.values()), default=0)
         )
         for pod in self.pods.values():
-            for container in pod.containers:
+            for container in [*pod.init_containers, *pod.containers]:
                 if container.popen is None:
                     continue
                 try:
                     container.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    self._signal(container, signal.SIGKILL)
+                    self._signal(pod, container, signal.SIGKILL)
                     container.popen.wait(timeout=5)
 
     # ------------------------------------------------------------ deployments
@@ -424,9 +438,12 @@ class ProcessKubelet:
             containers=[],
             workdir=workdir,
             grace=min(grace, LOCAL_MAX_GRACE),
+            spec=pod_spec,
         )
         try:
-            pod.volumes = pod_volumes(pod_spec, workdir / "volumes")
+            pod.volumes = pod_volumes(pod_spec, workdir / "volumes", self.workdir / "claims" / namespace)
+            for container in pod_spec.get("initContainers") or []:
+                pod.init_containers.append(self._container_process(pod, container))
             for container in pod_spec.get("containers") or []:
                 pod.containers.append(self._container_process(pod, container))
         except (LookupError, ValueError) as exc:
@@ -445,7 +462,11 @@ class ProcessKubelet:
                 named[port["name"]] = int(port["containerPort"])
         pod.named_ports.update(named)
         mounts = container_mounts(pod.volumes, container) if pod.volumes is not None else {}
-        argv = self._argv(container, ports, mounts)
+        if self.runtime is not None:
+            self.runtime.validate(pod.spec, container)
+            argv: list[str] = []  # the runtime's command, made when the container starts
+        else:
+            argv = self._argv(container, ports, mounts)
         return ContainerProcess(
             name=container["name"],
             argv=argv,
@@ -464,8 +485,12 @@ class ProcessKubelet:
         try:
             if pod.volumes is not None:
                 materialize(pod.volumes, lambda kind, name: self.kube.get("v1", kind, pod.namespace, name))
-            for container in pod.containers:
+            for container in [*pod.init_containers, *pod.containers]:
                 container.env = self._env(pod, container.spec, container.ports, container.mounts)
+            if self.runtime is not None:
+                self.runtime.prepare(
+                    pod, pod.spec, lambda kind, name: self.kube.get("v1", kind, pod.namespace, name)
+                )
         except MissingReference as exc:
             if pod.waiting != str(exc):
                 log.warning("pod %s/%s waits: %s", pod.namespace, pod.name, exc)
@@ -534,16 +559,24 @@ class ProcessKubelet:
     def _env(
         self, pod: PodProcess, container: Obj, ports: dict[int, int], mounts: dict[str, Path]
     ) -> dict[str, str]:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k in ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV")
-        }
+        # a container of an image has the image's environment; a process needs this one's
+        env = (
+            {}
+            if self.runtime is not None
+            else {
+                k: v
+                for k, v in os.environ.items()
+                if k in ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV")
+            }
+        )
         env.update(self.extra_env)
         if self.service_proxy is not None:
             env.update(self.service_proxy.environment(env.get("NO_PROXY", "")))
-        # a container with a volume on /tmp writes its temporary files there, as in a cluster
-        env["TMPDIR"] = str(mounts.get("/tmp", pod.workdir))
+        if self.runtime is None:
+            # a container with a volume on /tmp writes its temporary files there, as in a cluster
+            env["TMPDIR"] = str(mounts.get("/tmp", pod.workdir))
+        else:
+            mounts = {}  # a container sees its mounts at their paths: nothing to rewrite
         env["POD_NAME"] = pod.name
         env["POD_NAMESPACE"] = pod.namespace
         if self.kubeconfig:
@@ -598,13 +631,14 @@ class ProcessKubelet:
             return
         log.info("pod %s/%s terminating", pod.namespace, pod.name)
         pod.terminating_since = time.monotonic()
-        for container in pod.containers:
+        for container in [*pod.init_containers, *pod.containers]:
             container.ready = False
-            self._signal(container, signal.SIGTERM)
+            self._signal(pod, container, signal.SIGTERM)
 
-    @staticmethod
-    def _signal(container: ContainerProcess, sig: int) -> None:
-        if container.running():
+    def _signal(self, pod: PodProcess, container: ContainerProcess, sig: int) -> None:
+        if self.runtime is not None:
+            self.runtime.signal(pod, container, sig)
+        elif container.running():
             assert container.popen is not None
             with contextlib.suppress(ProcessLookupError):
                 container.popen.send_signal(sig)
@@ -613,15 +647,18 @@ class ProcessKubelet:
         if container.log_path.exists():  # `kubectl logs --previous` reads the last run's output
             container.log_path.replace(container.log_path.with_suffix(".previous.log"))
         with open(container.log_path, "wb") as logfile:
-            container.popen = subprocess.Popen(
-                container.argv,
-                stdout=logfile,
-                stderr=subprocess.STDOUT,
-                env=container.env,
-                cwd=pod.workdir,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=die_with_parent(),
-            )
+            if self.runtime is not None:
+                container.popen = self.runtime.start(self, pod, pod.spec, container, logfile)
+            else:
+                container.popen = subprocess.Popen(
+                    container.argv,
+                    stdout=logfile,
+                    stderr=subprocess.STDOUT,
+                    env=container.env,
+                    cwd=pod.workdir,
+                    stdin=subprocess.DEVNULL,
+                    preexec_fn=die_with_parent(),
+                )
         container.started_at = time.monotonic()
         container.next_readiness = container.started_at + (
             container.readiness.initial_delay if container.readiness else 0
@@ -645,16 +682,18 @@ class ProcessKubelet:
         for key, pod in list(self.pods.items()):
             if pod.terminating_since is not None:
                 done = True
-                for container in pod.containers:
+                for container in [*pod.init_containers, *pod.containers]:
                     if container.running():
                         if now - pod.terminating_since > pod.grace:
-                            self._signal(container, signal.SIGKILL)
+                            self._signal(pod, container, signal.SIGKILL)
                         done = False
                 if done:
                     self._delete_pod_object(pod)
                     del self.pods[key]
                 continue
             if pod.failure or (not pod.prepared and not self._prepare(pod)):
+                continue
+            if not self._init_containers_done(pod, now):
                 continue
             for container in pod.containers:
                 if container.popen is None:
@@ -681,6 +720,38 @@ class ProcessKubelet:
                     continue
                 if now >= container.next_probe:
                     self._probe(pod, container, now)
+
+    def _init_containers_done(self, pod: PodProcess, now: float) -> bool:
+        """Run the init containers one after the other, each until it exits 0 (a failed one restarts
+        with back-off, as with ``restartPolicy: Always``); True once all have succeeded."""
+        for container in pod.init_containers:
+            if container.last_exit == 0 and container.popen is None:
+                continue
+            if container.popen is None:
+                if now >= container.next_start:
+                    self._start(pod, container)
+                return False
+            code = container.popen.poll()
+            if code is None:
+                return False
+            container.popen = None
+            container.last_exit = code
+            if code == 0:
+                continue
+            container.last_message = termination_message(container, code)
+            container.restarts += 1
+            backoff = min(MAX_BACKOFF, 2.0 ** min(container.restarts - 1, 5))
+            container.next_start = now + backoff
+            log.warning(
+                "init container %s of %s/%s exited with %s; restart in %.0fs",
+                container.name,
+                pod.namespace,
+                pod.name,
+                code,
+                backoff,
+            )
+            return False
+        return True
 
     def _probe(self, pod: PodProcess, container: ContainerProcess, now: float) -> None:
         if not container.started:
@@ -757,7 +828,7 @@ class ProcessKubelet:
             pod.name,
             probe,
         )
-        self._signal(container, signal.SIGKILL)
+        self._signal(pod, container, signal.SIGKILL)
 
     # --------------------------------------------------------------- publish
     def _pod_object(self, pod: PodProcess) -> Obj:
@@ -1108,6 +1179,13 @@ def main(argv: list[str] | None = None) -> int:
         "loopback port (0: any free port)",
     )
     parser.add_argument(
+        "--runtime",
+        choices=("process", "podman"),
+        default="process",
+        help="run containers as processes of this environment, or from their images with podman "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -1119,15 +1197,24 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     kube = SyncKube.from_environment(args.kubeconfig)
+    kubeconfig = str(Path(args.kubeconfig).resolve())
+    runtime = PodmanRuntime(args.workdir, kubeconfig=kubeconfig) if args.runtime == "podman" else None
+    if runtime is not None:
+        try:
+            runtime.check()
+        except RuntimeError as exc:
+            print(f"mlrollouts-kubelet: {exc}", file=sys.stderr)
+            return 1
     kubelet = ProcessKubelet(
         kube,
         args.workdir,
-        kubeconfig=str(Path(args.kubeconfig).resolve()),
+        kubeconfig=kubeconfig,
         prometheus_sd_file=args.prometheus_sd_file,
         namespace=args.namespace,
         poll_interval=args.poll_interval,
         extra_env=extra_env,
         service_proxy_port=args.service_proxy_port,
+        runtime=runtime,
     )
     signal.signal(signal.SIGTERM, lambda *_: kubelet.stop())
     signal.signal(signal.SIGINT, lambda *_: kubelet.stop())

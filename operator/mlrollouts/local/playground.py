@@ -7,8 +7,11 @@
 - the CRDs, applied from the API models;
 - Prometheus (the ``prometheus`` binary on PATH), scraping every ready process through the file
   service discovery that the process kubelet keeps current;
-- the process kubelet (``python -m mlrollouts.local.kubelet``), which runs Deployments as processes;
-- the operator (``mlrollouts operator run``) with the playground's Prometheus as its default.
+- the process kubelet (``python -m mlrollouts.local.kubelet``), which runs Deployments as processes,
+  or with ``runtime="podman"`` as containers of their images (see :mod:`mlrollouts.local.containers`);
+- the operator (``mlrollouts operator run``) with the playground's Prometheus as its default; with
+  ``operator=False`` none is started (the operator's own Deployment, applied to the emulator, runs
+  as a container instead).
 
 Crashed children other than the API emulator are restarted with back-off (1 s doubling to 30 s; a
 child that ran ``backoff_reset`` seconds, 10 minutes by default, starts again from 1 s, as the kubelet
@@ -48,6 +51,7 @@ BACKOFF_RESET = 600.0
 PROMETHEUS_INSTALL_HINT = (
     "apt-get install -y prometheus  (Debian/Ubuntu; or put the prometheus binary on PATH)"
 )
+RUNTIMES = ("process", "podman")
 
 
 class PlaygroundError(RuntimeError):
@@ -151,8 +155,16 @@ class Playground:
         operator_tick: float = 0.5,
         operator_args: list[str] | None = None,
         backoff_reset: float = BACKOFF_RESET,
+        runtime: str = "process",
+        operator: bool = True,
     ) -> None:
-        """``backoff_reset``: seconds a child must run for its restart back-off to start again from 1 s."""
+        """``backoff_reset``: seconds a child must run for its restart back-off to start again from 1 s.
+        ``runtime``: how the kubelet runs containers (``process`` or ``podman``); ``operator``: start
+        the operator as a process of the playground."""
+        if runtime not in RUNTIMES:
+            raise PlaygroundError(f"runtime: {runtime!r} is not one of {', '.join(RUNTIMES)}")
+        self.runtime = runtime
+        self.run_operator = operator
         self.state_dir = (state_dir or default_state_dir()).resolve()
         self.backoff_reset = backoff_reset
         self.kubeconfig = self.state_dir / "kubeconfig"
@@ -171,6 +183,11 @@ class Playground:
         prometheus = shutil.which("prometheus")
         if prometheus is None:
             raise PlaygroundError(f"the playground needs Prometheus: {PROMETHEUS_INSTALL_HINT}")
+        if self.runtime == "podman":
+            from mlrollouts.local.containers import INSTALL_HINT, find_podman
+
+            if find_podman() is None:
+                raise PlaygroundError(f"--runtime podman needs podman on PATH: {INSTALL_HINT}")
         if self.state_dir.exists():
             for stale in ("kubeconfig", "work", "prometheus"):
                 path = self.state_dir / stale
@@ -184,7 +201,8 @@ class Playground:
             self._apply_crds()
             self._start_prometheus(prometheus, timeout)
             self._start_kubelet()
-            self._start_operator()
+            if self.run_operator:
+                self._start_operator()
             self._write_state()
         except BaseException:
             self.stop()
@@ -298,6 +316,8 @@ class Playground:
                     # no cluster DNS here: routers reach Services through their Endpoints
                     "--env",
                     "MLROUTER_RESOLVE_ENDPOINTS=true",
+                    "--runtime",
+                    self.runtime,
                 ),
                 self.logs / "kubelet.log",
             )
@@ -353,6 +373,7 @@ class Playground:
             "prometheus": self.prometheus_url,
             "operatorMetrics": self.operator_metrics_url,
             "serviceProxy": self.service_proxy_url,
+            "runtime": self.runtime,
             "logs": str(self.logs),
             "podLogs": str(self.pod_logs),
             "children": {c.name: c.popen.pid for c in self.children if c.popen is not None},

@@ -9,7 +9,12 @@ directory follows the volume's type, as on a kubelet:
   volume's ``defaultMode`` (or the item's ``mode``);
 - ``configMap``: the same from a ConfigMap's ``data`` and ``binaryData``;
 - ``emptyDir``: an empty directory that lives as long as the pod;
-- ``hostPath``: the host path itself.
+- ``hostPath``: the host path itself;
+- ``persistentVolumeClaim``: one directory per claim and namespace, ``claims/<namespace>/<claimName>``
+  under the kubelet's work dir (``<state dir>/work`` in the playground), shared by every pod that
+  names the claim and kept across pod restarts and playground restarts, like a ReadWriteMany volume
+  (no PersistentVolumeClaim object is needed: any claim is bound on first use; ``rm -r`` the
+  directory to empty it).
 
 A Secret or ConfigMap that does not exist yet (and is not ``optional``) leaves the pod waiting, as a
 kubelet does, until it appears. Contents are written when the pod's containers first start.
@@ -20,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +35,8 @@ Obj = dict[str, Any]
 ObjectReader = Callable[[str, str], Obj | None]
 """``read(kind, name)``: a Secret or ConfigMap of the pod's namespace, or None when there is none."""
 
-SUPPORTED_TYPES = ("secret", "configMap", "emptyDir", "hostPath")
+SUPPORTED_TYPES = ("secret", "configMap", "emptyDir", "hostPath", "persistentVolumeClaim")
+CLAIM_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DEFAULT_MODE = 0o644
 
 
@@ -44,11 +51,14 @@ class PodVolumes:
 
     root: Path
     specs: dict[str, Obj]
+    claims: Path | None = None  # the directory of this namespace's claims
 
     def path_of(self, name: str) -> Path:
         spec = self.specs[name]
         if "hostPath" in spec:
             return Path(spec["hostPath"]["path"])
+        if "persistentVolumeClaim" in spec and self.claims is not None:
+            return self.claims / spec["persistentVolumeClaim"]["claimName"]
         return self.root / name
 
 
@@ -56,8 +66,9 @@ def volume_type(spec: Obj) -> str | None:
     return next((kind for kind in SUPPORTED_TYPES if kind in spec), None)
 
 
-def pod_volumes(pod_spec: Obj, root: Path) -> PodVolumes:
-    """The pod's ``spec.volumes``; a type the playground cannot provide is a ValueError naming it."""
+def pod_volumes(pod_spec: Obj, root: Path, claims: Path | None = None) -> PodVolumes:
+    """The pod's ``spec.volumes``; a type the playground cannot provide is a ValueError naming it.
+    ``claims`` is the directory of the namespace's persistentVolumeClaim volumes."""
     specs: dict[str, Obj] = {}
     for index, spec in enumerate(pod_spec.get("volumes") or []):
         name = spec.get("name")
@@ -71,8 +82,17 @@ def pod_volumes(pod_spec: Obj, root: Path) -> PodVolumes:
                 f"spec.volumes[{index}] ({name}): type {others} is not supported by the local kubelet "
                 f"(supported: {', '.join(SUPPORTED_TYPES)})"
             )
+        if "persistentVolumeClaim" in spec:
+            claim = (spec["persistentVolumeClaim"] or {}).get("claimName")
+            if not isinstance(claim, str) or not CLAIM_NAME.match(claim) or len(claim) > 253:
+                raise ValueError(
+                    f"spec.volumes[{index}].persistentVolumeClaim.claimName ({name}): must be a "
+                    f"PersistentVolumeClaim name (a DNS-1123 subdomain), got {claim!r}"
+                )
+            if claims is None:
+                raise ValueError(f"spec.volumes[{index}] ({name}): this kubelet has no directory for claims")
         specs[name] = spec
-    return PodVolumes(root, specs)
+    return PodVolumes(root, specs, claims)
 
 
 def container_mounts(volumes: PodVolumes, container: Obj) -> dict[str, Path]:

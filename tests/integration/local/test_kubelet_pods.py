@@ -236,14 +236,14 @@ def test_an_unsupported_volume_type_fails_the_pod_naming_it(cluster):
     kube, _ = cluster
     pod_spec = {
         "containers": [container(volumeMounts=[{"name": "data", "mountPath": "/data"}])],
-        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+        "volumes": [{"name": "data", "nfs": {"server": "nfs.example", "path": "/data"}}],
     }
     kube.create(deployment("claims", pod_spec))
     pod = wait_until(
         lambda: (p := pod_of(kube, "claims")) and p.get("status", {}).get("phase") == "Failed" and p,
         message="pod failed",
     )
-    assert "persistentVolumeClaim" in pod["status"]["message"] and "data" in pod["status"]["message"]
+    assert "nfs" in pod["status"]["message"] and "data" in pod["status"]["message"]
 
 
 def test_recreate_never_runs_two_generations_at_once(cluster):

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from support import SPECS_DIR, Proc, free_port, wait_until
+from support.rbac import allowed, required_verbs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -177,30 +178,6 @@ def unused_grants(rules: list[dict[str, Any]], calls: list[dict[str, Any]]) -> s
         for verb in rule["verbs"]
     }
     return granted - used
-
-
-def allowed(record: dict[str, Any], rules: list[dict[str, Any]], verb: str) -> bool:
-    resource = record["resource"] + (f"/{record['subresource']}" if record["subresource"] else "")
-    for rule in rules:
-        if record["apiGroup"] not in rule.get("apiGroups", []):
-            continue
-        if resource not in rule.get("resources", []) and "*" not in rule.get("resources", []):
-            continue
-        if verb not in rule.get("verbs", []) and "*" not in rule["verbs"]:
-            continue
-        names = rule.get("resourceNames")
-        if names and record.get("name") not in names:
-            continue
-        return True
-    return False
-
-
-def required_verbs(record: dict[str, Any]) -> list[str]:
-    """What the RBAC authorizer checks: a PATCH that creates (server-side apply) also needs create."""
-    verbs = [record["verb"]]
-    if record["verb"] == "patch" and record.get("code") == 201:
-        verbs.append("create")
-    return verbs
 
 
 def modeldeployment(name: str, provider: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:

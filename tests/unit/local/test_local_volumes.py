@@ -53,8 +53,8 @@ def test_pod_volumes_accept_the_provided_types_and_name_the_others(tmp_path):
     )
     assert volumes.path_of("key") == tmp_path / "key"
     assert volumes.path_of("host") == Path("/data/models")
-    with pytest.raises(ValueError, match=r"spec.volumes\[0\] \(claim\).*persistentVolumeClaim"):
-        pod_volumes({"volumes": [{"name": "claim", "persistentVolumeClaim": {"claimName": "c"}}]}, tmp_path)
+    with pytest.raises(ValueError, match=r"spec.volumes\[0\] \(share\).*nfs"):
+        pod_volumes({"volumes": [{"name": "share", "nfs": {"server": "nfs", "path": "/"}}]}, tmp_path)
     with pytest.raises(ValueError, match="used twice"):
         pod_volumes({"volumes": [{"name": "a", "emptyDir": {}}, {"name": "a", "emptyDir": {}}]}, tmp_path)
 

@@ -19,7 +19,9 @@ collection, server-side printing). Approximations, by design:
   now; managedFields and conflicts between managers are not tracked, ``force`` is ignored.
 - Garbage collection, namespace termination and foreground deletion run right after the request
   that triggers them (in the same event loop, as separate changes), not in a controller with delays.
-- No admission, authentication or authorization: every request is allowed and audited.
+- No authentication or authorization: every request is allowed and audited (a bearer token
+  ``system:serviceaccount:<namespace>:<name>``, as the playground gives each pod, is recorded as the
+  call's ``user``). ValidatingWebhookConfigurations are called as a real server calls them.
 - Core ``v1`` and ``events.k8s.io/v1`` events are stored separately.
 - OpenAPI v2 is empty (clients validate nothing locally; the server validates custom resources,
   and rejects unknown fields under ``fieldValidation=Strict`` as kubectl asks). OpenAPI v3 has one

@@ -255,6 +255,8 @@ class ApiEmulator(KubernetesEmulator):
             name=target.name or "",
             userAgent=request.headers.get("User-Agent", ""),
         )
+        if user := _bearer_identity(request.headers.get("Authorization", "")):
+            entry["user"] = user
         return entry
 
     def _record(self, entry: dict[str, Any]) -> None:
@@ -914,3 +916,13 @@ class ApiEmulator(KubernetesEmulator):
 
 async def _next(queue: asyncio.Queue[Change | None]) -> Change | None:
     return await queue.get()
+
+
+def _bearer_identity(header: str) -> str | None:
+    """The identity a bearer token names. Nothing is authenticated here: the playground gives each
+    pod's ServiceAccount the token ``system:serviceaccount:<namespace>:<name>`` so the audit log says
+    which account made a call."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.startswith("system:serviceaccount:"):
+        return None
+    return token.strip()
