@@ -1,4 +1,5 @@
-"""Entry point of `mlserving`: `serve` (model server) and `route` (router).
+"""Entry point of `mlserving`: `serve` (model server), `compile` (fill its compile cache), `route`
+(router) and `learn` (online learner).
 
 Each subcommand lives with its package (``mlserving.server.cli``, ``mlserving.router.cli``) and
 exposes ``register(subparsers)``; they are imported lazily.
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 
 COMMAND_MODULES: dict[str, str] = {
     "serve": "mlserving.server.cli",
+    "compile": "mlserving.server.compiling",
     "route": "mlserving.router.cli",
     "learn": "mlserving.learning.cli",
 }

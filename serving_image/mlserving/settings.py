@@ -65,6 +65,7 @@ class ServerSettings(ModelSettingsMixin, BaseSettings):
     download_dir: str | None = Field(default=None, description="Where remote models are downloaded.")
     s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint (e.g. MinIO); else AWS.")
     fetch_timeout_seconds: float = Field(default=60.0, gt=0)
+    fetch_deadline_seconds: float = Field(default=3600.0, gt=0)
 
     # scikit-learn loading and compilation.
     allow_unsafe_pickle: bool = Field(

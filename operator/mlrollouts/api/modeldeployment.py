@@ -22,6 +22,7 @@ from mlrollouts.api.common import (
     Name,
     PrometheusConfig,
     Quantity,
+    ResourceName,
     RouterConfig,
     StatusModel,
     TrafficProvider,
@@ -57,6 +58,20 @@ TrustedTypeName = Annotated[
 ]
 
 
+class PersistentVolumeClaimRef(ApiModel):
+    claim_name: ResourceName = Field(description="a PersistentVolumeClaim in the resource's namespace")
+
+
+class CompileCache(ApiModel):
+    """Where the serving replicas of a revision share the model compiled to ONNX."""
+
+    persistent_volume_claim: PersistentVolumeClaimRef = Field(
+        description="a volume every serving pod mounts (ReadWriteMany when the pods run on several nodes): "
+        "the first replica of a revision compiles the scikit-learn model into it, the later ones (scale-out, "
+        "restarts) start from the compiled model"
+    )
+
+
 class ModelSource(ApiModel):
     """The model artefact a revision serves."""
 
@@ -71,6 +86,11 @@ class ModelSource(ApiModel):
                 "!has(self.trustedTypes) || size(self.trustedTypes) == 0 || self.format != 'onnx'",
                 "trustedTypes applies only to sklearn (skops) models",
                 field="trustedTypes",
+            ),
+            cel(
+                "!has(self.compileCache) || (self.format != 'onnx' && !self.uri.endsWith('.onnx'))",
+                "an ONNX model is served as it is: only sklearn models are compiled",
+                field="compileCache",
             ),
         )
     )
@@ -100,6 +120,15 @@ class ModelSource(ApiModel):
         ),
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
+    compile_cache: CompileCache | None = None
+
+    @model_validator(mode="after")
+    def _compile_cache(self) -> ModelSource:
+        if self.compile_cache is not None and (self.format == ModelFormat.ONNX or self.uri.endswith(".onnx")):
+            raise ValueError(
+                "compileCache: an ONNX model is served as it is: only sklearn models are compiled"
+            )
+        return self
 
     @model_validator(mode="after")
     def _trusted_types(self) -> ModelSource:
@@ -259,7 +288,8 @@ class Analysis(ApiModel):
         description="count failures in a row (Consecutive) or in total (Total)",
     )
     inconclusive_limit: int = Field(default=3, ge=1, le=1000)
-    """Inconclusive runs in a row before onInconclusive applies."""
+    """Inconclusive runs in a row before onInconclusive applies (runs the metrics provider could not
+    evaluate count too when onInconclusive is Rollback; under Hold the step waits for the provider)."""
     on_inconclusive: OnInconclusive = OnInconclusive.HOLD
     """Hold (wait) or Rollback after inconclusiveLimit."""
     min_samples: int = Field(

@@ -2,6 +2,12 @@
 
 With online learning the serving pods also log every request to the learner, forward labelled
 feedback to it, and hot-load its signed snapshots (verified with the key of ``<name>-snapshot-key``).
+
+With a compile cache (``spec.model.compileCache``) every pod mounts the named PersistentVolumeClaim at
+``COMPILE_CACHE_DIR``; an init container (``mlserving compile``, the server's own arguments) compiles
+the scikit-learn model into it unless a replica of the revision already did, and the server starts
+with ``--compile-cache-dir`` and takes the compiled model from it: a revision compiles once, and every
+later replica (scale-out, restart) is ready without compiling.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from mlrollouts.builders.learner import SNAPSHOT_KEY_FILE, snapshot_key_volume
 
 SERVING_COMPONENT = "serving"
 DEFAULT_SERVING_IMAGE = "mlrollouts/serving:0.1.0"
+COMPILE_CACHE_VOLUME = "compile-cache"
+COMPILE_CACHE_DIR = "/var/cache/mlserving/compiled"
+COMPILE_CONTAINER = "compile"
 DEFAULT_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "100m", "memory": "256Mi"},
     "limits": {"memory": "1Gi"},
@@ -47,6 +56,8 @@ class ServingRevision:
     service_account: str | None = None
     extra_args: tuple[str, ...] = ()
     learning: ServingLearning | None = None
+    compile_cache_claim: str | None = None
+    """PersistentVolumeClaim shared by the replicas as their compile cache (None: each compiles)."""
 
     @property
     def name(self) -> str:
@@ -67,6 +78,7 @@ def serving_args(rev: ServingRevision) -> list[str]:
         "--port",
         str(SERVING_PORT),
         *learning_args(rev.learning),
+        *(("--compile-cache-dir", COMPILE_CACHE_DIR) if rev.compile_cache_claim else ()),
         *rev.extra_args,
     ]
 
@@ -89,6 +101,11 @@ def serving_deployment(rev: ServingRevision, replicas: int | None = None) -> Obj
         key_volume, key_mount = snapshot_key_volume(rev.owner)
         volumes.append(key_volume)
         mounts.append(key_mount)
+    if rev.compile_cache_claim:
+        volumes.append(
+            {"name": COMPILE_CACHE_VOLUME, "persistentVolumeClaim": {"claimName": rev.compile_cache_claim}}
+        )
+        mounts.append({"name": COMPILE_CACHE_VOLUME, "mountPath": COMPILE_CACHE_DIR})
     env = [
         {"name": "MLSERVING_MODEL", "value": rev.model_name},
         {"name": "MLSERVING_REVISION", "value": rev.revision},
@@ -117,6 +134,8 @@ def serving_deployment(rev: ServingRevision, replicas: int | None = None) -> Obj
         "volumes": volumes,
         "terminationGracePeriodSeconds": 30,
     }
+    if rev.compile_cache_claim:
+        pod_spec["initContainers"] = [compile_container(rev, env, mounts)]
     if rev.service_account:
         pod_spec["serviceAccountName"] = rev.service_account
     return common.deployment(
@@ -128,6 +147,24 @@ def serving_deployment(rev: ServingRevision, replicas: int | None = None) -> Obj
         pod_spec=pod_spec,
         revision=rev.revision,
     )
+
+
+def compile_container(rev: ServingRevision, env: list[Object], mounts: list[Object]) -> Object:
+    """The init container that fills the compile cache: the server's image, arguments, environment
+    and volumes (the same model, options and cache key). ``--best-effort``: a model it cannot load is
+    left to the server, whose refusal the operator reads, instead of a pod stuck initializing."""
+    return {
+        "name": COMPILE_CONTAINER,
+        "image": rev.image,
+        "imagePullPolicy": rev.image_pull_policy,
+        "command": ["mlserving"],
+        "args": ["compile", "--best-effort", *serving_args(rev)[1:]],
+        "env": env,
+        "resources": dict(rev.resources),
+        "securityContext": common.container_security_context(),
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
 
 
 def serving_selector(owner: Owner) -> str:

@@ -98,6 +98,7 @@ from mlrollouts.rollout import (
     analysis_due,
     decide,
 )
+from mlrollouts.rollout.pods import pods_trouble
 from mlrollouts.rollout.resource import (
     requested_action,
     revision_template,
@@ -141,6 +142,9 @@ def serving_revision(
         env={REFUSED_MODEL_EXIT_ENV: "true", **{e.name: e.value for e in serving.env}},
         extra_args=tuple(extra_args),
         learning=serving_learning(md, owner, config),
+        compile_cache_claim=(
+            cache.persistent_volume_claim.claim_name if (cache := md.spec.model.compile_cache) else None
+        ),
     )
 
 
@@ -261,6 +265,28 @@ def revision_health(deployments: dict[str | None, Obj]) -> dict[str, RevisionHea
     return health
 
 
+async def with_pod_trouble(
+    health: dict[str, RevisionHealth], revisions: list[str | None], owner: Owner, ctx: Pass
+) -> dict[str, RevisionHealth]:
+    """``health`` with the reason the pods give for each of ``revisions`` that is not ready (one LIST
+    of its pods, only while it is not ready)."""
+    waiting = [r for r in dict.fromkeys(revisions) if r and r in health and not health[r].ready]
+    if not waiting:
+        return health
+    listed = await asyncio.gather(
+        *(
+            ctx.kube.list("v1", "Pod", owner.namespace, {OWNER_LABEL: owner.label, REVISION_LABEL: r})
+            for r in waiting
+        )
+    )
+    out = dict(health)
+    for rev, pods in zip(waiting, listed, strict=True):
+        trouble = pods_trouble(pods)
+        if trouble is not None:
+            out[rev] = dataclasses.replace(out[rev], reason=trouble.reason, message=trouble.message)
+    return out
+
+
 async def run_analysis(
     md: ModelDeployment, candidate: str, stable: str | None, now: datetime, config: OperatorConfig
 ) -> AnalysisRun:
@@ -335,6 +361,7 @@ async def observe(md: ModelDeployment, provider: TrafficRouter, owner: Owner, ct
     ):
         # its pods start only with traffic: readiness is checked by the provider's read-back instead
         health[state.candidate] = RevisionHealth(1, 1)
+    health = await with_pod_trouble(health, [state.stable, state.candidate], owner, ctx)
     readback = (
         provider.verify(traffic, state.desired_weights, live) if state.desired_weights else Readback(None)
     )

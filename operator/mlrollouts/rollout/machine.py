@@ -14,9 +14,15 @@ Counting rules, documented because they decide when a canary dies:
 - ``failureLimit`` counts failed analysis runs. ``failureMode: Consecutive`` (default) counts runs
   failed in a row (a pass resets it); ``Total`` counts every failure since the rollout started.
   Reaching the limit rolls back.
-- ``Inconclusive`` and ``Error`` runs never count as a pass: the step does not advance. They count
-  towards ``inconclusiveLimit`` (consecutive; a pass or a failure resets it); reaching it either holds
-  (phase ``Paused``, resumed by ``mlrollouts.io/action: resume``) or rolls back.
+- ``Inconclusive`` and ``Error`` runs never count as a pass: the step does not advance.
+  ``Inconclusive`` runs (too little traffic) count towards ``inconclusiveLimit`` (consecutive; a pass
+  or a failure resets it); reaching it either holds (phase ``Paused``, resumed by
+  ``mlrollouts.io/action: resume``) or rolls back (``onInconclusive``).
+- ``Error`` runs (the metrics provider does not answer, a query is refused) say nothing about the
+  candidate. With ``onInconclusive: Rollback`` they count like inconclusive runs. With ``Hold`` they
+  do not count: the step stands still for as long as the provider is out, the ``Progressing``
+  condition (reason ``AnalysisError``) and an event per run say why, and the rollout goes on by
+  itself with the first run that is evaluated — no resume is needed after an outage.
 - A step ends when its weights are verified, its ``duration`` has elapsed since then, and, when the
   resource has checks, the latest analysis run of the step passed.
 """
@@ -46,6 +52,10 @@ from mlrollouts.rollout.model import (
 )
 
 APPROVAL = "AwaitingApproval"
+CANDIDATE_READY = "CandidateReady"
+"""Condition of the revision being rolled out: False with the reason its pods give while it is not
+ready; its ``lastTransitionTime`` is when it was last seen ready (or the rollout began), from which
+``progressDeadline`` counts while it stays so."""
 SPEC_PAUSED = "PausedBySpec"
 INCONCLUSIVE_HOLD = "InconclusiveAnalysis"
 
@@ -78,13 +88,8 @@ def next_analysis_at(spec: RolloutSpec, state: RolloutState) -> datetime | None:
     return base + timedelta(seconds=spec.analysis.interval)
 
 
-def inconclusive_hold_message(verdict: Verdict, runs: int) -> str:
+def inconclusive_hold_message(runs: int) -> str:
     """Why a rollout holds, and what the user can do about it."""
-    if verdict is Verdict.ERROR:
-        return (
-            f"held after {runs} analysis runs that could not be evaluated (metrics provider errors): "
-            "check the metrics provider, or run `mlrollouts promote NAME` to pass this step"
-        )
     return (
         f"held after {runs} inconclusive analysis runs (too few candidate requests per window): "
         "send more traffic, lower spec.rollout.analysis.minSamples, or run `mlrollouts promote NAME`"
@@ -194,6 +199,26 @@ class _Tick:
     def deadline_exceeded(self) -> bool:
         return (self.now - self.progress_marker()).total_seconds() > self.spec.progress_deadline
 
+    def unready_for(self, revision: str) -> float:
+        """Seconds ``revision`` (the candidate) has not been ready in this rollout. Confirmed weights
+        are no progress here: a candidate at weight 0 that never starts must meet the deadline too."""
+        previous = next((c for c in self.s.conditions if c.type == CANDIDATE_READY), None)
+        since = self.now
+        if (
+            previous is not None
+            and previous.status is ConditionStatus.FALSE
+            and previous.last_transition_time
+        ):
+            since = previous.last_transition_time
+        if self.s.rollout_started_at is not None:
+            since = max(since, self.s.rollout_started_at)
+        return max((self.now - since).total_seconds(), 0.0)
+
+    def trouble(self, revision: str | None) -> str:
+        """What the pods of a revision that is not ready say about it, as a suffix ("" when nothing)."""
+        health = self.obs.revisions.get(revision or "")
+        return f": {health.message}" if health is not None and health.message else ""
+
     # -- 1. analysis -----------------------------------------------------------------------------
 
     def record_analysis(self, run: AnalysisRun | None) -> None:
@@ -236,8 +261,16 @@ class _Tick:
             self.rollback("AnalysisFailed", f"analysis failed {count} times (limit {policy.failure_limit})")
 
     def analysis_inconclusive(self, verdict: Verdict, details: str) -> None:
-        """An Inconclusive or Error run: never a pass, counted towards ``inconclusiveLimit``."""
+        """An Inconclusive or Error run: never a pass, counted towards ``inconclusiveLimit`` (an Error
+        run only when the policy rolls back: under Hold the step waits for the provider)."""
         policy = self.spec.analysis
+        if verdict is Verdict.ERROR and policy.on_inconclusive is OnInconclusive.HOLD:
+            self.event(
+                "AnalysisError",
+                f"step {self.s.step_index + 1}: {details} (the step waits until the analysis can be evaluated)",
+                warning=True,
+            )
+            return
         self.update(inconclusive=self.s.inconclusive + 1)
         reason = "AnalysisError" if verdict is Verdict.ERROR else "AnalysisInconclusive"
         self.event(
@@ -250,7 +283,7 @@ class _Tick:
         if policy.on_inconclusive is OnInconclusive.ROLLBACK:
             self.rollback(INCONCLUSIVE_HOLD, f"{self.s.inconclusive} inconclusive analysis runs in a row")
         else:
-            self.pause(INCONCLUSIVE_HOLD, inconclusive_hold_message(verdict, self.s.inconclusive))
+            self.pause(INCONCLUSIVE_HOLD, inconclusive_hold_message(self.s.inconclusive))
 
     # -- 2. spec -----------------------------------------------------------------------------------
 
@@ -420,10 +453,17 @@ class _Tick:
         candidate, stable = self.s.candidate, self.s.stable
         assert stable is not None
         if not self.ready(candidate):
-            if self.deadline_exceeded():
-                self.rollback("ProgressDeadlineExceeded", f"revision {candidate} not ready in time")
+            waited = self.unready_for(candidate)
+            if waited > self.spec.progress_deadline:
+                self.rollback(
+                    "ProgressDeadlineExceeded",
+                    f"revision {candidate} not ready after {int(waited)}s "
+                    f"(progressDeadline {int(self.spec.progress_deadline)}s){self.trouble(candidate)}",
+                )
             else:
-                self.update(message=f"waiting for revision {candidate} to become ready")
+                self.update(
+                    message=f"waiting for revision {candidate} to become ready{self.trouble(candidate)}"
+                )
                 self.wait()
             return
         steps = self.spec.effective_steps()
@@ -549,19 +589,22 @@ class _Tick:
             return
         # There is nothing to roll back to: past the deadline the first revision is reported Degraded
         # and still watched, so it turns Healthy when it becomes ready after all.
-        if not first_deployment_stuck and self.s.rollout_started_at is not None and self.deadline_exceeded():
-            waited = int((self.now - self.progress_marker()).total_seconds())
+        # not ready: counted from the start (confirmed weights are no progress); else from the weights
+        started = self.s.rollout_started_at
+        marker = started if started is not None and not self.ready(stable) else self.progress_marker()
+        waited = (self.now - marker).total_seconds()
+        if not first_deployment_stuck and started is not None and waited > self.spec.progress_deadline:
             what = (
                 "not ready" if not self.ready(stable) else "ready, but its traffic weight was not confirmed"
             )
             message = (
-                f"ProgressDeadlineExceeded: first revision {stable} {what} after {waited}s "
-                f"(progressDeadline {int(self.spec.progress_deadline)}s)"
+                f"ProgressDeadlineExceeded: first revision {stable} {what} after {int(waited)}s "
+                f"(progressDeadline {int(self.spec.progress_deadline)}s){self.trouble(stable)}"
             )
             self.update(phase=Phase.DEGRADED, message=message)
             self.event("ProgressDeadlineExceeded", message.split(": ", 1)[1], warning=True)
         elif not first_deployment_stuck:
-            self.update(message=f"waiting for revision {stable} to become ready")
+            self.update(message=f"waiting for revision {stable} to become ready{self.trouble(stable)}")
         self.wait()
 
     # -- 5. housekeeping ----------------------------------------------------------------------------
@@ -648,6 +691,9 @@ class _Tick:
             degraded = (ConditionStatus.TRUE, self.s.message.split(":", 1)[0] or "Degraded", self.s.message)
         else:
             degraded = (ConditionStatus.FALSE, "AsExpected", "no failed rollout")
+        kinds = [(READY, ready), (PROGRESSING, progressing), (DEGRADED, degraded)]
+        if (candidate := self.s.candidate) is not None:
+            kinds.append((CANDIDATE_READY, self.candidate_ready(candidate)))
         conditions = tuple(
             condition(
                 ctype,
@@ -658,13 +704,22 @@ class _Tick:
                 now=self.now,
                 generation=self.spec.generation,
             )
-            for ctype, (status, reason, message) in (
-                (READY, ready),
-                (PROGRESSING, progressing),
-                (DEGRADED, degraded),
-            )
+            for ctype, (status, reason, message) in kinds
         )
         self.update(conditions=conditions, observed_generation=self.spec.generation)
+
+    def candidate_ready(self, candidate: str) -> tuple[ConditionStatus, str, str]:
+        health = self.obs.revisions.get(candidate)
+        if health is not None and health.ready:
+            return ConditionStatus.TRUE, "RevisionReady", f"revision {candidate} is ready"
+        if health is None:
+            return ConditionStatus.FALSE, "NotReady", f"revision {candidate}: no replicas yet"
+        return (
+            ConditionStatus.FALSE,
+            health.reason or "NotReady",
+            f"revision {candidate}: {health.ready_replicas}/{health.desired_replicas} replicas ready"
+            f"{self.trouble(candidate)}",
+        )
 
     def run(self) -> Decision:
         self.record_analysis(self.obs.analysis)

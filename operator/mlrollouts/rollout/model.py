@@ -101,6 +101,10 @@ class AnalysisRun:
 class RevisionHealth:
     ready_replicas: int = 0
     desired_replicas: int = 0
+    reason: str = ""
+    """Why the revision is not ready, as its pods tell (``CrashLoopBackOff``, a report's reason); "" unknown."""
+    message: str = ""
+    """The same in words: the container, its restarts, exit code and last words."""
 
     @property
     def ready(self) -> bool:

@@ -7,11 +7,12 @@ model matches the native one on a probe batch, and are served natively otherwise
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,6 +26,7 @@ __all__ = [
     "ModelRuntime",
     "RuntimeInfo",
     "TensorSpec",
+    "compile_once",
     "open_model",
 ]
 
@@ -103,18 +105,6 @@ def open_model(
         runtime.load()
         return LoadResult(runtime, model_file)
 
-    cache_key = _cache_key(model_file, options) if options.compile_cache_dir else None
-    if cache_key and options.compile != "native":
-        cached = _cache_read(options.compile_cache_dir, cache_key)
-        if cached is not None:
-            onnx_bytes, task = cached
-            runtime = _compiled_runtime(onnx_bytes, task, model_file, options)
-            runtime.load()
-            log.info(
-                "compiled model %s taken from the cache", model_file.name, extra={"cache_key": cache_key}
-            )
-            return LoadResult(runtime, model_file, compile_cache_hit=True)
-
     from mlserving.runtimes.sklearn import SklearnRuntime, check_pickle_allowed
 
     check_pickle_allowed(model_file, options.allow_unsafe_pickle)
@@ -123,18 +113,19 @@ def open_model(
     if options.compile == "native":
         reason = "compilation disabled (--compile native)"
     else:
-        if options.isolate_compile:
-            outcome = _compile_in_subprocess(model_file, options)
+        if options.compile_cache_dir:
+            outcome, hit = compile_once(model_file, options)
         else:
-            estimator = _load(model_file, options)
-            outcome = compile_estimator(estimator, options)
+            outcome, estimator = _compile(model_file, options)
+            hit = False
         if outcome.onnx_bytes is not None:
             compiled = _compiled_runtime(outcome.onnx_bytes, outcome.task, model_file, options)
             compiled.load()
-            if cache_key:
-                _cache_write(options.compile_cache_dir, cache_key, outcome.onnx_bytes, outcome.task)
-            log.info("serving %s compiled to ONNX", outcome.estimator or model_file.name)
-            return LoadResult(compiled, model_file)
+            if hit:
+                log.info("compiled model %s taken from the cache", model_file.name)
+            else:
+                log.info("serving %s compiled to ONNX", outcome.estimator or model_file.name)
+            return LoadResult(compiled, model_file, compile_cache_hit=hit)
         reason = outcome.reason
         if options.compile == "onnx":
             raise ModelLoadError(f"{model_file.name}: --compile onnx, but {reason}")
@@ -151,6 +142,39 @@ def open_model(
     runtime = SklearnRuntime(estimator, fallback_reason=reason or "")
     runtime.load()
     return LoadResult(runtime, model_file, native_fallback_reason=reason)
+
+
+def compile_once(model_file: Path, options: LoadOptions) -> tuple[CompileOutcome, bool]:
+    """The compilation of ``model_file`` from ``options.compile_cache_dir``, or compiled into it.
+
+    Replicas that share the cache (a volume) compile a model once: the first takes a lock file of the
+    cache key and compiles, the others wait for the lock and read what it wrote. Entries are written to
+    a temporary name and renamed, the metadata last, so a reader never sees half an entry even where
+    the lock does not hold. A model that cannot be compiled is remembered too (with the reason), so
+    later replicas go straight to native serving. Returns ``(outcome, taken from the cache)``.
+    """
+    cache_dir = options.compile_cache_dir
+    if not cache_dir:
+        raise ValueError("compile_once needs options.compile_cache_dir")
+    key = _cache_key(model_file, options)
+    cached = _cache_read(cache_dir, key)
+    if cached is not None:
+        return cached, True
+    with _cache_lock(cache_dir, key):
+        cached = _cache_read(cache_dir, key)  # compiled by another replica while we waited
+        if cached is not None:
+            return cached, True
+        outcome, _ = _compile(model_file, options)
+        _cache_write(cache_dir, key, outcome)
+    return outcome, False
+
+
+def _compile(model_file: Path, options: LoadOptions) -> tuple[CompileOutcome, object | None]:
+    """Compile in a child process (or here, returning the loaded estimator for a native fallback)."""
+    if options.isolate_compile:
+        return _compile_in_subprocess(model_file, options), None
+    estimator = _load(model_file, options)
+    return compile_estimator(estimator, options), estimator
 
 
 @dataclass
@@ -285,31 +309,76 @@ def _cache_key(model_file: Path, options: LoadOptions) -> str:
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
-def _cache_read(cache_dir: str | None, key: str) -> tuple[bytes, str] | None:
-    if not cache_dir:
-        return None
+def _cache_read(cache_dir: str, key: str) -> CompileOutcome | None:
     base = Path(cache_dir)
     try:
         meta = json.loads((base / f"{key}.json").read_text())
+        if meta.get("status") == "fallback":
+            return CompileOutcome(
+                None, str(meta.get("task", "classification")), str(meta.get("reason") or "")
+            )
         data = (base / f"{key}.onnx").read_bytes()
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         return None
     if hashlib.sha256(data).hexdigest() != meta.get("onnx_sha256"):
         log.warning("ignoring corrupt compile cache entry %s", key)
         return None
-    return data, str(meta.get("task", "classification"))
+    return CompileOutcome(
+        data, str(meta.get("task", "classification")), estimator=str(meta.get("estimator", ""))
+    )
 
 
-def _cache_write(cache_dir: str | None, key: str, data: bytes, task: str) -> None:
-    if not cache_dir:
-        return
+def _cache_write(cache_dir: str, key: str, outcome: CompileOutcome) -> None:
     base = Path(cache_dir)
+    meta: dict[str, str] = {"task": outcome.task, "estimator": outcome.estimator}
     try:
         base.mkdir(parents=True, exist_ok=True)
-        tmp = base / f".{key}.{os.getpid()}.tmp"
-        tmp.write_bytes(data)
-        tmp.replace(base / f"{key}.onnx")
-        meta = {"task": task, "onnx_sha256": hashlib.sha256(data).hexdigest()}
-        (base / f"{key}.json").write_text(json.dumps(meta))
+        if outcome.onnx_bytes is None:
+            meta.update(status="fallback", reason=outcome.reason or "")
+        else:
+            meta.update(status="compiled", onnx_sha256=hashlib.sha256(outcome.onnx_bytes).hexdigest())
+            _write_atomically(base / f"{key}.onnx", outcome.onnx_bytes)
+        _write_atomically(base / f"{key}.json", json.dumps(meta).encode())  # last: it commits the entry
     except OSError as exc:
         log.warning("cannot write the compile cache in %s: %s", cache_dir, exc)
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    """Write under a unique temporary name, then rename: replicas of other pods (each possibly PID 1)
+    writing the same entry never mix their bytes."""
+    import tempfile
+
+    descriptor, staged = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+        os.chmod(staged, 0o644)
+        os.replace(staged, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(staged)
+        raise
+
+
+@contextlib.contextmanager
+def _cache_lock(cache_dir: str, key: str) -> Iterator[None]:
+    """An exclusive lock on ``<cache_dir>/.<key>.lock`` while a replica compiles. The kernel releases
+    it when the holder dies. Where the cache cannot hold a lock file (read-only, no locking), the
+    replica compiles unlocked: the atomic writes keep concurrent compilations safe, only not single."""
+    import fcntl
+
+    try:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        handle = open(Path(cache_dir) / f".{key}.lock", "a+b")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        log.warning("compiling without the cache lock in %s: %s", cache_dir, exc)
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        except OSError as exc:
+            log.warning("compiling without the cache lock in %s: %s", cache_dir, exc)
+        yield
+    finally:
+        handle.close()  # closing releases the lock

@@ -9,6 +9,11 @@ report to the container's termination message file (and as its last log line, wh
 
     {"reason": "UntrustedModelTypes", "untrustedTypes": ["sklearn.tree._tree.Tree"], "message": "..."}
 
+A model that cannot be fetched (``mlserving.storage.FetchError``: an HTTP error status, a stalled or
+endless download) ends the container the same way, with reason ``ModelFetchFailed`` and exit code
+``FETCH_FAILED_EXIT_CODE``: the server never fetches again by itself, so staying up "not ready"
+would hide the cause, while a restart by the kubelet (with its back-off) is the retry.
+
 This module imports nothing heavy: the operator reads the same constants.
 """
 
@@ -21,9 +26,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 UNTRUSTED_MODEL_TYPES = "UntrustedModelTypes"
+MODEL_FETCH_FAILED = "ModelFetchFailed"
 EXIT_ENV = "MLSERVING_EXIT_ON_REFUSED_MODEL"
 TERMINATION_MESSAGE_PATH = Path("/dev/termination-log")
 REFUSED_EXIT_CODE = 3
+FETCH_FAILED_EXIT_CODE = 4
 MAX_TERMINATION_MESSAGE = 4096
 """Kubernetes keeps at most 4096 bytes of a termination message."""
 
@@ -44,14 +51,29 @@ def refusal_report(exc: UntrustedTypesError) -> str:
     return json.dumps(report)
 
 
+def fetch_failure_report(exc: BaseException) -> str:
+    """The JSON line of a model that could not be fetched (the message names the URI and why)."""
+    report = {"reason": MODEL_FETCH_FAILED, "message": ""}
+    room = MAX_TERMINATION_MESSAGE - len(json.dumps(report)) - 8
+    report["message"] = str(exc)[: max(room, 0)]
+    return json.dumps(report)
+
+
 def exit_if_refused_for_good(
     exc: BaseException, env: Mapping[str, str] | None = None, path: Path = TERMINATION_MESSAGE_PATH
 ) -> None:
-    """Report and exit when ``exc`` is a permanent refusal and the pod asked for it; else return."""
+    """Report and exit when ``exc`` is a refusal or a failed fetch and the pod asked for it; else return."""
+    from mlserving.storage import FetchError
+
     env = os.environ if env is None else env
-    if not isinstance(exc, UntrustedTypesError) or env.get(EXIT_ENV, "").lower() != "true":
+    if env.get(EXIT_ENV, "").lower() != "true":
         return
-    report = refusal_report(exc)
+    if isinstance(exc, UntrustedTypesError):
+        report, code = refusal_report(exc), REFUSED_EXIT_CODE
+    elif isinstance(exc, FetchError):
+        report, code = fetch_failure_report(exc), FETCH_FAILED_EXIT_CODE
+    else:
+        return
     # Kubernetes mounts an empty file there; on a machine without one, nothing is created in /dev
     if path.is_file():
         try:
@@ -60,4 +82,4 @@ def exit_if_refused_for_good(
             pass
     print(report, file=sys.stderr, flush=True)
     sys.stdout.flush()
-    os._exit(REFUSED_EXIT_CODE)
+    os._exit(code)

@@ -20,6 +20,16 @@ _FLAGS: list[Flag] = [
     ("--download-dir", "download_dir", {"help": "where remote models are downloaded"}),
     ("--s3-endpoint-url", "s3_endpoint_url", {"help": "S3 endpoint URL (MinIO, moto, ...)"}),
     (
+        "--fetch-timeout",
+        "fetch_timeout_seconds",
+        {"type": float, "help": "longest wait for a model download's connection, answer or next bytes (60)"},
+    ),
+    (
+        "--fetch-deadline",
+        "fetch_deadline_seconds",
+        {"type": float, "help": "longest a whole model download may take (3600)"},
+    ),
+    (
         "--compile",
         "compile",
         {"choices": ["auto", "onnx", "native"], "help": "scikit-learn to ONNX compilation"},
@@ -133,6 +143,7 @@ def serve(settings: Any) -> None:
         backlog=2048,
         log_config=None,
         timeout_keep_alive=75,
+        ws="none",  # no WebSocket endpoint: the websockets library stays out of the server's memory
     )
 
 

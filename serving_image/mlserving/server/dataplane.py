@@ -32,7 +32,7 @@ import mlserving
 from mlserving.feedback import Feedback
 from mlserving.http import JSON_HEADERS, Headers
 from mlserving.request_checks import ProtocolError
-from mlserving.runtimes import LoadOptions, ModelRuntime, open_model
+from mlserving.runtimes import ModelRuntime, open_model
 from mlserving.runtimes.base import TensorSpec
 from mlserving.runtimes.refusals import exit_if_refused_for_good
 from mlserving.server.batching import Batcher
@@ -42,7 +42,6 @@ from mlserving.server.learner import LearnerAnswer, LearnerLink
 from mlserving.server.metrics import LearningMetrics, ServerMetrics
 from mlserving.server.protocol import InferenceRequest, bind_inputs, check_outputs
 from mlserving.settings import ServerSettings
-from mlserving.storage import FetchError, fetch_model
 
 log = logging.getLogger("mlserving.server")
 
@@ -392,29 +391,10 @@ class DataPlane:
         )
 
     def _open_model(self) -> ModelRuntime:
-        s = self.settings
-        try:
-            path = fetch_model(
-                s.model_uri,
-                download_dir=s.download_dir,
-                sha256=s.model_sha256,
-                max_bytes=s.max_model_bytes,
-                timeout=s.fetch_timeout_seconds,
-                s3_endpoint_url=s.s3_endpoint_url,
-            )
-        except FetchError as exc:
-            raise FetchError(f"fetch failed: {exc}") from None
-        options = LoadOptions(
-            format=s.format,
-            allow_unsafe_pickle=s.allow_unsafe_pickle,
-            trusted_types=tuple(s.trusted_type_list),
-            compile=s.compile,
-            compile_tolerance=s.compile_tolerance,
-            compile_cache_dir=s.compile_cache_dir,
-            intra_op_threads=s.intra_op_threads,
-            inter_op_threads=s.inter_op_threads,
-        )
-        return open_model(path, options, on_fallback=self._on_fallback).runtime
+        from mlserving.server.compiling import fetch, load_options
+
+        path = fetch(self.settings)
+        return open_model(path, load_options(self.settings), on_fallback=self._on_fallback).runtime
 
     def _on_fallback(self, reason: str) -> None:
         self.native_fallback = reason

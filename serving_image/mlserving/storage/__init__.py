@@ -3,6 +3,10 @@
 ``fetch_model`` returns a local path. Remote files are streamed to a download directory with a size
 limit; an optional sha256 is checked for every source. Errors are ``FetchError`` with a message that
 names the URI and what went wrong.
+
+An HTTP download ends with an error when the server makes it wait longer than ``timeout`` for the
+connection, the response or the next bytes (a stall), and when the whole download takes longer than
+``deadline`` (a server that trickles a byte now and then would otherwise hold it forever).
 """
 
 from __future__ import annotations
@@ -11,12 +15,15 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-__all__ = ["FetchError", "fetch_model", "file_sha256"]
+__all__ = ["DOWNLOAD_DEADLINE", "FetchError", "fetch_model", "file_sha256"]
 
 _CHUNK = 1024 * 1024
+DOWNLOAD_DEADLINE = 3600.0
+"""Seconds a whole HTTP download may take by default (an hour: 2 GiB at under 1 MB/s)."""
 
 
 class FetchError(RuntimeError):
@@ -46,9 +53,14 @@ def fetch_model(
     sha256: str | None = None,
     max_bytes: int = 2 * 1024**3,
     timeout: float = 60.0,
+    deadline: float = DOWNLOAD_DEADLINE,
     s3_endpoint_url: str | None = None,
 ) -> Path:
-    """Make the model at ``uri`` available locally and return its path (file or directory)."""
+    """Make the model at ``uri`` available locally and return its path (file or directory).
+
+    ``timeout``: longest wait for the connection, the response or the next bytes of an HTTP
+    download; ``deadline``: longest time the whole HTTP download may take (it ends at most
+    ``timeout`` later, as a read in progress is not interrupted)."""
     parsed = urlparse(uri)
     scheme = parsed.scheme.lower()
     if scheme in ("", "file"):
@@ -67,7 +79,7 @@ def fetch_model(
     dest_root.mkdir(parents=True, exist_ok=True)
     name = Path(unquote(parsed.path)).name or "model"
     if scheme in ("http", "https"):
-        path = _fetch_http(uri, dest_root / name, max_bytes=max_bytes, timeout=timeout)
+        path = _fetch_http(uri, dest_root / name, max_bytes=max_bytes, timeout=timeout, deadline=deadline)
     elif scheme == "s3":
         path = _fetch_s3(uri, dest_root, max_bytes=max_bytes, endpoint_url=s3_endpoint_url)
     else:
@@ -76,14 +88,17 @@ def fetch_model(
     return path
 
 
-def _fetch_http(uri: str, dest: Path, *, max_bytes: int, timeout: float) -> Path:
+def _fetch_http(uri: str, dest: Path, *, max_bytes: int, timeout: float, deadline: float) -> Path:
     import httpx
 
     tmp = dest.with_name(dest.name + ".part")
+    started = time.monotonic()
+    # no read may outlast the deadline by more than the stall timeout, however short the deadline
+    timeout = min(timeout, deadline)
     try:
         with httpx.stream("GET", uri, timeout=timeout, follow_redirects=True) as resp:
             if resp.status_code != 200:
-                raise FetchError(f"{uri}: HTTP {resp.status_code}")
+                raise FetchError(f"{uri}: HTTP {resp.status_code} {resp.reason_phrase}".rstrip())
             declared = resp.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise FetchError(
@@ -91,13 +106,19 @@ def _fetch_http(uri: str, dest: Path, *, max_bytes: int, timeout: float) -> Path
                 )
             size = 0
             with open(tmp, "wb") as out:
-                for chunk in resp.iter_bytes(_CHUNK):
+                for chunk in resp.iter_bytes():  # as they arrive: a trickle must meet the deadline too
                     size += len(chunk)
                     if size > max_bytes:
                         raise FetchError(f"{uri}: download exceeds the limit of {max_bytes} bytes")
                     out.write(chunk)
+                    if time.monotonic() - started > deadline:
+                        raise FetchError(
+                            f"{uri}: download not complete after {deadline:g}s ({size} bytes received)"
+                        )
         tmp.replace(dest)
         return dest
+    except httpx.TimeoutException as exc:
+        raise FetchError(f"{uri}: no answer for {timeout:g}s ({type(exc).__name__})") from None
     except httpx.HTTPError as exc:
         raise FetchError(f"{uri}: {type(exc).__name__}: {exc}") from None
     finally:

@@ -241,8 +241,10 @@ def test_inconclusive_never_advances_and_holds_after_the_limit_until_resumed():
     sim = started(Sim(spec(steps=(Step(StepKind.WEIGHT, 10, 5), Step(StepKind.WEIGHT, 30, 5)))))
     sim.tick(5, Verdict.INCONCLUSIVE)
     assert sim.state.step_index == 0 and "AnalysisInconclusive" in sim.reasons()
-    sim.tick(5, Verdict.ERROR)
+    sim.tick(5, Verdict.ERROR)  # says nothing of the candidate: not counted under Hold
     assert sim.state.step_index == 0 and "AnalysisError" in sim.reasons()
+    sim.tick(5, Verdict.INCONCLUSIVE)
+    assert sim.phase is Phase.PROGRESSING and sim.state.inconclusive == 2
     sim.tick(5, Verdict.INCONCLUSIVE)
     assert sim.phase is Phase.PAUSED and sim.state.pause_reason == "InconclusiveAnalysis"
     assert positive(sim.decision.weights) == {"r1": 90, "r2": 10}  # held where it was
@@ -270,6 +272,28 @@ def test_errors_alone_never_promote():
         sim.tick(5, Verdict.ERROR)
     assert sim.state.step_index == 0 and sim.phase is Phase.PROGRESSING
     assert sim.state.stable == "r1"
+
+
+def test_a_metrics_outage_past_the_limit_holds_the_step_and_the_rollout_goes_on_by_itself():
+    sim = started(Sim(spec(steps=(Step(StepKind.WEIGHT, 10, 5), Step(StepKind.WEIGHT, 30, 5)))))
+    for _ in range(POLICY.inconclusive_limit * 4):  # an outage far longer than the limit
+        sim.tick(5, Verdict.ERROR)
+        assert sim.phase is Phase.PROGRESSING and sim.state.step_index == 0
+        assert positive(sim.decision.weights) == {"r1": 90, "r2": 10}
+        progressing = next(c for c in sim.state.conditions if c.type == "Progressing")
+        assert progressing.reason == "AnalysisError" and "cannot be evaluated" in progressing.message
+    assert "Paused" not in sim.reasons() and "AnalysisError" in sim.reasons()
+    sim.tick(5, Verdict.PASS)  # the provider answers again: no resume needed
+    assert sim.state.step_index == 1 and not sim.decision.clear_action
+
+
+def test_a_metrics_outage_counts_towards_the_limit_when_it_rolls_back():
+    sim = started(
+        Sim(spec(analysis=replace(POLICY, on_inconclusive=OnInconclusive.ROLLBACK, inconclusive_limit=2)))
+    )
+    sim.tick(5, Verdict.ERROR)
+    sim.tick(5, Verdict.ERROR)
+    assert sim.phase is Phase.DEGRADED and "RolledBack" in sim.reasons()
 
 
 def test_approval_step_pauses_until_resume_then_continues():
