@@ -13,7 +13,10 @@ Router overhead = router p50 - direct p50, at concurrency 1 and 8 (target <= 0.5
 machine (few cores, other jobs) absolute numbers are noisy; the load generator, the proxy and the
 model server all compete for the same cores, which lowers every throughput figure.
 
-    python tests/bench/bench_router.py [--duration 5] [--concurrency 1 8]
+    python tests/bench/bench_router.py [--duration 5] [--concurrency 1 8] [--profile router.prof]
+
+``--profile`` runs the router under cProfile (CPU-time clock) and prints its top functions; its CPU per
+request is then the profiler's, not the router's.
 """
 
 from __future__ import annotations
@@ -67,6 +70,20 @@ http {{
         }}
     }}
 }}
+"""
+
+# The router under cProfile, timed by CPU time; SIGTERM (the end of the benchmark) writes the profile.
+PROFILED_ROUTER = """
+import cProfile, os, signal, sys, time
+from mlserving.cli import main
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+profile = cProfile.Profile(time.process_time)
+profile.enable()
+try:
+    main(sys.argv[1:])
+finally:
+    profile.disable()
+    profile.dump_stats(os.environ["BENCH_ROUTER_PROFILE"])
 """
 
 WRK_SCRIPT = """
@@ -202,6 +219,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeat", type=int, default=2, help="interleaved repetitions; the best is kept")
     parser.add_argument("--skip-clients", action="store_true", help="skip the aiohttp vs httpx comparison")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="run the router under cProfile, write the profile here"
+    )
     args = parser.parse_args()
 
     wrk, nginx = shutil.which("wrk"), shutil.which("nginx")
@@ -243,11 +263,15 @@ def main() -> int:
         }  # fmt: skip
         (tmp / "routes.yaml").write_text(yaml.safe_dump(routes))
         router_port = free_port()
+        router_env = {"MLROUTER_SIGNING_KEY": "bench-router-signing-key-0123456789"}
+        if args.profile:
+            router_env["BENCH_ROUTER_PROFILE"] = str(Path(args.profile).resolve())
         router = Proc(
-            [PYTHON, "-m", "mlserving.cli", "route", "--config", str(tmp / "routes.yaml"),
-             "--host", "127.0.0.1", "--port", str(router_port), "--log-level", "warning"],
+            [PYTHON, *(["-c", PROFILED_ROUTER] if args.profile else ["-m", "mlserving.cli"]), "route",
+             "--config", str(tmp / "routes.yaml"), "--host", "127.0.0.1", "--port", str(router_port),
+             "--log-level", "warning"],
             tmp / "router.log",
-            env={"MLROUTER_SIGNING_KEY": "bench-router-signing-key-0123456789"},
+            env=router_env,
         )  # fmt: skip
         stack.callback(router.stop)
         wait_until(lambda: http_ok(f"http://127.0.0.1:{router_port}/v2/health/ready"), timeout=60,
@@ -321,6 +345,11 @@ def main() -> int:
             for name, p50, cpu_us in compare_clients(targets["direct"]):
                 print(f"  {name:8s} p50 {p50:.3f} ms, client CPU {cpu_us:.0f} us/request")
         print("\n(shared machine: the load generator, proxies and model servers compete for the same cores)")
+    if args.profile:  # written when the router stopped
+        import pstats
+
+        print(f"\nrouter profile ({args.profile}), by own CPU time:")
+        pstats.Stats(args.profile).sort_stats("tottime").print_stats(25)
     return 0
 
 

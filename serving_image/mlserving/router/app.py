@@ -1,4 +1,4 @@
-"""The router as a raw ASGI application (run by uvicorn with uvloop and httptools).
+"""The router as a raw ASGI application (run by uvicorn with uvloop and httptools; each response in one write).
 
 It sits in front of model revisions and speaks the Open Inference Protocol: V2 and V1 paths are
 forwarded to the variant chosen for the request over pooled keep-alive connections, health is

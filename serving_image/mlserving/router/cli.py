@@ -69,6 +69,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from mlserving.cli_flags import configure_logging
     from mlserving.http.run import run_uvicorn
+    from mlserving.http.transport import OneWriteHttpToolsProtocol
     from mlserving.router.app import RouterApp
     from mlserving.router.ids import SIGNING_KEY_ENV, IdSigner
 
@@ -89,10 +90,12 @@ def run(args: argparse.Namespace) -> int:
         app,
         host=args.host,
         port=args.port,
-        http="httptools",
+        http=OneWriteHttpToolsProtocol,  # head and body in one write
         drain_seconds=30,
         backlog=4096,
         log_level=args.log_level,
+        # The router reads neither the client address nor the scheme: no X-Forwarded-* rewriting.
+        proxy_headers=False,
     )
     return 0 if started else 1
 

@@ -26,9 +26,17 @@ _HOP_BY_HOP = frozenset(
 
 def end_to_end_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """Drop hop-by-hop headers, including those the Connection header names."""
-    headers = list(headers)
-    extra: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            extra.update(token.strip().lower() for token in value.split(b","))
-    return [(n, v) for n, v in headers if n.lower() not in _HOP_BY_HOP and n.lower() not in extra]
+    kept = []
+    named: set[bytes] | None = None  # the names the Connection headers list
+    for header in headers:
+        name = header[0].lower()
+        if name in _HOP_BY_HOP:
+            if name == b"connection":
+                if named is None:
+                    named = set()
+                named.update(token.strip().lower() for token in header[1].split(b","))
+            continue
+        kept.append(header)
+    if named:
+        kept = [header for header in kept if header[0].lower() not in named]
+    return kept

@@ -21,6 +21,7 @@ class RouterMetrics(CachedChildren):
 
     def __init__(self) -> None:
         super().__init__()
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         metric = MetricFactory(self.registry, "route", "variant")
         self.requests = metric(
@@ -61,8 +62,15 @@ class RouterMetrics(CachedChildren):
         )
 
     def observe_request(self, route: str, variant: str, code: int, seconds: float) -> None:
-        self._child(self.requests, route, variant, str(code)).inc()
-        self._child(self.duration, route, variant).observe(seconds)
+        key = (route, variant, code)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self._child(self.requests, route, variant, str(code)),
+                self._child(self.duration, route, variant),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def count(self, metric: Any, *labels: str, amount: float = 1.0) -> None:
         self._child(metric, *labels).inc(amount)

@@ -19,7 +19,6 @@ import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import httptools
@@ -60,6 +59,7 @@ class Endpoint:
     tls: bool
     prefix: str
     host_header: bytes
+    pool_key: tuple[str, int, bool]
 
     @classmethod
     def parse(cls, url: str) -> Endpoint:
@@ -74,18 +74,23 @@ class Endpoint:
             tls=tls,
             prefix=parts.path.rstrip("/"),
             host_header=(parts.netloc or host).encode("latin-1"),
+            pool_key=(host, port, tls),
         )
 
 
 class _Connection(asyncio.Protocol):
     __slots__ = (
         "_body",
+        "_deadline",
         "_headers",
         "_headers_pending",
+        "_timeout",
+        "_timer",
         "_waiter",
         "closed",
         "head_request",
         "keep_alive",
+        "loop",
         "parser",
         "status",
         "transport",
@@ -94,6 +99,7 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.used = False
@@ -104,10 +110,16 @@ class _Connection(asyncio.Protocol):
         self._headers_pending = True
         self.status = 0
         self.keep_alive = True
+        # The answer is due by ``_deadline`` (loop time; 0: no request in flight). One timer per
+        # connection checks it, re-armed only when it fires early: no timer per request.
+        self._deadline = 0.0
+        self._timeout = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None or self._waiter.done():
@@ -122,6 +134,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._cancel_timer()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             if self.status and not self._headers_pending:
@@ -167,19 +180,49 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        self._cancel_timer()
         if self.transport is not None:
             self.transport.close()
 
+    def request_done(self) -> None:
+        self._deadline = 0.0
+
+    def _cancel_timer(self) -> None:
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            timer.cancel()
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if not deadline or self.closed:
+            return  # no request in flight: the next one arms the timer again
+        assert self.loop is not None
+        if self.loop.time() < deadline:
+            self._timer = self.loop.call_at(deadline, self._check_deadline)
+            return
+        self._fail(RequestTimeout(f"no complete answer within {self._timeout:g} s"))
+
     def send(
-        self, payload: bytes, head_request: bool
+        self, payload: bytes, head_request: bool, timeout: float
     ) -> asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]]:
-        loop = asyncio.get_running_loop()
-        self._waiter = loop.create_future()
+        """Write a request; the future returned takes the answer, or ``RequestTimeout`` after ``timeout``
+        seconds (the connection is closed then)."""
+        loop = self.loop
+        assert self.transport is not None and loop is not None
+        deadline = self._deadline = loop.time() + timeout
+        self._timeout = timeout
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._check_deadline)
+        waiter = self._waiter = loop.create_future()
         self._headers, self._body, self._headers_pending = [], [], True
         self.status, self.keep_alive, self.head_request = 0, True, head_request
-        assert self.transport is not None
         self.transport.write(payload)
-        return self._waiter
+        return waiter
 
 
 class UpstreamPool:
@@ -222,7 +265,7 @@ class UpstreamPool:
         connect_timeout: float,
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """Send one request; return status, raw headers and the whole body."""
-        key = (endpoint.host, endpoint.port, endpoint.tls)
+        key = endpoint.pool_key
         idle = self._idle.get(key)
         connection = None
         while idle:
@@ -233,25 +276,26 @@ class UpstreamPool:
         if connection is None:
             connection = await self._connect(endpoint, connect_timeout)
         lines = [
-            f"{method} {endpoint.prefix}{path} HTTP/1.1\r\n".encode("latin-1"),
-            b"host: ",
+            f"{method} {endpoint.prefix}{path} HTTP/1.1\r\nhost: ".encode("latin-1"),
             endpoint.host_header,
         ]
         for name, value in headers:
             lines += (b"\r\n", name, b": ", value)
-        lines += (b"\r\ncontent-length: ", str(len(body)).encode(), b"\r\n\r\n", body)
-        waiter = connection.send(b"".join(lines), method == "HEAD")
-        timer = asyncio.get_running_loop().call_later(timeout, _expire, connection, waiter, timeout)
+        lines.append(b"\r\ncontent-length: %d\r\n\r\n" % len(body))
+        lines.append(body)
+        waiter = connection.send(b"".join(lines), method == "HEAD", timeout)
         try:
             result = await waiter
         except BaseException:
             connection.close()
             raise
         finally:
-            timer.cancel()
+            connection.request_done()
         connection.used = True
         if connection.keep_alive and not connection.closed:
-            queue = self._idle.setdefault(key, deque())
+            queue = self._idle.get(key)
+            if queue is None:
+                queue = self._idle[key] = deque()
             if len(queue) < self.max_idle:
                 queue.append(connection)
             else:
@@ -265,9 +309,3 @@ class UpstreamPool:
             for connection in queue:
                 connection.close()
         self._idle.clear()
-
-
-def _expire(connection: _Connection, waiter: asyncio.Future[Any], timeout: float) -> None:
-    if not waiter.done():
-        waiter.set_exception(RequestTimeout(f"no complete answer within {timeout:g} s"))
-    connection.close()
