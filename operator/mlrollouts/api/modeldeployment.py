@@ -755,7 +755,28 @@ class RevisionOutcome(StrEnum):
     SUPERSEDED = "Superseded"
 
 
+PREVIOUS_ATTEMPTS_LIMIT = 10
+"""Earlier attempts kept per revision record; older ones are dropped, ``attempt`` still counts them."""
+
+
+class RevisionAttempt(StatusModel):
+    """An earlier rollout of a revision, written once when the revision is rolled out again and never
+    changed afterwards."""
+
+    attempt: int = Field(ge=1, description="which rollout of the revision this was, 1 for the first")
+    started_at: datetime | None = None
+    finished_at: datetime | None = Field(
+        default=None,
+        description="when it stopped: the revision scaled to zero or rolled out again, whichever came first",
+    )
+    outcome: RevisionOutcome = Field(description="how it ended; never changed")
+    message: str | None = None
+
+
 class RevisionRecord(StatusModel):
+    """One revision. attempt, startedAt, finishedAt, outcome and message describe its current (latest)
+    rollout; previousAttempts the ones before, oldest first."""
+
     revision: str
     model_uri: str | None = None
     model_version: str | None = None
@@ -765,9 +786,29 @@ class RevisionRecord(StatusModel):
         "what `mlrollouts undo` restores",
     )
     created_at: datetime | None = None
-    finished_at: datetime | None = None
-    outcome: RevisionOutcome | None = None
+    attempt: int | None = Field(
+        default=None,
+        ge=1,
+        description="which rollout of the revision the record describes, 1 for the first (when absent); "
+        "it counts also the earlier attempts no longer kept in previousAttempts",
+    )
+    started_at: datetime | None = Field(
+        default=None, description="when the current attempt started (createdAt when absent)"
+    )
+    finished_at: datetime | None = Field(
+        default=None, description="when the revision is (or was) scaled to zero; absent while it runs"
+    )
+    outcome: RevisionOutcome | None = Field(
+        default=None,
+        description="how the current attempt ended; absent while it runs, never changed once set",
+    )
     message: str | None = None
+    previous_attempts: list[RevisionAttempt] | None = Field(
+        default=None,
+        max_length=PREVIOUS_ATTEMPTS_LIMIT,
+        description=f"the earlier attempts, oldest first, each as it ended; only appended to, the last "
+        f"{PREVIOUS_ATTEMPTS_LIMIT} kept",
+    )
 
 
 class SnapshotVerdict(StrEnum):

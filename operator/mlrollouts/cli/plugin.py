@@ -574,28 +574,43 @@ def graph_view(cluster: Cluster, obj: Object, prometheus_url: str | None) -> Gra
     return GraphView(components, p99, note)
 
 
+def _attempt_rows(record: Object, now_is: str | None, now: datetime) -> list[list[Any]]:
+    """The history rows of one revision record: one per attempt, the earlier ones as they ended
+    (after a row counting those no longer kept), then the current one."""
+    revision, version, uri = record.get("revision"), record.get("modelVersion"), record.get("modelUri")
+    created = record.get("createdAt")
+
+    def row(
+        attempt: Any, started: Any, ended: Any, outcome: Any, message: Any, now_is: Any = None
+    ) -> list[Any]:
+        started_age = age(started, now) if started else None
+        finished = age(ended, now) if ended else None
+        return [revision, now_is, version, attempt, uri, started_age, finished, outcome, message]
+
+    earlier = [a for a in record.get("previousAttempts") or [] if isinstance(a, dict)]
+    attempt = record.get("attempt") or 1
+    first_kept = (earlier[0].get("attempt") or 1) if earlier else attempt
+    rows = []
+    if first_kept > 1:
+        dropped = first_kept - 1
+        note = f"{dropped} earlier attempt{'s' if dropped > 1 else ''} not kept"
+        rows.append(row("1" if dropped == 1 else f"1-{dropped}", None, None, None, note))
+    for a in earlier:
+        started = a.get("startedAt") or created
+        rows.append(row(a.get("attempt"), started, a.get("finishedAt"), a.get("outcome"), a.get("message")))
+    started = record.get("startedAt") or created
+    finished = record.get("finishedAt")
+    rows.append(row(attempt, started, finished, record.get("outcome"), record.get("message"), now_is))
+    return rows
+
+
 def render_history(obj: Object, now: datetime) -> str:
     status = obj.get("status") or {}
     revisions = status.get("revisions") or []
     current = {status.get("stableRevision"): "stable", status.get("candidateRevision"): "candidate"}
-    rows = [
-        [
-            r.get("revision"),
-            current.get(r.get("revision")),
-            r.get("modelVersion"),
-            r.get("modelUri"),
-            age(r.get("createdAt"), now),
-            age(r.get("finishedAt"), now) if r.get("finishedAt") else None,
-            r.get("outcome"),
-            r.get("message"),
-        ]
-        for r in revisions
-    ]
-    text = (
-        table(["REVISION", "NOW", "VERSION", "MODEL", "CREATED", "FINISHED", "OUTCOME", "MESSAGE"], rows)
-        if rows
-        else "No revisions recorded yet."
-    )
+    rows = [row for r in revisions for row in _attempt_rows(r, current.get(r.get("revision")), now)]
+    header = ["REVISION", "NOW", "VERSION", "ATTEMPT", "MODEL", "STARTED", "FINISHED", "OUTCOME", "MESSAGE"]
+    text = table(header, rows) if rows else "No revisions recorded yet."
     snapshots = ((status.get("learning") or {}).get("snapshots")) or []
     if snapshots:
         snap_rows = [

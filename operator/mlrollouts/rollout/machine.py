@@ -32,7 +32,13 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from datetime import datetime, timedelta
 
-from mlrollouts.api.modeldeployment import FailureMode, OnInconclusive, Phase, RevisionOutcome
+from mlrollouts.api.modeldeployment import (
+    PREVIOUS_ATTEMPTS_LIMIT,
+    FailureMode,
+    OnInconclusive,
+    Phase,
+    RevisionOutcome,
+)
 from mlrollouts.core.conditions import DEGRADED, PROGRESSING, READY, ConditionStatus, condition
 from mlrollouts.core.events import Event
 from mlrollouts.core.verdicts import Verdict
@@ -44,6 +50,7 @@ from mlrollouts.rollout.model import (
     AnalysisRun,
     Decision,
     Observation,
+    RevisionAttempt,
     RevisionRecord,
     RolloutSpec,
     RolloutState,
@@ -157,18 +164,40 @@ class _Tick:
         else:
             record = replace(old, replicas=self.spec.replicas if active else old.replicas)
             if active and old.outcome is not None:
-                # a new attempt (retry, or the spec back on an older revision): the record says how
-                # the previous one ended
-                earlier = f"{old.outcome.value}: {old.message}" if old.message else old.outcome.value
-                record = replace(record, outcome=None, message=f"rolled out again (was {earlier})")
+                # a new attempt (retry, or the spec back on an older revision): the one that ended
+                # is kept as it ended and the record describes the new one
+                record = replace(
+                    record,
+                    attempt=old.attempt + 1,
+                    started_at=self.now,
+                    outcome=None,
+                    message=None,
+                    previous_attempts=(*old.previous_attempts, self.ended_attempt(old))[
+                        -PREVIOUS_ATTEMPTS_LIMIT:
+                    ],
+                )
         if active:
             record = replace(record, scale_down_at=None)
         records.append(record)
         self.update(revisions=tuple(records))
 
+    def ended_attempt(self, record: RevisionRecord) -> RevisionAttempt:
+        """The current attempt of ``record``, which has an outcome, as it ended: it stopped when the
+        revision was scaled down, or now, when it is rolled out again while still up."""
+        assert record.outcome is not None
+        stopped = record.scale_down_at
+        return RevisionAttempt(
+            attempt=record.attempt,
+            started_at=record.attempt_started_at,
+            finished_at=min(stopped, self.now) if stopped is not None else self.now,
+            outcome=record.outcome,
+            message=record.message,
+        )
+
     def conclude(self, revision: str | None, outcome: RevisionOutcome, message: str) -> None:
-        """Record how ``revision`` ended. A final outcome stays: a promoted revision that is later
-        replaced keeps ``Promoted`` and its message gains why it stopped serving."""
+        """Record how the current attempt of ``revision`` ended. A final outcome stays: a promoted
+        revision that is later replaced keeps ``Promoted`` and its message gains why it stopped
+        serving; earlier attempts are never touched."""
 
         def concluded(record: RevisionRecord) -> RevisionRecord:
             if record.outcome is None:

@@ -135,6 +135,19 @@ class AnalysisRecord:
 
 
 @dataclass(frozen=True)
+class RevisionAttempt:
+    """An earlier rollout of a revision, as it ended: written once, when the revision is rolled out
+    again, and never changed."""
+
+    attempt: int
+    started_at: datetime
+    finished_at: datetime
+    """When it stopped: the revision scaled to 0 or rolled out again, whichever came first."""
+    outcome: RevisionOutcome
+    message: str | None = None
+
+
+@dataclass(frozen=True)
 class RevisionRecord:
     revision: str
     replicas: int
@@ -142,10 +155,21 @@ class RevisionRecord:
     scale_down_at: datetime | None = None
     """When set, the revision is retired: scaled to 0 at that time and kept for history."""
     outcome: RevisionOutcome | None = None
-    """How the revision's rollout ended (``Promoted``, ``RolledBack``, ``Superseded``); ``None``
-    while it has not. Once set it is never changed, unless the revision is rolled out again."""
+    """How the current attempt ended (``Promoted``, ``RolledBack``, ``Superseded``); ``None`` while
+    it has not. Once set it is never changed: rolling the revision out again starts a new attempt
+    and moves this one, as it ended, to ``previous_attempts``."""
     message: str | None = None
     """Why it ended, in words."""
+    attempt: int = 1
+    """Which rollout of the revision this is, counting the earlier ones no longer kept."""
+    started_at: datetime | None = None
+    """When the current attempt started; ``None``: at ``created_at``."""
+    previous_attempts: tuple[RevisionAttempt, ...] = ()
+    """The earlier attempts, oldest first; only appended to, the last ``PREVIOUS_ATTEMPTS_LIMIT`` kept."""
+
+    @property
+    def attempt_started_at(self) -> datetime:
+        return self.started_at or self.created_at
 
 
 PER_ROLLOUT = "per_rollout"

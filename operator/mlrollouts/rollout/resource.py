@@ -9,7 +9,9 @@ kept in standard places instead, so they survive an API server that prunes unkno
   ``TrafficVerified`` condition;
 - "promoting" (all steps done or skipped by ``promote-full``): ``currentStep`` equal to the number of steps.
 
-A retired revision's ``finishedAt`` is the time it is (or was) scaled to zero.
+A retired revision's ``finishedAt`` is the time it is (or was) scaled to zero. A revision rolled out
+again keeps each earlier attempt, as it ended, in ``previousAttempts``; ``attempt``, ``startedAt``,
+``outcome`` and ``message`` of the record are the current attempt's.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from mlrollouts.api import (
 from mlrollouts.api import (
     RevisionRecord as ApiRevisionRecord,
 )
+from mlrollouts.api.modeldeployment import RevisionAttempt as ApiRevisionAttempt
 from mlrollouts.core.conditions import PROGRESSING, Condition, ConditionStatus
 from mlrollouts.core.durations import parse_duration
 from mlrollouts.core.names import ACTION_ANNOTATION
@@ -42,6 +45,7 @@ from mlrollouts.rollout.model import (
     AnalysisPolicy,
     AnalysisRecord,
     AnalysisRun,
+    RevisionAttempt,
     RevisionRecord,
     RolloutSpec,
     RolloutState,
@@ -187,6 +191,11 @@ def rollout_state(md: ModelDeployment, spec: RolloutSpec) -> RolloutState:
             # Serving is what the stable is now, not how a revision ended
             outcome=r.outcome if r.outcome is not RevisionOutcome.SERVING else None,
             message=r.message,
+            attempt=r.attempt or 1,
+            started_at=aware(r.started_at),
+            previous_attempts=tuple(
+                _attempt(a, aware(r.created_at) or EPOCH) for a in r.previous_attempts or ()
+            ),
         )
         for r in status.revisions
     )
@@ -214,6 +223,17 @@ def rollout_state(md: ModelDeployment, spec: RolloutSpec) -> RolloutState:
         history=analysis_records(status.analysis.runs),
         revisions=revisions,
         conditions=conditions,
+    )
+
+
+def _attempt(attempt: ApiRevisionAttempt, created_at: datetime) -> RevisionAttempt:
+    started = aware(attempt.started_at) or created_at
+    return RevisionAttempt(
+        attempt=attempt.attempt,
+        started_at=started,
+        finished_at=aware(attempt.finished_at) or started,
+        outcome=attempt.outcome,
+        message=attempt.message,
     )
 
 
@@ -250,9 +270,22 @@ def _revision_records(
                 model_version=old.model_version if old else (model_version if target else None),
                 template=old.template if old and old.template else (template if target else None),
                 created_at=r.created_at,
+                attempt=r.attempt,
+                started_at=r.attempt_started_at,
                 finished_at=r.scale_down_at,
                 outcome=_outcome(state, r),
                 message=r.message,
+                previous_attempts=[
+                    ApiRevisionAttempt(
+                        attempt=a.attempt,
+                        started_at=a.started_at,
+                        finished_at=a.finished_at,
+                        outcome=a.outcome,
+                        message=a.message,
+                    )
+                    for a in r.previous_attempts
+                ]
+                or None,
             )
         )
     return records
