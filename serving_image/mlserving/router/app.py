@@ -43,7 +43,7 @@ from mlserving.router.graph.endpoint import GraphEndpoint
 from mlserving.router.graph.metadata import GraphDescriptions
 from mlserving.router.graph.runtime import GraphRuntime, graph_upstreams
 from mlserving.router.headers import end_to_end_headers
-from mlserving.router.ids import IdSigner, InvalidId
+from mlserving.router.ids import CreditedIds, IdSigner, InvalidId
 from mlserving.router.metrics import RouterMetrics
 from mlserving.router.outliers import GATEWAY_FAILURES, OutlierDetector
 from mlserving.router.resolve import service_of
@@ -69,6 +69,8 @@ VARIANT_HEADER = b"x-mlrollouts-variant"
 ID_HEADER = b"x-mlrollouts-id"
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_SHADOW_INFLIGHT = 256
+DEFAULT_CREDITED_IDS = 100_000
+"""Response ids whose feedback one router remembers (about 10 MB at most), to refuse it twice."""
 
 
 @dataclass(eq=False)
@@ -196,6 +198,7 @@ class RouterApp(Application):
         resolver: EndpointResolver | None = None,
     ) -> None:
         self.signer = signer
+        self.credited = CreditedIds(DEFAULT_CREDITED_IDS)
         self.resolver = resolver
         self.metrics = metrics or RouterMetrics()
         self.max_body_bytes = max_body_bytes
@@ -552,14 +555,32 @@ class RouterApp(Application):
     # -- feedback --------------------------------------------------------------------------------
 
     async def _feedback(self, scope: Scope, receive: Receive, send: Send, model: str) -> None:
-        """Credit the variant named by the signed id, then forward the feedback to that variant."""
+        """Forward the feedback to the variant named by the signed id and credit it there, once.
+
+        Feedback for an id this router has already credited (a reward, or a label alone: a label may
+        follow its reward) is refused (409) without counting, and
+        so is feedback the variant refuses as already kept (409 from the model server or its
+        learner): a client that sends it again after a lost answer, a timeout or a router restart
+        does not count twice. Otherwise the reward is credited even when the variant is not reached
+        (the router's metrics are what experiments read)."""
         require_method(scope["method"], "POST", scope["path"])
         route = self._route_for(model)
         body = await read_body(scope, receive, self.max_body_bytes)
         feedback = parse_feedback(body)
         variant = self._credited_variant(route, model, feedback.id)
-        self.metrics.rewards.observe(feedback.reward, route.name, variant)
+        # a reward and a label alone are two kinds of feedback: a label may follow its reward
+        key = ("reward:" if feedback.reward is not None else "label:") + feedback.id
+        if key in self.credited:
+            kind = "a reward" if feedback.reward is not None else "a label"
+            raise HttpError(409, f"{kind} for response {feedback.id!r} was already counted")
+        self.credited.add(key)
         upstream_status = await self._forward_feedback(route, variant, model, body)
+        if upstream_status == 409:
+            raise HttpError(
+                409,
+                f"feedback for response {feedback.id!r} was already counted (variant {variant!r} kept it)",
+            )
+        self.metrics.rewards.observe(feedback.reward, route.name, variant)
         answer = {
             "id": feedback.id,
             "route": route.name,
