@@ -9,17 +9,16 @@ under CI=true both are failures.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from mlrollouts.local.containers import CONTAINERS_CONF, INSTALL_HINT
+from mlrollouts.local import containers
+from mlrollouts.local.containers import INSTALL_HINT
 from support import IN_CI
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,24 +47,8 @@ def image_name(kind: str) -> str:
 
 
 @dataclass(frozen=True)
-class Podman:
-    binary: str
-
-    def __call__(
-        self, *args: str, check: bool = True, timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
-        result = subprocess.run(
-            [self.binary, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"podman {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
-            )
-        return result
-
-    def inspect_image(self, name: str) -> dict:
-        return json.loads(self("image", "inspect", name).stdout)[0]
+class Podman(containers.Podman):
+    """The playground's podman runner (engine settings from hack/containers.conf), plus restricted runs."""
 
     def run_restricted(self, image: str, args: Sequence[str], *options: str, timeout: float = 120) -> str:
         """Run a container to completion as a restricted pod would; returns its standard output."""

@@ -46,8 +46,9 @@ def untrusted_types(pods: Iterable[Mapping[str, Any]]) -> UntrustedTypes | None:
     return None
 
 
-def _report(message: str) -> UntrustedTypes | None:
-    """The report in a termination message: the whole message, or its last JSON line (a log tail)."""
+def termination_report(message: str) -> dict[str, Any] | None:
+    """The JSON report in a termination message (the whole message, or its last JSON line when the
+    kubelet kept a log tail): an object with a non-empty string ``reason``; ``None`` without one."""
     for line in reversed(message.strip().splitlines()):
         line = line.strip()
         if not line.startswith("{"):
@@ -56,8 +57,16 @@ def _report(message: str) -> UntrustedTypes | None:
             report = json.loads(line)
         except ValueError:
             continue
-        if isinstance(report, dict) and report.get("reason") == UNTRUSTED_MODEL_TYPES:
-            types = report.get("untrustedTypes")
-            if isinstance(types, list) and types and all(isinstance(t, str) for t in types):
-                return UntrustedTypes(tuple(types))
+        if isinstance(report, dict) and isinstance(report.get("reason"), str) and report["reason"]:
+            return report
+    return None
+
+
+def _report(message: str) -> UntrustedTypes | None:
+    report = termination_report(message)
+    if report is None or report["reason"] != UNTRUSTED_MODEL_TYPES:
+        return None
+    types = report.get("untrustedTypes")
+    if isinstance(types, list) and types and all(isinstance(t, str) for t in types):
+        return UntrustedTypes(tuple(types))
     return None

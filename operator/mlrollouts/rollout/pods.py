@@ -11,10 +11,11 @@ are the most precise words there are, so they come first.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from mlrollouts.core.termination import termination_report
 
 MAX_MESSAGE = 400
 """Characters of a container's last words kept in a status message."""
@@ -67,9 +68,9 @@ def _container_trouble(container: Mapping[str, Any]) -> PodTrouble | None:
         facts.append(f"last exit code {terminated['exitCode']}")
     where = ", ".join(facts)
     words = str(terminated.get("message") or "")
-    report = _report(words)
+    report = termination_report(words)
     if report is not None:
-        reason, message = report
+        reason, message = report["reason"], str(report.get("message") or "")
         return PodTrouble(reason, f"{reason}: {_short(message)} ({where})", rank=3)
     # the state it is in now names it; a container running again is just not ready (yet)
     reason = str(waiting.get("reason") or (state.get("terminated") or {}).get("reason") or NOT_READY)
@@ -90,21 +91,6 @@ def _pending_trouble(status: Mapping[str, Any]) -> PodTrouble | None:
             return PodTrouble(str(cond.get("reason") or "PodNotReady"), _short(str(cond["message"])))
     if status.get("message"):
         return PodTrouble(str(status.get("reason") or "PodNotReady"), _short(str(status["message"])))
-    return None
-
-
-def _report(words: str) -> tuple[str, str] | None:
-    """The JSON report in a termination message: the whole message, or its last JSON line."""
-    for line in reversed(words.strip().splitlines()):
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            report = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(report, dict) and isinstance(report.get("reason"), str) and report["reason"]:
-            return report["reason"], str(report.get("message") or "")
     return None
 
 
