@@ -114,13 +114,18 @@ class OnnxRuntime(ModelRuntime):
         self.batchable = all(s.shape[:1] == (-1,) for s in inputs) and all(
             s.shape[:1] == (-1,) for s in outputs
         )
-        self._session = session
         if isinstance(self._model, bytes):
             self._model = b""  # the session holds its own copy
         # The binding's run() skips the Python wrapper's per-call feed checks (inputs are already
         # validated against the model's signature by the server); the public run() is the fallback.
+        # Only the binding is kept: the Python wrapper holds a copy of the model's bytes (to rebuild
+        # the session on a change of providers, which the server never asks for), as large as the
+        # model file.
         inner = getattr(session, "_sess", None)
-        self._run = inner.run if inner is not None and hasattr(inner, "run") else session.run
+        if inner is not None and hasattr(inner, "run"):
+            self._session, self._run = inner, inner.run
+        else:
+            self._session, self._run = session, session.run
         self._run_options = None
         self._ready = True
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mlserving.cli_flags import Flag, add_flags, repeatable, settings_from_flags, switch
+from mlserving.cli_flags import Flag, add_flags, repeatable, switch
 
 _FLAGS: list[Flag] = [
     ("--model-name", "model_name", {"help": "model name in URLs (env MLSERVING_MODEL_NAME)"}),
@@ -112,9 +112,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlserving.settings import ServerSettings
+    from mlserving.settings import settings_from_flags
 
-    settings = settings_from_flags("serve", ServerSettings, args)
+    settings = settings_from_flags("serve", args)
     if settings is None:
         return 2
     serve(settings)

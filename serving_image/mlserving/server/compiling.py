@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlserving.cli_flags import add_flags, configure_logging, settings_from_flags, switch
+from mlserving.cli_flags import add_flags, configure_logging, switch
 
 if TYPE_CHECKING:
     from mlserving.runtimes import LoadOptions
@@ -111,12 +111,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlserving.settings import ServerSettings
+    from mlserving.settings import settings_from_flags
 
     best_effort = bool(vars(args).pop("best_effort", False))
     if "model_name" not in vars(args) and not os.environ.get("MLSERVING_MODEL_NAME"):
         args.model_name = "model"  # the name does not change the compilation
-    settings = settings_from_flags("compile", ServerSettings, args)
+    settings = settings_from_flags("compile", args)
     if settings is None:
         return 2
     if not settings.compile_cache_dir:

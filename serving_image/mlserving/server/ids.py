@@ -24,6 +24,7 @@ import secrets
 from typing import Any
 
 _SIG_BYTES = 12
+_NONCE_DIGITS = 24  # hex digits of a generated id (96 random bits)
 
 
 class ResponseIds:
@@ -33,13 +34,13 @@ class ResponseIds:
         # Two generations of plain dicts: the newest holds up to half the size; when it is full it
         # becomes the old one and the previous old generation is dropped. Cheaper in memory and time
         # than an LRU, and every id stays known for at least ``cache_size / 2`` responses.
-        self._new: dict[str, Any] = {}
-        self._old: dict[str, Any] = {}
+        self._new: dict[str | int, Any] = {}
+        self._old: dict[str | int, Any] = {}
         self._generation = max(1, cache_size // 2)
         self._cache_size = cache_size
 
     def new(self) -> str:
-        nonce = f"{self._random.getrandbits(96):024x}"
+        nonce = f"{self._random.getrandbits(96):0{_NONCE_DIGITS}x}"
         if self._mac is None:
             return nonce
         return f"{nonce}.{self._sign(nonce)}"
@@ -52,16 +53,17 @@ class ResponseIds:
 
     def remember(self, response_id: str, prediction: Any) -> None:
         new = self._new
-        new[response_id] = prediction
+        new[_key(response_id)] = prediction
         if len(new) >= self._generation:
             self._old = new
             self._new = {}
 
     def lookup(self, response_id: str) -> tuple[bool, Any]:
         """(known, prediction or None)."""
+        key = _key(response_id)
         for generation in (self._new, self._old):
-            if response_id in generation:
-                return True, generation[response_id]
+            if key in generation:
+                return True, generation[key]
         if self._mac is not None and self._signed(response_id):
             return True, None
         return False, None
@@ -85,3 +87,20 @@ class ResponseIds:
     @property
     def cache_size(self) -> int:
         return self._cache_size
+
+
+def _key(response_id: str) -> str | int:
+    """How an id is remembered: a generated plain id as the number it spells (48 bytes instead of 80
+    for the text, a third less memory for a full cache), any other id as it is.
+
+    Only the canonical spelling (24 lowercase hex digits) becomes a number, so two different ids
+    never share a key, and a number never equals a text.
+    """
+    if len(response_id) == _NONCE_DIGITS:
+        try:
+            number = int(response_id, 16)
+        except ValueError:
+            return response_id
+        if f"{number:0{_NONCE_DIGITS}x}" == response_id:
+            return number
+    return response_id
