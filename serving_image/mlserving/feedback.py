@@ -54,3 +54,31 @@ def check_reward(reward: object) -> None:
         raise HttpError(400, "'reward' must be a finite number")
     if not math.isfinite(float(reward) * float(reward)):
         raise HttpError(400, f"'reward' {reward!r} is too large: its square must be a finite number")
+
+
+class CreditedIds:
+    """The feedback a process has credited (router or model server), the most recent ``capacity``.
+
+    Two generations of sets: the newest holds up to half the capacity; when it is full it becomes
+    the old one and the previous old generation is dropped, so every key stays known for at least
+    ``capacity / 2`` feedbacks. Keys are :func:`credit_key`: a reward and a label alone are two
+    kinds of feedback for one response (a label may follow its reward).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._generation = max(1, capacity // 2)
+        self._new: set[str] = set()
+        self._old: set[str] = set()
+
+    def __contains__(self, response_id: object) -> bool:
+        return response_id in self._new or response_id in self._old
+
+    def add(self, response_id: str) -> None:
+        self._new.add(response_id)
+        if len(self._new) >= self._generation:
+            self._old, self._new = self._new, set()
+
+
+def credit_key(feedback: Feedback) -> str:
+    """What :class:`CreditedIds` remembers of a feedback: its kind (reward, or a label alone) and id."""
+    return ("reward:" if feedback.reward is not None else "label:") + feedback.id

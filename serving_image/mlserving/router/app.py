@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from mlserving import __version__
-from mlserving.feedback import parse_feedback
+from mlserving.feedback import CreditedIds, credit_key, parse_feedback
 from mlserving.http import (
     JSON_HEADERS,
     Application,
@@ -43,7 +43,7 @@ from mlserving.router.graph.endpoint import GraphEndpoint
 from mlserving.router.graph.metadata import GraphDescriptions
 from mlserving.router.graph.runtime import GraphRuntime, graph_upstreams
 from mlserving.router.headers import end_to_end_headers
-from mlserving.router.ids import CreditedIds, IdSigner, InvalidId
+from mlserving.router.ids import IdSigner, InvalidId
 from mlserving.router.metrics import RouterMetrics
 from mlserving.router.outliers import GATEWAY_FAILURES, OutlierDetector
 from mlserving.router.resolve import service_of
@@ -568,8 +568,7 @@ class RouterApp(Application):
         body = await read_body(scope, receive, self.max_body_bytes)
         feedback = parse_feedback(body)
         variant = self._credited_variant(route, model, feedback.id)
-        # a reward and a label alone are two kinds of feedback: a label may follow its reward
-        key = ("reward:" if feedback.reward is not None else "label:") + feedback.id
+        key = credit_key(feedback)
         if key in self.credited:
             kind = "a reward" if feedback.reward is not None else "a label"
             raise HttpError(409, f"{kind} for response {feedback.id!r} was already counted")

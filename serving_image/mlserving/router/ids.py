@@ -92,27 +92,3 @@ class IdSigner:
                 f"'id' expired: issued {int(now - issued_at)} s ago, ttl {int(ttl_seconds)} s", 410
             )
         return ResponseId(route=route, variant=variant, issued_at=issued_at)
-
-
-class CreditedIds:
-    """The response ids this router has credited feedback to, the most recent ``capacity`` of them.
-
-    Two generations of sets: the newest holds up to half the capacity; when it is full it becomes
-    the old one and the previous old generation is dropped, so every id stays known for at least
-    ``capacity / 2`` feedbacks. Feedback sent again to the same router within that span is refused
-    instead of counted twice; another replica, or this one after a restart, cannot know it (the
-    serving side refuses what it has already kept: see the router's feedback handler).
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self._generation = max(1, capacity // 2)
-        self._new: set[str] = set()
-        self._old: set[str] = set()
-
-    def __contains__(self, response_id: object) -> bool:
-        return response_id in self._new or response_id in self._old
-
-    def add(self, response_id: str) -> None:
-        self._new.add(response_id)
-        if len(self._new) >= self._generation:
-            self._old, self._new = self._new, set()

@@ -260,6 +260,7 @@ class InferenceServer(Application):
 
     async def _feedback(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
         feedback = parse_feedback(await read_body(scope, receive, self.settings.max_body_bytes))
+        self.dataplane.refuse_if_credited(feedback)
         learner = await self.dataplane.forward_feedback(name, feedback)
         if learner is not None and not learner.accepted:
             # Nothing counted here either: the client may send the same feedback again.

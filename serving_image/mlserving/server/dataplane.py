@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 import mlserving
-from mlserving.feedback import Feedback
+from mlserving.feedback import CreditedIds, Feedback, credit_key
 from mlserving.http import JSON_HEADERS, Headers
 from mlserving.request_checks import ProtocolError
 from mlserving.runtimes import ModelRuntime, open_model
@@ -42,6 +42,9 @@ from mlserving.server.learner import LearnerAnswer, LearnerLink
 from mlserving.server.metrics import LearningMetrics, ServerMetrics
 from mlserving.server.protocol import InferenceRequest, bind_inputs, check_outputs
 from mlserving.settings import ServerSettings
+
+CREDITED_FEEDBACK = 20_000
+"""Feedbacks whose ids the server remembers (a few MB at most) to refuse the same one twice."""
 
 log = logging.getLogger("mlserving.server")
 
@@ -106,6 +109,7 @@ class DataPlane:
         self.version = settings.model_version
         self.metrics = metrics or ServerMetrics(settings.metric_model, settings.revision)
         self.ids = ResponseIds(settings.id_key, settings.id_cache_size)
+        self.credited = CreditedIds(CREDITED_FEEDBACK)
         self.state: State = "loading"
         self.load_error: str | None = None
         self.native_fallback: str | None = None
@@ -229,6 +233,13 @@ class DataPlane:
             return None
         return await self.learner.forward_feedback(feedback.id, feedback.label)
 
+    def refuse_if_credited(self, feedback: Feedback) -> None:
+        """409 for feedback this server has already counted (a reward, or a label alone): a client
+        that sends it again after a lost answer does not count twice."""
+        if credit_key(feedback) in self.credited:
+            kind = "a reward" if feedback.reward is not None else "a label"
+            raise ProtocolError(f"{kind} for response {feedback.id!r} was already counted", 409)
+
     def feedback(self, name: str, feedback: Feedback, *, learner_accepted: bool = False) -> FeedbackOutcome:
         """Credit feedback on a response of this server; 404 for an id it did not produce.
 
@@ -237,8 +248,10 @@ class DataPlane:
         """
         self.lookup(name)
         known, prediction = self.ids.lookup(feedback.id)
+        self.refuse_if_credited(feedback)
         if not known and learner_accepted:
             self.metrics.observe_feedback(feedback.reward, None)
+            self.credited.add(credit_key(feedback))
             return FeedbackOutcome(feedback.reward, None)
         if not known:
             raise ProtocolError(
@@ -257,6 +270,7 @@ class DataPlane:
                 if reward is None:
                     reward = hits / len(given)
         self.metrics.observe_feedback(reward, correct)
+        self.credited.add(credit_key(feedback))
         return FeedbackOutcome(reward, correct)
 
     # ---------------------------------------------------------------- lifecycle

@@ -4,8 +4,9 @@ and the model server's counters.
 Real processes: a learner, a model server logging to it (``--learner-url``) and a router in front.
 A prediction through the router gets a signed response id; its labelled feedback is acknowledged;
 the router is killed and started again on the same port, and the client sends the same feedback
-again (it cannot know whether the first one arrived). The learner refuses the copy (409, the row is
-already in its log), the server counts nothing for it, and the router says so (``upstreamStatus``).
+again (it cannot know whether the first one arrived). The model server refuses the copy (409: it
+remembers what it counted; after a server restart the learner would, its row being in the log), the
+learner writes nothing more, and the router answers 409 too.
 
 The router's own ``mlrouter_feedback_total`` and reward sums (what experiments read) count the copy
 neither: the restarted router has no memory of the id, but the variant's 409 tells it the feedback
@@ -72,6 +73,6 @@ def test_feedback_sent_again_after_a_router_kill_is_counted_once(tmp_path, start
         f"{counted_by_first_router} before the kill + {counted_by_second_router} after"
     )
     assert rows.request_id == [response_id] and rows.label == [int(y[0])]
-    assert (joined, duplicate) == (1, 1)
+    assert (joined, duplicate) == (1, 0)  # the server refused the copy before the learner saw it
     assert server_count == 1
     assert (counted_by_first_router, counted_by_second_router) == (1, 0)

@@ -54,6 +54,10 @@ def test_feedback_reward_and_label(skops_server, iris, client):
     assert r2.json() == {"id": "router.v1.abc", "accepted": True, "reward": 1.0, "correct": True}
     r3 = client.post(f"{skops_server.url}/v2/models/iris/feedback", json={"id": generated, "label": 2})
     assert r3.json()["correct"] is False and r3.json()["reward"] == 0.0
+    # the same feedback again (a client that lost the answer) is refused, and counts nowhere
+    for again in ({"id": generated, "reward": 0.75}, {"id": generated, "label": 2}):
+        refused = client.post(f"{skops_server.url}/v2/models/iris/feedback", json=again)
+        assert refused.status_code == 409 and "already counted" in refused.json()["error"], refused.text
     text = scrape(client, skops_server)
     assert metric_value(text, "mlserving_feedback_total", **labels) == fb0 + 3
     assert metric_value(text, "mlserving_reward_sum", **labels) == pytest.approx(reward0 + 1.75)

@@ -23,8 +23,8 @@ def totals(client, server) -> tuple[float, float, float]:
 def test_reward_sum_of_squares(skops_server, iris, client):
     feedback0, sum0, squares0 = totals(client, skops_server)
     body = skops_server.infer_body(iris.features[:1])
-    response_id = client.post(f"{skops_server.url}/v2/models/iris/infer", json=body).json()["id"]
-    for reward in (2.0, -3.0):
+    for reward in (2.0, -3.0):  # one reward per response
+        response_id = client.post(f"{skops_server.url}/v2/models/iris/infer", json=body).json()["id"]
         ok = client.post(
             f"{skops_server.url}/v2/models/iris/feedback", json={"id": response_id, "reward": reward}
         )
