@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 
 .PHONY: venv prereqs-demo prereqs-test test test-unit test-integration test-e2e test-faults test-faults-long fuzz lint crds demo bench bench-serving bench-router \
-        bench-operator bench-bandits bench-apiserver bench-composite bench-learning images test-images e2e-images kind-e2e clean
+        bench-operator bench-bandits bench-apiserver bench-composite bench-learning images test-images e2e-images kind-e2e soak clean
 
 venv: $(STAMP)
 
@@ -94,6 +94,14 @@ bench-composite: venv
 # Online learning: learner throughput, snapshot hot-loading, guard rollback on the playground (one table).
 bench-learning: venv
 	$(PY) tests/bench/bench_learning.py
+
+# Soak on the local playground (not part of `make bench`; needs prometheus): mixed traffic through the
+# router and a new canary every few minutes for SOAK_MINUTES (default 30); prints RSS/fd/thread growth
+# per component, 5xx/4xx counts and canaries promoted; exit status 1 when a target is missed.
+SOAK_MINUTES ?= 30
+
+soak: prereqs-demo venv
+	SOAK_MINUTES=$(SOAK_MINUTES) $(PY) tests/bench/soak.py
 
 # Container images: Docker where a daemon answers, else buildah (a local Debian base where no
 # registry answers; LOCAL_BASE=1 forces it). Sizes and build times are printed at the end.
