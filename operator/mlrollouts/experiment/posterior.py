@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import stats
+from scipy import special  # scipy.stats would add ~50 MB to the operator for two quantiles
 
 from mlrollouts.experiment.config import (
     BetaPrior,
@@ -91,7 +91,7 @@ class BetaPosterior:
     def interval(self, level: float) -> tuple[float, float]:
         """Equal-tailed credible interval."""
         tail = (1 - level) / 2
-        low, high = stats.beta.ppf([tail, 1 - tail], self.alpha, self.beta)
+        low, high = (special.betaincinv(self.alpha, self.beta, q) for q in (tail, 1 - tail))
         return float(low), float(high)
 
     def draw(self, rng: np.random.Generator, size: int) -> FloatArray:
@@ -134,7 +134,7 @@ class NormalInverseGammaPosterior:
         """Equal-tailed credible interval of the mean."""
         df, loc, scale = self.mean_distribution
         tail = (1 - level) / 2
-        low, high = stats.t.ppf([tail, 1 - tail], df, loc=loc, scale=scale)
+        low, high = (loc + scale * special.stdtrit(df, q) for q in (tail, 1 - tail))
         return float(low), float(high)
 
     def draw(self, rng: np.random.Generator, size: int) -> FloatArray:
