@@ -9,7 +9,8 @@ the router:
 - malformed requests, each of which must be answered with a 4xx: a body that is not JSON, a tensor
   of the wrong shape, a request without ``inputs``, data that are not numbers, a model without a
   route, feedback with a forged id;
-- feedback (``POST /v2/models/iris/feedback``) for the ids of earlier answers.
+- feedback (``POST /v2/models/iris/feedback``) for the ids of earlier answers, one reward each; a
+  reward sent again is one of the requests that must get a 4xx (409: feedback is counted once).
 
 Every ``--rollout-every`` seconds (default 180; a quarter of a shorter run) a new canary starts, alternating the two model files
 with a new ``spec.model.version`` (a new revision each time), and is left to promote (shadow -> 10 %
@@ -196,7 +197,15 @@ def growth(samples: list[Sample], warmup_until: float) -> tuple[float, int, int,
 
 
 # --------------------------------------------------------------------------------------- traffic
-MALFORMED = ("not-json", "wrong-shape", "no-inputs", "not-numbers", "unknown-model", "forged-feedback")
+MALFORMED = (
+    "not-json",
+    "wrong-shape",
+    "no-inputs",
+    "not-numbers",
+    "unknown-model",
+    "forged-feedback",
+    "feedback-again",
+)
 
 
 @dataclass
@@ -214,6 +223,7 @@ class Traffic:
     no_answer: Counter[str] = field(default_factory=Counter)
     failures: deque[str] = field(default_factory=lambda: deque(maxlen=20))
     ids: deque[str] = field(default_factory=lambda: deque(maxlen=200))
+    rewarded: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=50))
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _workers: list[threading.Thread] = field(default_factory=list)
@@ -245,12 +255,18 @@ class Traffic:
             data = [v for _ in range(n) for v in rng.choice(self.rows)]
             return "batch", infer, self._body(n, data)
         if roll < 0.88:
-            with self._lock:
-                response_id = rng.choice(self.ids) if self.ids else None
+            with self._lock:  # one reward per answer: a second one is refused (feedback-again)
+                response_id = self.ids.popleft() if self.ids else None
             if response_id is not None:
                 body = {"id": response_id, "reward": float(rng.random() < 0.7)}
+                with self._lock:
+                    self.rewarded.append(body)
                 return "feedback", f"/v2/models/{self.model}/feedback", json.dumps(body).encode()
         kind = rng.choice(MALFORMED)
+        if kind == "feedback-again":
+            with self._lock:
+                again = self.rewarded[0] if self.rewarded else {"id": "forged.0.0", "reward": 1.0}
+            return kind, f"/v2/models/{self.model}/feedback", json.dumps(again).encode()
         if kind == "not-json":
             return kind, infer, b"{not json"
         if kind == "wrong-shape":
