@@ -34,12 +34,14 @@ from mlrollouts.controller.experiment import ExperimentController
 from mlrollouts.controller.kube import Kube, KubeError
 from mlrollouts.controller.modeldeployment import ModelDeploymentController
 from mlrollouts.controller.notifications import Notifier, notifications_for
-from mlrollouts.controller.resource import KindController, ResourceState, run_pass
+from mlrollouts.controller.resource import KindController, ResourceState, action_waiting, run_pass
 from mlrollouts.core.events import COMPONENT, Event, event_object
 from mlrollouts.core.names import GROUP
 
 KOPF_PREFIX = f"kopf.{GROUP}"
 LOG_FORMATS = {"json": kopf.LogFormat.JSON, "text": kopf.LogFormat.FULL}
+ACTION_RECHECK_SECONDS = 2.0
+"""How long an action annotation may wait on the live body before the driver runs a pass for it."""
 
 log = logging.getLogger("mlrollouts.controller")
 
@@ -182,17 +184,22 @@ class Handlers:
     def __init__(self, controller: KindController) -> None:
         self.controller = controller
 
-    async def run(self, body: kopf.Body, memo: kopf.Memo) -> None:
+    async def run(self, body: kopf.Body | dict[str, Any], memo: kopf.Memo) -> None:
         state = _state(memo)
         async with state.lock:
             # a daemon's body is a live view: the status this pass started from is copied before it moves
             seen = {**body, "status": copy.deepcopy(dict(body.get("status") or {}))}
             started = time.perf_counter()
+            state.last_pass_at = time.monotonic()
             try:
                 outcome = await run_pass(self.controller, dict(body), memo.kube, memo.config, state)
             except KubeError as exc:
                 metrics.RECONCILE_ERRORS.labels("api").inc()
-                raise kopf.TemporaryError(str(exc), delay=1 if exc.status == 409 else 5) from exc
+                delay = 1 if exc.status == 409 else 5
+                # the driver retries too: kopf's own retry may never come (a failed write of its
+                # progress waits for the object's next event)
+                state.schedule(delay)
+                raise kopf.TemporaryError(str(exc), delay=delay) from exc
             except Exception:
                 metrics.RECONCILE_ERRORS.labels("internal").inc()
                 raise
@@ -201,7 +208,8 @@ class Handlers:
             if outcome is None:  # the body predates our last write: look again shortly
                 state.schedule(memo.config.poll)
                 return
-            namespace, name = body.metadata.namespace or "", body.metadata.name or ""
+            meta = body.get("metadata") or {}
+            namespace, name = meta.get("namespace") or "", meta.get("name") or ""
             self.controller.record(namespace, name, outcome)
             for event in outcome.events:
                 log.info("%s/%s %s: %s", namespace, name, event.reason, event.message)
@@ -221,6 +229,12 @@ class Handlers:
         while not stopped:
             state.wake.clear()
             now = time.monotonic()
+            if action_waiting(body) and now - state.last_pass_at >= ACTION_RECHECK_SECONDS:
+                # an action annotation no pass has taken yet (its change event lost, or its pass failed
+                # where kopf does not retry): act on the object as the API server has it now, never on
+                # a live body that may lag behind a status already written
+                await self.run_fresh(body, memo, logger)
+                continue
             if state.next_at is not None and now >= state.next_at:
                 try:
                     await self.run(body, memo)
@@ -234,6 +248,20 @@ class Handlers:
             timeout = config.tick if state.next_at is None else min(config.tick, state.next_at - now)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(state.wake.wait(), timeout=max(timeout, 0.0))
+
+    async def run_fresh(self, body: kopf.Body, memo: kopf.Memo, logger: Any) -> None:
+        """A pass over the object read from the API server now, when it still waits for an action."""
+        state = _state(memo)
+        state.last_pass_at = time.monotonic()
+        kind = self.controller.kind
+        try:
+            fresh = await memo.kube.get(
+                kind.api_version, kind.kind, body.metadata.namespace, body.metadata.name
+            )
+            if fresh is not None and action_waiting(fresh):
+                await self.run(fresh, memo)
+        except (KubeError, kopf.TemporaryError) as exc:
+            logger.warning("action pass failed, retrying: %s", exc)
 
     async def deleted(self, name: str, namespace: str | None, **_: Any) -> None:
         # children carry owner references: the garbage collector removes them

@@ -127,6 +127,8 @@ class ResourceState:
     memory: dict[str, Any] = field(default_factory=dict)
     written: tuple[Any, float] | None = None
     """The progress key of the last status written, and until when to wait for it."""
+    last_pass_at: float = 0.0
+    """When the last pass started (monotonic clock)."""
 
     def stale(self, key: Any, clock: Callable[[], float] = time.monotonic) -> bool:
         return self.written is not None and key != self.written[0] and clock() < self.written[1]
@@ -224,6 +226,12 @@ def pending_action(body: Obj, status: Obj) -> tuple[str | None, Obj]:
         return action, body
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != ACTION_ANNOTATION}
     return None, {**body, "metadata": {**meta, "annotations": annotations}}
+
+
+def action_waiting(body: Obj) -> bool:
+    """Whether ``body`` carries an action annotation its status does not hold as handled yet."""
+    action = _annotation(body.get("metadata") or {})
+    return action is not None and (body.get("status") or {}).get(HANDLED_ACTION) != action
 
 
 def intent_status(status: Obj, ctx: Pass, acted: bool) -> Obj:
