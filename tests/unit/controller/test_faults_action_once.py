@@ -14,7 +14,14 @@ import pytest
 from mlrollouts.controller.config import OperatorConfig
 from mlrollouts.controller.kube import KubeError
 from mlrollouts.controller.modeldeployment import ModelDeploymentController
-from mlrollouts.controller.resource import HANDLED_ACTION, Outcome, ResourceState, pending_action, run_pass
+from mlrollouts.controller.resource import (
+    HANDLED_ACTION,
+    Outcome,
+    ResourceState,
+    action_waiting,
+    pending_action,
+    run_pass,
+)
 from mlrollouts.core.names import ACTION_ANNOTATION
 from support.fake_kube import FakeKube
 
@@ -151,3 +158,11 @@ def test_an_action_the_status_already_holds_is_hidden_from_the_kind():
     assert body["metadata"]["annotations"][ACTION_ANNOTATION] == "promote"  # the caller's body is intact
     assert pending_action(body, {HANDLED_ACTION: "abort"}) == ("promote", body)
     assert pending_action(body, {}) == ("promote", body)
+
+
+def test_an_action_waits_until_the_status_holds_it_as_handled():
+    body: dict[str, Any] = {"metadata": {"annotations": {ACTION_ANNOTATION: "promote"}}, "status": {}}
+    assert action_waiting(body)  # the driver runs a pass for it when no event did
+    body["status"][HANDLED_ACTION] = "promote"
+    assert not action_waiting(body)  # acted on: only the annotation's removal is left
+    assert not action_waiting({"metadata": {}, "status": {HANDLED_ACTION: "promote"}})
