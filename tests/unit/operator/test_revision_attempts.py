@@ -4,116 +4,14 @@ finishedAt are the current attempt's."""
 
 from __future__ import annotations
 
-import copy
-import json
-from datetime import UTC, datetime, timedelta
-
-from mlrollouts.api import ModelDeployment, ModelDeploymentStatus
 from mlrollouts.api.modeldeployment import PREVIOUS_ATTEMPTS_LIMIT
 from mlrollouts.cli.undo import apply_merge_patch, choose, undo_patch
-from mlrollouts.core.verdicts import CheckOutcome, Verdict
-from mlrollouts.rollout import Action, AnalysisRun, Observation, RevisionHealth, decide
-from mlrollouts.rollout.resource import revision_template, rollout_spec, rollout_state, status_from_state
-
-T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-
-
-def manifest(uri: str) -> dict:
-    return {
-        "apiVersion": "mlrollouts.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": "iris", "namespace": "ml", "generation": 1, "uid": "u-1"},
-        "spec": {
-            "model": {"uri": uri, "format": "onnx"},
-            "serving": {"replicas": 1},
-            "rollout": {
-                "steps": [{"weight": 20, "duration": "10s"}, {"weight": 50, "duration": "10s"}],
-                "analysis": {
-                    "interval": "5s",
-                    "failureLimit": 2,
-                    "checks": [{"name": "errors", "template": "error-rate", "max": 0.05}],
-                },
-                "scaleDownDelay": "30s",
-            },
-        },
-    }
-
-
-class Cluster:
-    """Every pass reads the state from the status and writes it back through JSON, as the controller
-    does; ``passes`` keeps every status written."""
-
-    def __init__(self) -> None:
-        self.obj = manifest("file:///models/v1.onnx")
-        self.now = T0
-        self.weights: dict[str, int] | None = None
-        self.replicas: dict[str, int] = {}
-        self.passes: list[dict] = []
-
-    def tick(self, after: float = 0.0, verdict: Verdict | None = None, action: Action | None = None) -> None:
-        self.now += timedelta(seconds=after)
-        md = ModelDeployment.model_validate(self.obj)
-        spec = rollout_spec(md)
-        state = rollout_state(md, spec)
-        run = None
-        if verdict is not None:
-            check = CheckOutcome("errors", verdict, value=0.1, samples=100)
-            run = AnalysisRun(self.now, (check,), revision=state.candidate)
-        obs = Observation(
-            revisions={r: RevisionHealth(n, n) for r, n in self.replicas.items()},
-            verified_weights=self.weights,
-            analysis=run,
-            action=action,
-        )
-        decision = decide(spec, state, obs, self.now)
-        status = status_from_state(
-            decision.state,
-            spec,
-            md.status,
-            True,
-            self.now,
-            model_uri=md.spec.model.uri,
-            template=revision_template(md),
-        )
-        status = json.loads(json.dumps(status))
-        ModelDeploymentStatus.model_validate(status)
-        self.obj = {**self.obj, "status": status}
-        self.passes.append(copy.deepcopy(status))
-        self.weights = dict(decision.weights)
-        self.replicas.update(decision.replicas)
-
-    def set_spec(self, spec: dict) -> None:
-        meta = {**self.obj["metadata"], "generation": self.obj["metadata"]["generation"] + 1}
-        self.obj = {**self.obj, "metadata": meta, "spec": spec}
-        for _ in range(3):
-            self.tick()
-
-    def deploy(self, uri: str) -> str:
-        self.set_spec({**self.obj["spec"], "model": {"uri": uri, "format": "onnx"}})
-        return self.status["candidateRevision"]
-
-    def fail(self) -> None:
-        self.tick(5, Verdict.FAIL)
-        self.tick(5, Verdict.FAIL)
-        assert self.status["phase"] == "Degraded"
-
-    def pass_all_steps(self) -> None:
-        for _ in range(12):
-            self.tick(5, Verdict.PASS)
-            if self.status["phase"] == "Healthy":
-                return
-        raise AssertionError(f"not promoted: {self.status.get('message')}")
-
-    @property
-    def status(self) -> dict:
-        return self.obj["status"]
-
-    def record(self, revision: str) -> dict:
-        return next(r for r in self.status["revisions"] if r["revision"] == revision)
+from mlrollouts.rollout import Action
+from support.rollout_sim import Cluster
 
 
 def started() -> Cluster:
-    cluster = Cluster()
+    cluster = Cluster(scaleDownDelay="30s")
     for _ in range(3):
         cluster.tick()
     return cluster
