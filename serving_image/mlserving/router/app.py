@@ -70,7 +70,7 @@ ID_HEADER = b"x-mlrollouts-id"
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_SHADOW_INFLIGHT = 256
 DEFAULT_CREDITED_IDS = 100_000
-"""Response ids whose feedback one router remembers (about 10 MB at most), to refuse it twice."""
+"""Response ids whose feedback one router remembers (about 1.4 MB), to refuse it twice."""
 
 
 @dataclass(eq=False)
