@@ -5,6 +5,11 @@ a one-line JSON report as its termination message (``mlserving.runtimes.refusals
 keeps it in the pod's ``status.containerStatuses[].lastState.terminated.message`` (or
 ``state.terminated`` until the restart). The operator reads it from the pods of a revision that is
 not ready, so the resource says why at once instead of timing out at the progress deadline.
+
+A server whose model cannot be fetched (``ModelFetchFailed``) or fetched but not loaded
+(``ModelLoadFailed``: a corrupt file, another format, no ``predict``) ends the same way; those
+reports carry only a reason and a message, which ``termination_report`` reads and
+``mlrollouts.rollout.pods`` puts first, so they need no constant here.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ reached through ``lookup``, and ``_install`` is the one place that sets the mode
 replacing a loaded model is one assignment; requests keep the model they looked up.
 
 The model is fetched and loaded in a worker thread after ``start``: the data plane is live at once
-and ready when the model is; a failed fetch or load keeps it live but not ready.
+and ready when the model is. A failed fetch or load keeps it live but not ready, or, with
+``MLSERVING_EXIT_ON_REFUSED_MODEL=true`` (what the operator's pods set), ends the process with a
+termination report (``ModelFetchFailed``, ``ModelLoadFailed`` or the refusal's reason).
 
 Online learning (off unless configured): with a learner URL every inference is logged to the
 learner and labelled feedback is forwarded to it (``mlserving.server.learner``); with a snapshot
@@ -44,7 +46,7 @@ from mlserving.server.protocol import InferenceRequest, bind_inputs, check_outpu
 from mlserving.settings import ServerSettings
 
 CREDITED_FEEDBACK = 20_000
-"""Feedbacks whose ids the server remembers (a few MB at most) to refuse the same one twice."""
+"""Feedbacks whose ids the server remembers (about 0.3 MB) to refuse the same one twice."""
 
 log = logging.getLogger("mlserving.server")
 
@@ -384,12 +386,13 @@ class DataPlane:
             self.load_error = str(exc)
             self.metrics.load_failures_child.inc()
             log.error(
-                "model %s not loaded, server stays live but not ready: %s",
+                "model %s not loaded: %s",
                 self.model_name,
                 exc,
                 extra={"model_uri": self.settings.model_uri, "error_type": type(exc).__name__},
             )
-            exit_if_refused_for_good(exc)  # a refusal no retry can change ends the container, when asked
+            # a refusal, failed fetch or failed load ends the container with a report, when asked
+            exit_if_refused_for_good(exc, model=self.settings.model_uri)
             return
         self._install(self._loaded(runtime))
         elapsed = time.perf_counter() - started

@@ -95,7 +95,7 @@ def test_the_server_exits_with_the_report_only_when_asked(tmp_path: Path) -> Non
         f"""
         from pathlib import Path
         from mlserving.runtimes.refusals import UntrustedTypesError, exit_if_refused_for_good
-        exit_if_refused_for_good(ValueError("transient"), path=Path({str(termination_log)!r}))
+        exit_if_refused_for_good(KeyboardInterrupt(), path=Path({str(termination_log)!r}))  # not a failure
         exit_if_refused_for_good(UntrustedTypesError("refused", [{TREE!r}]), path=Path({str(termination_log)!r}))
         print("still running")
         """
