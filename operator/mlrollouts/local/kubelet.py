@@ -1,4 +1,4 @@
-"""The process kubelet: plays kubelet, ReplicaSet controller and endpoints controller on one machine.
+"""The process kubelet: plays kubelet, ReplicaSet, Job and endpoints controllers on one machine.
 
 For every Deployment it keeps ``spec.replicas`` local processes of the pod template's containers,
 maps each container port to a free loopback port, runs the readiness and liveness probes over HTTP,
@@ -18,6 +18,11 @@ rewritten to them (see ``mlrollouts.local.volumes``); a pod whose Secret or Conf
 yet waits for it. Init containers run one after the other before the containers start, each until
 it exits 0.
 Deployments roll out with surge, or ``Recreate`` (every old pod gone before a new one starts).
+A Job runs one pod to completion: with ``restartPolicy: OnFailure`` a failed container restarts in
+its pod, with ``Never`` a new pod replaces a failed one; the Job fails once its failures exceed
+``backoffLimit`` or it has run longer than ``activeDeadlineSeconds``, and is deleted
+``ttlSecondsAfterFinished`` after it ended. Its status (``active``, ``succeeded``, ``failed``, the
+``Complete``/``Failed`` conditions) is written back as the Job controller writes it.
 Startup, readiness and liveness probes run over HTTP. With a service proxy (``service_proxy_port``),
 processes reach ``http://<service>.<namespace>.svc`` names through it (see
 ``mlrollouts.local.service_proxy``). With ``runtime=PodmanRuntime(...)`` (``--runtime podman``) the
@@ -175,6 +180,8 @@ class ContainerProcess:
     next_liveness: float = 0.0
     last_error: str = ""
     last_message: str = ""  # termination message of the last exit (FallbackToLogsOnError: the log tail)
+    # exited for good: a Job pod's container that succeeded (or failed, restartPolicy Never)
+    done: bool = False
 
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
@@ -202,16 +209,47 @@ class PodProcess:
     waiting: str = ""  # what the pod waits for before its containers start (a missing Secret)
     spec: Obj = field(default_factory=dict)  # the pod template's spec
     init_containers: list[ContainerProcess] = field(default_factory=list)  # run in order, each to success
+    owner_kind: str = "Deployment"  # or "Job" (``deployment`` then names the Job)
+    restart_policy: str = "Always"
+    counted: bool = False  # a failed Job pod already counted among the Job's failures
 
     @property
     def ready(self) -> bool:
         return not self.failure and self.terminating_since is None and all(c.ready for c in self.containers)
+
+    @property
+    def finished(self) -> str:
+        """``Succeeded`` or ``Failed`` once every container of a run-to-completion pod has exited for
+        good (or the pod cannot run at all); "" while it runs or for a Deployment's pod."""
+        if self.restart_policy == "Always":
+            return ""
+        if self.failure:
+            return "Failed"
+        if not self.containers or not all(c.done for c in self.containers):
+            return ""
+        return "Succeeded" if all(c.last_exit == 0 for c in self.containers) else "Failed"
 
     def port_map(self) -> dict[int, int]:
         ports: dict[int, int] = {}
         for container in self.containers:
             ports.update(container.ports)
         return ports
+
+
+@dataclass
+class JobRun:
+    """What the kubelet knows of one Job it runs (its status is written from this)."""
+
+    uid: str
+    start_time: str = field(default_factory=lambda: now_iso())
+    started: float = field(default_factory=time.monotonic)
+    failed_pods: int = 0
+    ended: str = ""  # "Complete" or "Failed"
+    reason: str = ""
+    message: str = ""
+    completion_time: str = ""
+    ended_at: float = 0.0
+    published: str = ""
 
 
 def termination_message(container: ContainerProcess, code: int) -> str:
@@ -277,6 +315,49 @@ def probe_passes(probe: Probe) -> bool:
         return False
 
 
+def job_run(job: Obj) -> JobRun:
+    """The run of a Job first seen now; one that ended before (a restarted kubelet) stays ended."""
+    status = job.get("status") or {}
+    run = JobRun(uid=job["metadata"].get("uid", ""), start_time=status.get("startTime") or now_iso())
+    run.failed_pods = int(status.get("failed") or 0)
+    for condition in status.get("conditions") or []:
+        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
+            run.ended, run.reason = condition["type"], condition.get("reason") or ""
+            run.message = condition.get("message") or ""
+            run.completion_time = (
+                status.get("completionTime") or condition.get("lastTransitionTime") or now_iso()
+            )
+            run.ended_at = time.monotonic()
+    return run
+
+
+def job_status(run: JobRun, pods: list[PodProcess]) -> Obj:
+    """A Job's status as the Job controller writes it (with the conditions Kubernetes 1.31+ adds)."""
+    status: Obj = {
+        "startTime": run.start_time,
+        "active": sum(1 for p in pods if not p.finished) if not run.ended else 0,
+        "succeeded": sum(1 for p in pods if p.finished == "Succeeded"),
+        "failed": run.failed_pods + sum(c.restarts for p in pods for c in p.containers),
+        "ready": sum(1 for p in pods if p.ready and not p.finished),
+    }
+    if run.ended:
+        interim = "SuccessCriteriaMet" if run.ended == "Complete" else "FailureTarget"
+        status["conditions"] = [
+            {
+                "type": kind,
+                "status": "True",
+                "reason": run.reason,
+                "message": run.message,
+                "lastProbeTime": run.completion_time,
+                "lastTransitionTime": run.completion_time,
+            }
+            for kind in (interim, run.ended)
+        ]
+        if run.ended == "Complete":
+            status["completionTime"] = run.completion_time
+    return status
+
+
 class ProcessKubelet:
     """Runs Deployments of one API server as local processes (see the module docstring)."""
 
@@ -304,6 +385,7 @@ class ProcessKubelet:
         self.poll_interval = poll_interval
         self.extra_env = extra_env or {}
         self.pods: dict[tuple[str, str], PodProcess] = {}
+        self.jobs: dict[tuple[str, str], JobRun] = {}
         self._published_deployments: dict[tuple[str, str], str] = {}
         self._published_endpoints: dict[tuple[str, str], str] = {}
         self._published_sd = ""
@@ -333,10 +415,13 @@ class ProcessKubelet:
 
     def sync_once(self) -> None:
         deployments = self.kube.list("apps/v1", "Deployment", self.namespace)
+        jobs = self.kube.list("batch/v1", "Job", self.namespace)
         self._reconcile_deployments(deployments)
+        self._reconcile_jobs(jobs)
         self._supervise()
         self._publish_pods()
         self._publish_deployments(deployments)
+        self._publish_jobs(jobs)
         self._publish_endpoints()
         self._publish_prometheus_targets()
 
@@ -379,7 +464,11 @@ class ProcessKubelet:
             wanted_keys.add((meta.get("namespace", "default"), meta["name"]))
             self._reconcile_deployment(deployment)
         for pod in list(self.pods.values()):
-            if (pod.namespace, pod.deployment) not in wanted_keys and pod.terminating_since is None:
+            if (
+                pod.owner_kind == "Deployment"
+                and (pod.namespace, pod.deployment) not in wanted_keys
+                and pod.terminating_since is None
+            ):
                 self._terminate(pod)
 
     def _reconcile_deployment(self, deployment: Obj) -> None:
@@ -389,7 +478,7 @@ class ProcessKubelet:
         replicas = int(spec.get("replicas", 1))
         template = spec.get("template") or {}
         current_hash = template_hash(template)
-        every = [p for p in self.pods.values() if (p.namespace, p.deployment) == (namespace, name)]
+        every = self._pods_of("Deployment", namespace, name)
         mine = [p for p in every if p.terminating_since is None]
         current = [p for p in mine if p.hash == current_hash]
         old = [p for p in mine if p.hash != current_hash]
@@ -414,15 +503,113 @@ class ProcessKubelet:
             for pod in old:
                 self._terminate(pod)
 
-    def _new_pod(self, deployment: Obj, template: Obj, tmpl_hash: str) -> PodProcess:
+    # ------------------------------------------------------------------ jobs
+    def _reconcile_jobs(self, jobs: list[Obj]) -> None:
+        wanted: set[tuple[str, str]] = set()
+        now = time.monotonic()
+        for job in jobs:
+            meta = job["metadata"]
+            if meta.get("deletionTimestamp"):
+                continue
+            key = (meta.get("namespace", "default"), meta["name"])
+            wanted.add(key)
+            run = self.jobs.get(key)
+            if run is None or run.uid != meta.get("uid", ""):
+                run = self.jobs[key] = job_run(job)
+            self._reconcile_job(job, run, now)
+        for key in [k for k in self.jobs if k not in wanted]:
+            del self.jobs[key]
+            for pod in self._pods_of("Job", *key):
+                self._terminate(pod)
+
+    def _reconcile_job(self, job: Obj, run: JobRun, now: float) -> None:
+        meta, spec = job["metadata"], job.get("spec") or {}
+        namespace, name = meta.get("namespace", "default"), meta["name"]
+        pods = [p for p in self._pods_of("Job", namespace, name) if p.terminating_since is None]
+        for pod in pods:
+            if pod.finished == "Failed" and not pod.counted:
+                pod.counted = True
+                run.failed_pods += 1
+        if not run.ended:
+            failures = run.failed_pods + sum(c.restarts for p in pods for c in p.containers)
+            deadline = spec.get("activeDeadlineSeconds")
+            if any(p.finished == "Succeeded" for p in pods):
+                self._end_job(
+                    run, now, "Complete", "CompletionsReached", "Reached expected number of succeeded pods"
+                )
+            elif failures > int(spec.get("backoffLimit", 6)):
+                self._end_job(
+                    run, now, "Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+                )
+            elif deadline is not None and now - run.started > float(deadline):
+                self._end_job(
+                    run, now, "Failed", "DeadlineExceeded", "Job was active longer than specified deadline"
+                )
+            elif not any(not p.finished for p in pods):
+                pod = self._new_pod(job, spec.get("template") or {}, "", kind="Job")
+                self.pods[(pod.namespace, pod.name)] = pod
+            if run.ended:
+                log.info("job %s/%s %s: %s", namespace, name, run.ended, run.message)
+        if run.ended:
+            for pod in pods:
+                if not pod.finished:
+                    # a Job that ended stops what still runs; its restarts stay among the failures
+                    run.failed_pods += sum(c.restarts for c in pod.containers)
+                    self._terminate(pod)
+            ttl = spec.get("ttlSecondsAfterFinished")
+            if ttl is not None and now - run.ended_at >= float(ttl):
+                with contextlib.suppress(KubeError):
+                    self.kube.delete("batch/v1", "Job", namespace, name)
+
+    @staticmethod
+    def _end_job(run: JobRun, now: float, ended: str, reason: str, message: str) -> None:
+        run.ended, run.reason, run.message = ended, reason, message
+        run.completion_time, run.ended_at = now_iso(), now
+
+    def _publish_jobs(self, jobs: list[Obj]) -> None:
+        for job in jobs:
+            meta = job["metadata"]
+            key = (meta.get("namespace", "default"), meta["name"])
+            run = self.jobs.get(key)
+            if run is None or meta.get("deletionTimestamp"):
+                continue
+            pods = [p for p in self._pods_of("Job", *key) if p.terminating_since is None]
+            status = job_status(run, pods)
+            fingerprint = json.dumps(status, sort_keys=True)
+            if run.published == fingerprint:
+                continue
+            try:
+                self.kube.merge_patch(
+                    "batch/v1", "Job", key[0], key[1], {"status": status}, subresource="status"
+                )
+                run.published = fingerprint
+            except KubeError as exc:
+                log.warning("could not publish job %s/%s: %s", key[0], key[1], exc)
+
+    def _pods_of(self, kind: str, namespace: str, name: str) -> list[PodProcess]:
+        return [
+            p
+            for p in self.pods.values()
+            if (p.owner_kind, p.namespace, p.deployment) == (kind, namespace, name)
+        ]
+
+    def _new_pod(
+        self, deployment: Obj, template: Obj, tmpl_hash: str, kind: str = "Deployment"
+    ) -> PodProcess:
+        """A pod of ``deployment`` (or of a Job, ``kind="Job"``) from its pod template."""
         meta = deployment["metadata"]
         namespace, name = meta.get("namespace", "default"), meta["name"]
         self._counter += 1
         suffix = hashlib.sha1(f"{name}{time.time_ns()}{self._counter}".encode()).hexdigest()[:5]
-        pod_name = f"{name}-{tmpl_hash[:8]}-{suffix}"
         tmeta = template.get("metadata") or {}
         labels = dict(tmeta.get("labels") or {})
-        labels["pod-template-hash"] = tmpl_hash[:10]
+        if kind == "Job":
+            pod_name = f"{name}-{suffix}"
+            labels.update({"job-name": name, "batch.kubernetes.io/job-name": name})
+            labels["batch.kubernetes.io/controller-uid"] = meta.get("uid", "")
+        else:
+            pod_name = f"{name}-{tmpl_hash[:8]}-{suffix}"
+            labels["pod-template-hash"] = tmpl_hash[:10]
         pod_spec = template.get("spec") or {}
         workdir = self.workdir / "pods" / namespace / pod_name
         workdir.mkdir(parents=True, exist_ok=True)
@@ -439,6 +626,8 @@ class ProcessKubelet:
             workdir=workdir,
             grace=min(grace, LOCAL_MAX_GRACE),
             spec=pod_spec,
+            owner_kind=kind,
+            restart_policy=str(pod_spec.get("restartPolicy") or ("Never" if kind == "Job" else "Always")),
         )
         try:
             pod.volumes = pod_volumes(pod_spec, workdir / "volumes", self.workdir / "claims" / namespace)
@@ -696,6 +885,8 @@ class ProcessKubelet:
             if not self._init_containers_done(pod, now):
                 continue
             for container in pod.containers:
+                if container.done:
+                    continue
                 if container.popen is None:
                     if now >= container.next_start:
                         self._start(pod, container)
@@ -705,6 +896,17 @@ class ProcessKubelet:
                     container.ready = False
                     container.last_exit = code
                     container.last_message = termination_message(container, code)
+                    if pod.restart_policy != "Always" and (code == 0 or pod.restart_policy == "Never"):
+                        container.done = True  # run to completion: it is not started again
+                        container.popen = None
+                        log.info(
+                            "container %s of %s/%s ended with %s",
+                            container.name,
+                            pod.namespace,
+                            pod.name,
+                            code,
+                        )
+                        continue
                     container.restarts += 1
                     backoff = min(MAX_BACKOFF, 2.0 ** min(container.restarts - 1, 5))
                     container.next_start = now + backoff
@@ -838,6 +1040,11 @@ class ProcessKubelet:
             state: Obj
             if c.running():
                 state = {"running": {"startedAt": now_iso()}}
+            elif c.done:
+                ended: Obj = {"exitCode": c.last_exit, "reason": "Completed" if c.last_exit == 0 else "Error"}
+                if c.last_message:
+                    ended["message"] = c.last_message
+                state = {"terminated": ended}
             elif c.last_exit is not None:
                 state = {"waiting": {"reason": "CrashLoopBackOff", "message": f"exit code {c.last_exit}"}}
             else:
@@ -853,10 +1060,10 @@ class ProcessKubelet:
                     "imageID": "",
                     "started": c.running(),
                     "state": state,
-                    **last_state(c),
+                    **(last_state(c) if not c.done or c.restarts else {}),
                 }
             )
-        phase = (
+        phase = pod.finished or (
             "Failed"
             if pod.failure
             else ("Running" if any(c.running() for c in pod.containers) else "Pending")
@@ -880,8 +1087,8 @@ class ProcessKubelet:
                 "annotations": annotations,
                 "ownerReferences": [
                     {
-                        "apiVersion": "apps/v1",
-                        "kind": "Deployment",
+                        "apiVersion": "batch/v1" if pod.owner_kind == "Job" else "apps/v1",
+                        "kind": pod.owner_kind,
                         "name": pod.deployment,
                         "uid": pod.deployment_uid,
                         "controller": True,
@@ -958,7 +1165,7 @@ class ProcessKubelet:
             spec = deployment.get("spec") or {}
             replicas = int(spec.get("replicas", 1))
             current_hash = template_hash(spec.get("template") or {})
-            pods = [p for p in self.pods.values() if (p.namespace, p.deployment) == (namespace, name)]
+            pods = self._pods_of("Deployment", namespace, name)
             live = [p for p in pods if p.terminating_since is None]
             updated = [p for p in live if p.hash == current_hash]
             ready = [p for p in live if p.ready]
