@@ -75,6 +75,7 @@ bench: bench-serving bench-router bench-operator bench-bandits bench-apiserver b
 
 bench-serving: venv
 	$(PY) tests/bench/bench_serving.py
+	$(PY) tests/bench/bench_scaleout.py --replicas 5
 
 bench-router: venv
 	$(PY) tests/bench/bench_router.py

@@ -3,11 +3,13 @@
 With online learning the serving pods also log every request to the learner, forward labelled
 feedback to it, and hot-load its signed snapshots (verified with the key of ``<name>-snapshot-key``).
 
-With a compile cache (``spec.model.compileCache``) every pod mounts the named PersistentVolumeClaim at
-``COMPILE_CACHE_DIR``; an init container (``mlserving compile``, the server's own arguments) compiles
-the scikit-learn model into it unless a replica of the revision already did, and the server starts
-with ``--compile-cache-dir`` and takes the compiled model from it: a revision compiles once, and every
-later replica (scale-out, restart) is ready without compiling.
+With a compile cache (``spec.model.compileCache``) a revision compiles once, before any of its pods
+starts: a Job ``<name>-<rev>-compile`` (``mlserving compile``, the server's own image, arguments and
+volumes, so the same cache key) compiles the scikit-learn model into the named PersistentVolumeClaim
+at ``COMPILE_CACHE_DIR``, and the operator creates the revision's Deployment once the Job has ended.
+Every serving pod mounts the claim and starts with ``--compile-cache-dir``: it takes the compiled
+model from the cache and is ready without compiling (a replica that finds the cache empty, say a
+claim replaced since, compiles under the cache's lock, once for all replicas starting together).
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ DEFAULT_SERVING_IMAGE = "mlrollouts/serving:0.1.0"
 COMPILE_CACHE_VOLUME = "compile-cache"
 COMPILE_CACHE_DIR = "/var/cache/mlserving/compiled"
 COMPILE_CONTAINER = "compile"
+COMPILE_COMPONENT = "compile"
+COMPILE_JOB_BACKOFF_LIMIT = 3
+COMPILE_JOB_DEADLINE_SECONDS = 1800
+"""A compile still running after this is ended (the Job fails) and the replicas compile for themselves."""
+COMPILE_JOB_TTL_SECONDS = 3600
+"""An ended compile Job is removed by the cluster after this; the revision's Deployment needs it no more."""
 DEFAULT_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "100m", "memory": "256Mi"},
     "limits": {"memory": "1Gi"},
@@ -93,8 +101,8 @@ def learning_args(learning: ServingLearning | None) -> list[str]:
     ]
 
 
-def serving_deployment(rev: ServingRevision, replicas: int | None = None) -> Object:
-    """The Deployment of one revision; ``replicas`` overrides ``rev.replicas`` (scale down / replica ratio)."""
+def pod_volumes(rev: ServingRevision) -> tuple[list[Object], list[Object]]:
+    """The volumes of a serving pod (and of the revision's compile Job) and their mounts."""
     volume, mount = common.tmp_volume()
     volumes, mounts = [volume], [mount]
     if rev.learning is not None:
@@ -106,11 +114,21 @@ def serving_deployment(rev: ServingRevision, replicas: int | None = None) -> Obj
             {"name": COMPILE_CACHE_VOLUME, "persistentVolumeClaim": {"claimName": rev.compile_cache_claim}}
         )
         mounts.append({"name": COMPILE_CACHE_VOLUME, "mountPath": COMPILE_CACHE_DIR})
-    env = [
+    return volumes, mounts
+
+
+def serving_env(rev: ServingRevision) -> list[Object]:
+    return [
         {"name": "MLSERVING_MODEL", "value": rev.model_name},
         {"name": "MLSERVING_REVISION", "value": rev.revision},
         *({"name": k, "value": v} for k, v in sorted(rev.env.items())),
     ]
+
+
+def serving_deployment(rev: ServingRevision, replicas: int | None = None) -> Object:
+    """The Deployment of one revision; ``replicas`` overrides ``rev.replicas`` (scale down / replica ratio)."""
+    volumes, mounts = pod_volumes(rev)
+    env = serving_env(rev)
     pod_spec: Object = {
         "securityContext": common.pod_security_context(),
         "automountServiceAccountToken": False,
@@ -134,8 +152,6 @@ def serving_deployment(rev: ServingRevision, replicas: int | None = None) -> Obj
         "volumes": volumes,
         "terminationGracePeriodSeconds": 30,
     }
-    if rev.compile_cache_claim:
-        pod_spec["initContainers"] = [compile_container(rev, env, mounts)]
     if rev.service_account:
         pod_spec["serviceAccountName"] = rev.service_account
     return common.deployment(
@@ -149,22 +165,59 @@ def serving_deployment(rev: ServingRevision, replicas: int | None = None) -> Obj
     )
 
 
-def compile_container(rev: ServingRevision, env: list[Object], mounts: list[Object]) -> Object:
-    """The init container that fills the compile cache: the server's image, arguments, environment
-    and volumes (the same model, options and cache key). ``--best-effort``: a model it cannot load is
-    left to the server, whose refusal the operator reads, instead of a pod stuck initializing."""
-    return {
+def compile_job_name(owner: Owner, revision: str) -> str:
+    return f"{common.revision_name(owner.name, revision)}-compile"
+
+
+def compile_job(rev: ServingRevision) -> Object:
+    """The Job that fills the compile cache of one revision before its Deployment is created: the
+    server's image, arguments, environment and volumes (the same model, options and cache key).
+    ``--best-effort``: a model it cannot fetch or load ends the Job well all the same, and the
+    server reports the refusal the way the operator reads it, instead of a revision stuck compiling."""
+    volumes, mounts = pod_volumes(rev)
+    container = {
         "name": COMPILE_CONTAINER,
         "image": rev.image,
         "imagePullPolicy": rev.image_pull_policy,
         "command": ["mlserving"],
         "args": ["compile", "--best-effort", *serving_args(rev)[1:]],
-        "env": env,
+        "env": serving_env(rev),
         "resources": dict(rev.resources),
         "securityContext": common.container_security_context(),
         "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    pod_spec: Object = {
+        "securityContext": common.pod_security_context(),
+        "automountServiceAccountToken": False,
+        "restartPolicy": "OnFailure",
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if rev.service_account:
+        pod_spec["serviceAccountName"] = rev.service_account
+    labels = common.metadata(rev.owner, "", COMPILE_COMPONENT, revision=rev.revision)["labels"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": common.metadata(
+            rev.owner, compile_job_name(rev.owner, rev.revision), COMPILE_COMPONENT, revision=rev.revision
+        ),
+        "spec": {
+            "backoffLimit": COMPILE_JOB_BACKOFF_LIMIT,
+            "activeDeadlineSeconds": COMPILE_JOB_DEADLINE_SECONDS,
+            "ttlSecondsAfterFinished": COMPILE_JOB_TTL_SECONDS,
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
+def job_finished(job: Object | None) -> str | None:
+    """``Complete`` or ``Failed`` once a Job has ended (its condition of that type is True); else None."""
+    for condition in ((job or {}).get("status") or {}).get("conditions") or []:
+        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
+            return str(condition["type"])
+    return None
 
 
 def serving_selector(owner: Owner) -> str:

@@ -107,6 +107,18 @@ class Children:
         self.applied += 1
         return 1
 
+    async def create(self, obj: Obj) -> int:
+        """Create ``obj``; one that exists already (an earlier pass made it) is kept as it is. For
+        objects whose spec cannot change once made (a Job): never applied over."""
+        try:
+            await self.kube.create(obj)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            return 0
+        self.applied += 1
+        return 1
+
     async def ensure_created(self, kind: str, name: str, build: Callable[[], Obj]) -> int:
         """Create the object ``build()`` makes unless ``kind``/``name`` exists; an existing one is
         kept as it is. For Secrets holding keys that must never change (ids or snapshots signed

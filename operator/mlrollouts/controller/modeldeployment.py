@@ -40,7 +40,15 @@ from mlrollouts.builders import (
     serving_deployment,
     serving_service,
 )
-from mlrollouts.builders.serving import DEFAULT_RESOURCES, serving_selector, weighted_replicas
+from mlrollouts.builders.serving import (
+    COMPILE_COMPONENT,
+    DEFAULT_RESOURCES,
+    compile_job,
+    compile_job_name,
+    job_finished,
+    serving_selector,
+    weighted_replicas,
+)
 from mlrollouts.controller import metrics
 from mlrollouts.controller.children import ResourceWriter
 from mlrollouts.controller.config import OperatorConfig
@@ -147,6 +155,9 @@ def serving_revision(
         ),
     )
 
+
+COMPILING = "Compiling"
+"""Why a revision with a compile cache is not ready while its compile Job runs."""
 
 REFUSED_MODEL_EXIT_ENV = "MLSERVING_EXIT_ON_REFUSED_MODEL"
 """Asks the model server to exit with a report when it refuses its model for good (see
@@ -281,6 +292,12 @@ async def with_pod_trouble(
     )
     out = dict(health)
     for rev, pods in zip(waiting, listed, strict=True):
+        if health[rev].reason != COMPILING:  # an ended compile Job's pod says nothing of the replicas
+            pods = [
+                p
+                for p in pods
+                if (p["metadata"].get("labels") or {}).get(COMPONENT_LABEL) != COMPILE_COMPONENT
+            ]
         trouble = pods_trouble(pods)
         if trouble is not None:
             out[rev] = dataclasses.replace(out[rev], reason=trouble.reason, message=trouble.message)
@@ -327,6 +344,10 @@ class Observed:
     """(stable, candidate) snapshot Deployments' share of the stable revision (promotion Canary)."""
     hooks: list[HookRecord] = field(default_factory=list)
     """``status.hooks``: the calls of the rollout hooks, with this pass's results."""
+    compile_job: Obj | None = None
+    """The compile Job of the target revision, read while that revision has no Deployment yet."""
+    compiling: bool = False
+    """The target revision's model is still to be compiled: its Deployment waits for the Job."""
 
 
 async def _live_objects(
@@ -354,6 +375,11 @@ async def observe(md: ModelDeployment, provider: TrafficRouter, owner: Owner, ct
     learner = next((d for d in owned if d["metadata"]["name"] == learner_name(owner)), None)
     deployments = {d["metadata"]["labels"].get(REVISION_LABEL): d for d in serving}
     health = revision_health(deployments)
+    job, compiling = await compile_state(md, owner, deployments, ctx)
+    if compiling:
+        health[target_revision(md)] = RevisionHealth(
+            0, 1, reason=COMPILING, message=compiling_message(owner, target_revision(md), job)
+        )
     if (
         not provider.gates_readiness()
         and state.candidate
@@ -382,7 +408,85 @@ async def observe(md: ModelDeployment, provider: TrafficRouter, owner: Owner, ct
         analysis=run,
         action=action if isinstance(action, Action) else None,
     )
-    return Observed(spec, state, owner, provider, deployments, readback, observation, events, learner, split)
+    return Observed(
+        spec,
+        state,
+        owner,
+        provider,
+        deployments,
+        readback,
+        observation,
+        events,
+        learner,
+        split,
+        compile_job=job,
+        compiling=compiling,
+    )
+
+
+async def compile_state(
+    md: ModelDeployment, owner: Owner, deployments: dict[str | None, Obj], ctx: Pass
+) -> tuple[Obj | None, bool]:
+    """The target revision's compile Job and whether its Deployment must still wait for it: with a
+    compile cache, a revision without a Deployment gets one only once its Job has ended. A revision
+    that has a Deployment compiled already (or predates the cache): no request is made."""
+    target = target_revision(md)
+    if md.spec.model.compile_cache is None or target in deployments:
+        return None, False
+    job = await ctx.kube.get("batch/v1", "Job", owner.namespace, compile_job_name(owner, target))
+    return job, job_finished(job) is None
+
+
+def compiling_message(owner: Owner, revision: str, job: Obj | None) -> str:
+    name = compile_job_name(owner, revision)
+    failed = int(((job or {}).get("status") or {}).get("failed") or 0)
+    tries = f", {failed} failed attempt{'s' if failed != 1 else ''}" if failed else ""
+    return f"compiling the model into the compile cache (Job {name}{tries})"
+
+
+def compile_events(owner: Owner, revision: str, job: Obj | None, started: bool) -> list[Event]:
+    """What a pass that starts a compile, or creates the Deployment after one, tells."""
+    name = compile_job_name(owner, revision)
+    if started:
+        return [
+            Event(
+                "Normal",
+                "CompileStarted",
+                f"{revision}: compiling the model once for every replica (Job {name})",
+            )
+        ]
+    ended = job_finished(job)
+    if ended is None:
+        return []
+    status = (job or {}).get("status") or {}
+    if ended == "Complete":
+        took = seconds_between(status.get("startTime"), status.get("completionTime"))
+        spent = f" in {took:.0f}s" if took is not None else ""
+        return [
+            Event(
+                "Normal", "Compiled", f"{revision}: model compiled{spent} (Job {name}); starting its replicas"
+            )
+        ]
+    why = next(
+        (
+            c.get("message") or c.get("reason") or ""
+            for c in status.get("conditions") or []
+            if c.get("type") == "Failed"
+        ),
+        "",
+    )
+    return [
+        Event(
+            "Warning",
+            "CompileFailed",
+            f"{revision}: Job {name} failed{': ' + why if why else ''}; each replica compiles the model itself",
+        )
+    ]
+
+
+def seconds_between(start: Any, end: Any) -> float | None:
+    first, last = parse_instant(start), parse_instant(end)
+    return None if first is None or last is None else (last - first).total_seconds()
 
 
 async def observe_hooks(md: ModelDeployment, seen: Observed, ctx: Pass) -> None:
@@ -408,9 +512,11 @@ def desired_objects(
     traffic = traffic_context(md, seen.owner, new.stable, new.candidate, ctx.config)
     replicas = planned_replicas(md, seen, decision, traffic)
     objects: list[Object] = []
-    if target in replicas:
+    if target in replicas and not seen.compiling:
         rev = serving_revision(md, seen.owner, target, ctx.config)
         objects += [serving_deployment(rev, replicas=replicas[target]), serving_service(seen.owner, target)]
+        if md.spec.model.compile_cache is not None and target not in seen.deployments:
+            events += compile_events(seen.owner, target, seen.compile_job, started=False)
     if learning_enabled(md):
         objects += [learner_deployment(learner_spec(md, seen.owner, ctx.config)), learner_service(seen.owner)]
     if snapshot_canary_on(md) and new.candidate is None and new.stable == target:
@@ -556,6 +662,15 @@ async def apply(
         for kind, api in (("Deployment", "apps/v1"), ("Service", "v1"))
     ]
     removals += [
+        children.delete("batch/v1", "Job", compile_job_name(owner, rev))
+        for rev in decision.delete
+        if md.spec.model.compile_cache is not None
+    ]
+    if seen.compiling and seen.compile_job is None and target in replicas:
+        job = compile_job(serving_revision(md, owner, target, ctx.config))
+        if await children.create(job):
+            events += compile_events(owner, target, None, started=True)
+    removals += [
         children.delete(api, kind, revision_name(owner.name, rev))
         for rev in stale_candidate_revisions(md, seen, decision)
         for kind, api in (("Deployment", "apps/v1"), ("Service", "v1"))
@@ -699,7 +814,7 @@ def with_learning(status: Obj, step: LearningStep) -> Obj:
 
 def requeue_for_handover(md: ModelDeployment, seen: Observed, decision: Decision, ctx: Pass) -> float | None:
     requeue = decision.requeue_after
-    if not replicas_settling(md, seen, decision, ctx):
+    if not seen.compiling and not replicas_settling(md, seen, decision, ctx):
         return requeue
     return ctx.config.poll if requeue is None else min(requeue, ctx.config.poll)
 

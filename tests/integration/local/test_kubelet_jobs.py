@@ -42,7 +42,9 @@ def job(name: str, code: str, restart: str = "OnFailure", **spec) -> dict:
             "template": {
                 "spec": {
                     "restartPolicy": restart,
-                    "containers": [{"name": "work", "image": "python:3.11", "command": [sys.executable, "-c", code]}],
+                    "containers": [
+                        {"name": "work", "image": "python:3.11", "command": [sys.executable, "-c", code]}
+                    ],
                 }
             },
         },
@@ -92,7 +94,9 @@ def test_a_failing_container_restarts_in_its_pod_with_on_failure(kube):
     kube.create(job("again", "raise SystemExit(1)", backoffLimit=0))
     wait_until(lambda: ended(kube, "again"), timeout=30, message="the Job to end")
     assert ended(kube, "again")["reason"] == "BackoffLimitExceeded"
-    wait_until(lambda: not job_pods(kube, "again"), timeout=30, message="the running pod of a failed Job to go")
+    wait_until(
+        lambda: not job_pods(kube, "again"), timeout=30, message="the running pod of a failed Job to go"
+    )
     status = kube.get("batch/v1", "Job", "default", "again")["status"]
     assert status["failed"] == 1, "OnFailure: one restart of the container in its pod, still counted"
     assert status["active"] == 0

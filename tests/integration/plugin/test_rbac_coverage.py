@@ -80,7 +80,8 @@ class Emulator:
 
 @contextlib.contextmanager
 def kubelet(emu: Emulator) -> Iterator[None]:
-    """The Deployment controller's and kubelet's part: every Deployment reports its replicas ready."""
+    """The Deployment and Job controllers' and kubelet's part: every Deployment reports its replicas
+    ready, every Job completes."""
     stop = threading.Event()
 
     def play() -> None:
@@ -105,6 +106,19 @@ def kubelet(emu: Emulator) -> Iterator[None]:
                                         "availableReplicas": replicas,
                                         "updatedReplicas": replicas,
                                         "observedGeneration": meta.get("generation"),
+                                    }
+                                },
+                                headers={"Content-Type": "application/merge-patch+json"},
+                            )
+                    for job in http.get("/apis/batch/v1/jobs").json().get("items") or []:
+                        meta = job["metadata"]
+                        if not (job.get("status") or {}).get("conditions"):
+                            http.patch(
+                                f"/apis/batch/v1/namespaces/{meta['namespace']}/jobs/{meta['name']}/status",
+                                json={
+                                    "status": {
+                                        "succeeded": 1,
+                                        "conditions": [{"type": "Complete", "status": "True"}],
                                     }
                                 },
                                 headers={"Content-Type": "application/merge-patch+json"},
@@ -150,6 +164,7 @@ NOT_EXERCISED: dict[tuple[str, str], tuple[set[str], str]] = {
         )
     },
     ("events.k8s.io", "events"): ({"create"}, "events posted through the events.k8s.io API"),
+    ("batch", "jobs"): ({"delete"}, "a revision's compile Job goes with the revision"),
     ("", "pods"): (
         {"list"},
         "a skops revision's refusal report (UntrustedModelTypes); these models are ONNX",
@@ -259,6 +274,15 @@ def test_every_operator_call_is_allowed_by_the_chart(emulator: Emulator, tmp_pat
         with kubelet(emulator):
             for provider, name in names.items():
                 emulator.call("POST", MD.format(ns="default"), modeldeployment(name, provider))
+            # a scikit-learn model with a compile cache: its revision waits for a compile Job
+            compiled = modeldeployment(f"compiled-{suffix}", "Service")
+            compiled["spec"]["model"] = {
+                "uri": "s3://models/compiled/1/model.skops",
+                "format": "sklearn",
+                "compileCache": {"persistentVolumeClaim": {"claimName": "compile-cache"}},
+            }
+            emulator.call("POST", MD.format(ns="default"), compiled)
+            names["compiled"] = compiled["metadata"]["name"]
             for path in ("examples/ab-bandit", "examples/composite"):
                 for doc in yaml.safe_load_all(next((REPO_ROOT / path).glob("*.yaml")).read_text()):
                     if doc:
@@ -278,6 +302,15 @@ def test_every_operator_call_is_allowed_by_the_chart(emulator: Emulator, tmp_pat
                     timeout=90,
                     message=f"{name} reconciled\n{operator.output()[-3000:]}",
                 )
+            # the compiled revision's Deployment comes once its Job has completed
+            wait_until(
+                lambda: any(
+                    d["metadata"]["name"].startswith(names["compiled"] + "-")
+                    for d in emulator.call("GET", "/apis/apps/v1/namespaces/default/deployments")["items"]
+                ),
+                timeout=60,
+                message=f"the compiled revision's Deployment\n{operator.output()[-3000:]}",
+            )
             router = names["Router"]
             # a new revision, a manual action, and a deletion through the finalizer
             emulator.call(
@@ -369,4 +402,5 @@ def test_every_operator_call_is_allowed_by_the_chart(emulator: Emulator, tmp_pat
     assert ("mlrollouts.io", "modeldeployments", "status") in used
     assert ("apps", "deployments", "") in used
     assert ("", "secrets", "") in used, "the Router provider's signing key was never created"
+    assert ("batch", "jobs", "") in used, "the compile Job was never created"
     assert ("kopf.dev", "clusterkopfpeerings" if mode == "cluster" else "kopfpeerings", "") in used

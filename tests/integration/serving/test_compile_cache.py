@@ -1,5 +1,5 @@
 """Replicas sharing a compile cache compile a model once: real `mlserving compile` and `mlserving
-serve` processes, and serving pods of the process kubelet built with ``spec.model.compileCache``."""
+serve` processes, and a compile Job and serving pods of the process kubelet built with ``spec.model.compileCache``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from mlrollouts.builders import Owner, ServingRevision, serving_deployment
+from mlrollouts.builders.serving import COMPILE_CONTAINER, compile_job, compile_job_name, job_finished
 from mlrollouts.controller.kube import SyncKube
 from mlrollouts.local.apiserver.testing import apiserver, kubeconfig  # noqa: F401
 from mlrollouts.local.kubelet import ProcessKubelet
@@ -118,6 +119,7 @@ def kubelet(kubeconfig: Path, tmp_path: Path):  # noqa: F811
 
 
 def test_serving_pods_with_a_compile_cache_claim_compile_once(kubelet, iris: IrisModels, tmp_path):
+    """The compile Job fills the claim once; every serving pod then loads the compiled model."""
     kube = kubelet
     kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ml"}})
     owner = Owner(name="forest", namespace="ml", uid="")
@@ -130,8 +132,26 @@ def test_serving_pods_with_a_compile_cache_claim_compile_once(kubelet, iris: Iri
         extra_args=("--trust-type", TREE_TYPE),
         compile_cache_claim="model-cache",
     )
+    job = compile_job(revision)
+    job["metadata"].pop("ownerReferences", None)
+    kube.create(job)
+
+    def compiled() -> str | None:
+        return job_finished(
+            kube.get("batch/v1", "Job", "ml", compile_job_name(owner, revision.revision)) or {}
+        )
+
+    wait_until(compiled, timeout=120, message="the compile Job to finish")
+    assert compiled() == "Complete"
+    claim = tmp_path / "work" / "claims" / "ml" / "model-cache"
+    assert len(list(claim.glob("*.onnx"))) == 1
+    job_pods = sorted((tmp_path / "work" / "pods" / "ml").iterdir())
+    assert len(job_pods) == 1
+    assert COMPILED in (job_pods[0] / f"{COMPILE_CONTAINER}.log").read_text()
+
     deployment = serving_deployment(revision)
     deployment["metadata"].pop("ownerReferences", None)
+    assert "initContainers" not in deployment["spec"]["template"]["spec"]
     kube.create(deployment)
 
     def ready() -> bool:
@@ -139,16 +159,17 @@ def test_serving_pods_with_a_compile_cache_claim_compile_once(kubelet, iris: Iri
         return status.get("readyReplicas") == 2
 
     wait_until(ready, timeout=120, message="two ready serving pods")
-    pods = sorted((tmp_path / "work" / "pods" / "ml").iterdir())
-    assert len(pods) == 2
-    init_logs = [(pod / "compile.log").read_text() for pod in pods]
-    server_logs = [(pod / "server.log").read_text() for pod in pods]
-    assert sum(COMPILED in log for log in init_logs) == 1, init_logs
-    assert sum(ALREADY in log for log in init_logs) == 1, init_logs
+    serving_pods = [pod for pod in (tmp_path / "work" / "pods" / "ml").iterdir() if pod not in job_pods]
+    assert len(serving_pods) == 2
+    server_logs = [(pod / "server.log").read_text() for pod in serving_pods]
     assert all(SERVER_HIT in log for log in server_logs), server_logs
-    claim = tmp_path / "work" / "claims" / "ml" / "model-cache"
     assert len(list(claim.glob("*.onnx"))) == 1
 
-    port = json.loads(kube.list("v1", "Pod", "ml")[0]["metadata"]["annotations"]["mlrollouts.io/local-ports"])
+    pods = [
+        pod
+        for pod in kube.list("v1", "Pod", "ml")
+        if pod["metadata"]["labels"].get("app.kubernetes.io/component") != "compile"
+    ]
+    port = json.loads(pods[0]["metadata"]["annotations"]["mlrollouts.io/local-ports"])
     answer = httpx.get(f"http://127.0.0.1:{port['8080']}/v2/models/forest", timeout=10).json()
     assert answer["platform"] == "sklearn_onnx"

@@ -1,5 +1,5 @@
-"""A compile cache (``spec.model.compileCache``) gives every serving pod the claim, an init container
-that fills it and a server that reads it; without one the pods are as before."""
+"""A compile cache (``spec.model.compileCache``) gives every serving pod the claim and a server that
+reads it, and the revision a compile Job that fills it first; without one the pods are as before."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from pydantic import ValidationError
 
 from mlrollouts.api import ModelDeployment, format_validation_error
 from mlrollouts.builders import Owner, ServingRevision, serving_deployment
-from mlrollouts.builders.serving import COMPILE_CACHE_DIR, COMPILE_CACHE_VOLUME
+from mlrollouts.builders.serving import (
+    COMPILE_CACHE_DIR,
+    COMPILE_CACHE_VOLUME,
+    compile_job,
+    compile_job_name,
+    job_finished,
+)
 from mlrollouts.controller.config import OperatorConfig
 from mlrollouts.controller.modeldeployment import serving_revision
 from mlrollouts.rollout.resource import revision_template
@@ -68,29 +74,67 @@ def test_with_a_cache_the_pod_mounts_the_claim_and_the_server_reads_it():
     assert args[args.index("--compile-cache-dir") + 1] == COMPILE_CACHE_DIR
 
 
-def test_the_init_container_compiles_what_the_server_loads():
-    pod = _pod(serving_deployment(_rev(compile_cache_claim="model-cache", image="reg/serving:1")))
+def test_the_pods_have_no_init_step_the_job_compiles_what_the_server_loads():
+    rev = _rev(compile_cache_claim="model-cache", image="reg/serving:1")
+    pod = _pod(serving_deployment(rev))
+    assert "initContainers" not in pod  # the Job compiled before the pods start
     server = pod["containers"][0]
-    [init] = pod["initContainers"]
-    assert init["image"] == server["image"] == "reg/serving:1"
-    assert init["command"] == ["mlserving"]
+    job = compile_job(rev)
+    validate_builtin(job)
+    assert job["metadata"]["name"] == compile_job_name(OWNER, "abc123def0") == "forest-abc123def0-compile"
+    assert job["metadata"]["ownerReferences"][0]["uid"] == OWNER.uid
+    spec = job["spec"]
+    assert (
+        spec["backoffLimit"] >= 1
+        and spec["activeDeadlineSeconds"] > 0
+        and spec["ttlSecondsAfterFinished"] > 0
+    )
+    job_pod = spec["template"]["spec"]
+    assert job_pod["restartPolicy"] == "OnFailure"
+    assert job_pod["volumes"] == pod["volumes"]
+    assert job_pod["securityContext"] == pod["securityContext"]
+    [compile_] = job_pod["containers"]
+    assert compile_["image"] == server["image"] == "reg/serving:1"
+    assert compile_["command"] == ["mlserving"]
     # the server's own arguments: the same model, options and cache key
-    assert init["args"] == ["compile", "--best-effort", *server["args"][1:]]
-    assert init["volumeMounts"] == server["volumeMounts"]
-    assert init["env"] == server["env"]
-    assert init["securityContext"]["readOnlyRootFilesystem"] is True
-    assert "readinessProbe" not in init and "ports" not in init
+    assert compile_["args"] == ["compile", "--best-effort", *server["args"][1:]]
+    assert compile_["volumeMounts"] == server["volumeMounts"]
+    assert compile_["env"] == server["env"]
+    assert compile_["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "readinessProbe" not in compile_ and "ports" not in compile_
+    # its pods are not the revision's serving pods: no Service or Deployment selector picks them
+    labels = spec["template"]["metadata"]["labels"]
+    selector = serving_deployment(rev)["spec"]["selector"]["matchLabels"]
+    assert not all(labels.get(k) == v for k, v in selector.items())
 
 
-def test_the_init_arguments_are_accepted_by_mlserving_compile(monkeypatch):
+@pytest.mark.parametrize(
+    ("conditions", "ended"),
+    [
+        (None, None),
+        ([], None),
+        ([{"type": "Complete", "status": "True"}], "Complete"),
+        ([{"type": "SuccessCriteriaMet", "status": "True"}], None),
+        ([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}], "Failed"),
+        ([{"type": "Failed", "status": "False"}], None),
+    ],
+)
+def test_a_job_has_ended_once_complete_or_failed(conditions, ended):
+    job = None if conditions is None else {"status": {"conditions": conditions}}
+    assert job_finished(job) == ended
+
+
+def test_the_job_arguments_are_accepted_by_mlserving_compile(monkeypatch):
     from mlserving.cli import build_parser
     from mlserving.cli_flags import settings_from_flags
     from mlserving.settings import ServerSettings
 
     for name in ("MLSERVING_MODEL_NAME", "MLSERVING_COMPILE_CACHE_DIR", "MLSERVING_TRUSTED_TYPES"):
         monkeypatch.delenv(name, raising=False)
-    [init] = _pod(serving_deployment(_rev(compile_cache_claim="model-cache")))["initContainers"]
-    args = build_parser(init["args"]).parse_args(init["args"])
+    [container] = compile_job(_rev(compile_cache_claim="model-cache"))["spec"]["template"]["spec"][
+        "containers"
+    ]
+    args = build_parser(container["args"]).parse_args(container["args"])
     assert args.command == "compile" and args.best_effort is True
     del args.best_effort
     settings = settings_from_flags("compile", ServerSettings, args)
