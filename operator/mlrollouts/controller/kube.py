@@ -53,6 +53,7 @@ class KubeError(Exception):
         self.status = status
         self.message = message
         self.body = body or {}
+        self.call = call
 
 
 # --- connection settings -------------------------------------------------------------------------

@@ -9,6 +9,10 @@ decides (a pure function of its own package) and applies the children, returning
 - the status is written with one merge patch, only when it changed;
 - a handled ``mlrollouts.io/action`` annotation is removed;
 - after an API error nothing is certain, so the apply cache is cleared;
+- a request the API server forbids (403: the operator's RBAC lacks a right, e.g. a traffic provider
+  the Helm chart did not grant) makes the resource ``Degraded`` with ``Ready`` False, reason
+  ``Forbidden`` and the server's words, one event per change, and is retried every
+  ``FORBIDDEN_RETRY_DELAY`` seconds: once the right is granted the next pass goes on by itself;
 - a pass does not decide from a body older than its own last status write (the watch may lag).
 
 The kopf wiring (locks, the daemon that sleeps until the next pass is due) is in
@@ -33,7 +37,7 @@ from mlrollouts.controller import metrics
 from mlrollouts.controller.children import Children, KubeApi, ResourceWriter
 from mlrollouts.controller.config import OperatorConfig
 from mlrollouts.controller.kube import KubeError
-from mlrollouts.core.conditions import refused_status
+from mlrollouts.core.conditions import DEGRADED, refused_status
 from mlrollouts.core.events import Event
 from mlrollouts.core.names import ACTION_ANNOTATION
 from mlrollouts.core.times import aware, parse_timestamp
@@ -48,6 +52,9 @@ STALE_BODY_TIMEOUT = 10.0
 # client has already waited as the server asked), later after other errors.
 API_RETRY_DELAY = 1.0
 API_ERROR_DELAY = 5.0
+# After a 403: RBAC changes when someone grants the right, not in a second.
+FORBIDDEN_RETRY_DELAY = 15.0
+FORBIDDEN = "Forbidden"
 
 
 @dataclass
@@ -185,7 +192,21 @@ async def run_pass(
         # the driver must try again even when no event comes: a pass that failed on its first
         # write (or a kopf handler whose own progress patch failed too) would else wait forever
         retry = API_RETRY_DELAY if exc.status in (409, 429) else API_ERROR_DELAY
+        if exc.status == 403:
+            retry = FORBIDDEN_RETRY_DELAY
         state.schedule(retry)
+        if exc.status == 403:
+            held = ctx.intent if ctx.committed and ctx.intent is not None else status_before
+            forbidden = await _forbidden(writer, meta, held, exc, now)
+            if forbidden is not None:
+                state.written = (controller.progress_key(forbidden), time.monotonic() + STALE_BODY_TIMEOUT)
+                metrics.RECONCILE_ERRORS.labels("api").inc()
+                events = [*ctx.committed]
+                if not _was_forbidden(status_before):  # one event when it starts, not one per retry
+                    events.append(Event("Warning", FORBIDDEN, forbidden["conditions"][-1]["message"]))
+                return Outcome(
+                    status=forbidden, events=events, requeue_after=retry, wrote_status=forbidden != held
+                )
         if not ctx.committed or ctx.intent is None:
             raise
         # like a finished pass: the next one must not decide from a body older than the intent
@@ -265,6 +286,37 @@ async def _refuse(
     wrote = await writer.status(status_before, written)
     events = [Event("Warning", refused.reason, refused.message)] if wrote else []
     return Outcome(status=written if wrote else None, events=events, wrote_status=wrote)
+
+
+def _was_forbidden(status: Obj) -> bool:
+    return any(
+        c.get("type") == DEGRADED and c.get("reason") == FORBIDDEN and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+
+
+async def _forbidden(
+    writer: ResourceWriter, meta: Obj, held: Obj, exc: KubeError, now: datetime
+) -> Obj | None:
+    """``held`` (the status the API server has) with ``Ready`` False and ``Degraded`` True for a
+    request the server forbade; written when it changed. The phase and message stay the kind's own:
+    its next pass after the right is granted sets every condition again. None when even the status
+    write failed (the caller raises the first error)."""
+    call = exc.call or "a request"
+    message = (
+        f"the API server forbids the operator's {call}: {exc.message}; grant the right to the "
+        "operator's ServiceAccount (Helm chart values: providers.gatewayAPI / providers.ingressNginx "
+        f"for HTTPRoutes and Ingresses); retried every {FORBIDDEN_RETRY_DELAY:.0f}s"
+    )
+    generation = meta.get("generation") or 0
+    changes = refused_status(held, generation, message, now, reason=FORBIDDEN, phase=DEGRADED)
+    status = {**held, "conditions": changes["conditions"]}
+    try:
+        await writer.status(held, status)
+    except KubeError as failed:
+        log.warning("%s: could not write the Forbidden condition: %s", meta.get("name"), failed)
+        return None
+    return status
 
 
 def parse_instant(value: Any) -> datetime | None:

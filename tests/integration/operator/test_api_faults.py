@@ -158,3 +158,67 @@ def test_a_bad_fault_specification_is_refused_naming_the_field():
     )
     assert result.returncode == 2, result
     assert "--faults: throttle: 'lots' is not a probability" in result.stderr, result.stderr
+
+
+def condition_of(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c["type"] == kind), {})
+
+
+def test_a_forbidden_write_degrades_the_resource_with_the_reason_until_the_right_is_granted(tmp_path):
+    """RBAC without the right to write the route table (a chart that did not grant a provider's
+    objects): the resource says so at once, and goes on by itself once the right exists."""
+    lifted_after = 40.0  # the fault lasts this long after the API server starts: then it is granted
+    faults = f"forbidden=1,paths=/configmaps/[^/]*-routes$,agents=mlrollouts,for={lifted_after:.0f}s"
+    cluster = FaultyCluster(tmp_path, faults)
+    started = time.monotonic()
+    operator, _ = start_operator(cluster, tmp_path, None)
+    try:
+        ns, name = f"t-{uuid.uuid4().hex[:8]}", "locked"
+        cluster.create_namespace(ns)
+        cluster.create(
+            ns,
+            manifest(
+                name, f"file:///models/{name}-1.onnx", steps=[{"weight": 50, "duration": "1s"}], checks=[]
+            ),
+        )
+
+        def forbidden_reasons() -> int:
+            return sum(e["reason"] == "Forbidden" for e in cluster.events(ns, name))
+
+        status = wait_status(
+            cluster,
+            ns,
+            name,
+            lambda s: condition_of(s, "Degraded").get("reason") == "Forbidden",
+            lifted_after - 10,
+            "the Forbidden condition",
+            operator,
+        )
+        assert time.monotonic() - started < lifted_after, "the condition came after the fault was lifted"
+        degraded, ready = condition_of(status, "Degraded"), condition_of(status, "Ready")
+        assert degraded["status"] == "True" and (ready["status"], ready["reason"]) == ("False", "Forbidden")
+        assert 'cannot patch resource "configmaps"' in degraded["message"], degraded
+        assert f"{name}-routes" in degraded["message"], degraded
+        assert "grant the right to the operator's ServiceAccount" in degraded["message"], degraded
+        assert status.get("phase") != "Healthy", status
+        wait_until(lambda: forbidden_reasons() >= 1, timeout=20, message="a Forbidden event")
+
+        status = wait_status(
+            cluster,
+            ns,
+            name,
+            lambda s: s.get("phase") == "Healthy",
+            lifted_after + 60,
+            "Healthy once granted",
+            operator,
+        )
+        assert condition_of(status, "Ready")["status"] == "True", status["conditions"]
+        assert condition_of(status, "Degraded")["status"] == "False", status["conditions"]
+        assert route_weights(cluster, ns, name) == {
+            revision_of(manifest(name, f"file:///models/{name}-1.onnx")): 100
+        }
+        said = [e["message"][:60] for e in cluster.events(ns, name) if e["reason"] == "Forbidden"]
+        assert len(said) == 1, f"one event when it starts, not one per retry: {said}"
+    finally:
+        operator.stop()
+        cluster.stop()

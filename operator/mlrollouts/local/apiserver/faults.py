@@ -8,6 +8,8 @@ left alone, as a real server's are cached and rarely fail):
 - ``throttle=P``: ``429 TooManyRequests`` with ``Retry-After`` (``retry-after=S`` seconds, default 1),
   as API priority and fairness does;
 - ``error=P``: ``500 InternalError``;
+- ``forbidden=P``: ``403 Forbidden`` in the words of RBAC, as for a client whose role lacks the right
+  (with ``paths=`` it denies one kind of object, as a Helm chart that did not grant it);
 - ``slow=P:D``: the request waits ``D`` (``0.5s``, ``500ms`` or seconds) before it is served;
 - ``drop-watch=D``: every watch connection is cut without a goodbye after a random time up to ``D``,
   as a load balancer or a restarting API server does.
@@ -15,7 +17,9 @@ left alone, as a real server's are cached and rarely fail):
 Options: ``agents=a|b`` (only clients whose User-Agent starts with one of these get the faults of
 their requests; a test's own client stays reliable; watches are cut whoever holds them),
 ``paths=REGEX`` (only requests whose path it matches, e.g. ``/status$``
-to hold every status write back a moment) and ``seed=N`` (a reproducible run). A faulted request never reaches the
+to hold every status write back a moment), ``for=D`` (faults only in the first ``D`` after the
+server starts: the fault is then lifted, as a role granted later) and ``seed=N`` (a reproducible
+run). A faulted request never reaches the
 store: whatever it asked for did not happen, as the status code says.
 
 Configured with ``mlrollouts local apiserver --faults 'conflict=0.1,throttle=0.05,error=0.05,drop-watch=30s,slow=0.1:0.5s'``
@@ -29,6 +33,7 @@ import json
 import os
 import random
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +42,7 @@ import aiohttp.web
 
 ENVIRONMENT_VARIABLE = "MLROLLOUTS_APISERVER_FAULTS"
 _WRITES = ("PUT", "PATCH")
-_PROBABILITIES = ("conflict", "throttle", "error")
+_PROBABILITIES = ("conflict", "throttle", "error", "forbidden")
 _ANSWERS = {
     "conflict": (
         409,
@@ -51,6 +56,7 @@ _ANSWERS = {
         "the server has received too many requests and has asked us to try again later",
     ),
     "error": (500, "InternalError", "Internal error occurred: injected fault"),
+    "forbidden": (403, "Forbidden", ""),  # the message names the request (see _forbidden_message)
 }
 
 
@@ -63,16 +69,20 @@ class FaultSpec:
     conflict: float = 0.0
     throttle: float = 0.0
     error: float = 0.0
+    forbidden: float = 0.0
     slow: float = 0.0
     slow_delay: float = 0.0
     drop_watch: float | None = None
     retry_after: int = 1
     agents: tuple[str, ...] = ()
     paths: str | None = None
+    lasting: float | None = None
     seed: int | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.conflict or self.throttle or self.error or self.slow or self.drop_watch)
+        return bool(
+            self.conflict or self.throttle or self.error or self.forbidden or self.slow or self.drop_watch
+        )
 
 
 def parse_duration(text: str, field: str) -> float:
@@ -116,6 +126,8 @@ def parse_faults(text: str) -> FaultSpec:
                 raise FaultSpecError("drop-watch: must be longer than 0s")
         elif name == "retry-after":
             values["retry_after"] = max(0, round(parse_duration(value, "retry-after")))
+        elif name == "for":
+            values["lasting"] = parse_duration(value, "for")
         elif name == "agents":
             values["agents"] = tuple(a for a in value.split("|") if a)
         elif name == "paths":
@@ -130,10 +142,24 @@ def parse_faults(text: str) -> FaultSpec:
             values["seed"] = int(value)
         else:
             known = ", ".join(
-                (*_PROBABILITIES, "slow", "drop-watch", "retry-after", "agents", "paths", "seed")
+                (*_PROBABILITIES, "slow", "drop-watch", "retry-after", "agents", "paths", "for", "seed")
             )
             raise FaultSpecError(f"{name}: unknown fault (known: {known})")
     return FaultSpec(**values)
+
+
+def _forbidden_message(entry: dict[str, Any]) -> str:
+    """What RBAC answers: who may not do what to which resource (from the request's audit entry)."""
+    plural = entry.get("resource", "")
+    if entry.get("subresource"):
+        plural = f"{plural}/{entry['subresource']}"
+    name = f' "{entry["name"]}"' if entry.get("name") else ""
+    user = entry.get("user") or entry.get("userAgent") or "system:anonymous"
+    where = f' in the namespace "{entry["namespace"]}"' if entry.get("namespace") else " at the cluster scope"
+    return (
+        f'{entry.get("resource", "")}{name} is forbidden: User "{user}" cannot {entry.get("verb", "")} '
+        f'resource "{plural}" in API group "{entry.get("apiGroup", "")}"{where}'
+    )
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -155,6 +181,7 @@ class FaultInjector:
         self.spec = spec
         self.random = random.Random(spec.seed)
         self.injected: Counter[str] = Counter()
+        self.started = time.monotonic()
 
     @classmethod
     def from_environment(cls) -> FaultInjector | None:
@@ -164,6 +191,8 @@ class FaultInjector:
 
     def _targets(self, request: Any, resource: bool) -> bool:
         if not resource:
+            return False
+        if self.spec.lasting is not None and time.monotonic() - self.started > self.spec.lasting:
             return False
         agent = str(request.headers.get("User-Agent", ""))
         if self.spec.paths is not None and not re.search(self.spec.paths, str(request.url.path)):
@@ -191,6 +220,8 @@ class FaultInjector:
         if name is None:
             return None
         code, reason, message = _ANSWERS[name]
+        if name == "forbidden":
+            message = _forbidden_message(entry)
         headers = {"Retry-After": str(spec.retry_after)} if name == "throttle" else {}
         self.injected[name] += 1
         entry.update(code=code, fault=name)
@@ -207,6 +238,8 @@ class FaultInjector:
             return "throttle"
         if self._chance(self.spec.error):
             return "error"
+        if self._chance(self.spec.forbidden):
+            return "forbidden"
         return None
 
     def _drop_later(self, request: Any, delay: float) -> None:
