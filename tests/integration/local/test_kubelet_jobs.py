@@ -6,30 +6,21 @@ the status carries the conditions Kubernetes writes."""
 from __future__ import annotations
 
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from mlrollouts.controller.kube import SyncKube
-from mlrollouts.local.kubelet import ProcessKubelet
 from support import wait_until
+from support.kubelet import running_kubelet
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def kube(kubeconfig: Path, tmp_path: Path):
-    kube = SyncKube.from_environment(str(kubeconfig))
-    kubelet = ProcessKubelet(kube, tmp_path / "work", kubeconfig=str(kubeconfig), poll_interval=0.1)
-    thread = threading.Thread(target=kubelet.run, daemon=True)
-    thread.start()
-    try:
+    with running_kubelet(kubeconfig, tmp_path / "work") as (kube, _):
         yield kube
-    finally:
-        kubelet.stop()
-        thread.join(timeout=20)
-        kube.close()
 
 
 def job(name: str, code: str, restart: str = "OnFailure", **spec) -> dict:

@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from mlrollouts.controller.kube import SyncKube
-from mlrollouts.local.kubelet import ProcessKubelet
 from support import wait_until
+from support.kubelet import running_kubelet
 
 pytestmark = pytest.mark.integration
 
@@ -114,18 +114,8 @@ def secret(name: str, data: dict[str, str]) -> dict:
 
 @pytest.fixture
 def cluster(kubeconfig: Path, tmp_path: Path):
-    kube = SyncKube.from_environment(str(kubeconfig))
-    kubelet = ProcessKubelet(
-        kube, tmp_path / "work", kubeconfig=str(kubeconfig), poll_interval=0.1, service_proxy_port=0
-    )
-    thread = threading.Thread(target=kubelet.run, daemon=True)
-    thread.start()
-    try:
-        yield kube, kubelet
-    finally:
-        kubelet.stop()
-        thread.join(timeout=20)
-        kube.close()
+    with running_kubelet(kubeconfig, tmp_path / "work", service_proxy_port=0) as running:
+        yield running
 
 
 def ready_ports(kube: SyncKube, name: str) -> list[int]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 from pathlib import Path
 
 import httpx
@@ -13,10 +12,9 @@ import pytest
 
 from mlrollouts.builders import Owner, ServingRevision, serving_deployment
 from mlrollouts.builders.serving import COMPILE_CONTAINER, compile_job, compile_job_name, job_finished
-from mlrollouts.controller.kube import SyncKube
 from mlrollouts.local.apiserver.testing import apiserver, kubeconfig  # noqa: F401
-from mlrollouts.local.kubelet import ProcessKubelet
 from support import PYTHON, wait_until
+from support.kubelet import running_kubelet
 from support.models import TREE_TYPE, IrisModels, serving
 
 pytestmark = pytest.mark.integration
@@ -106,16 +104,8 @@ def test_an_untrusted_model_is_left_to_the_server_by_a_best_effort_compile(iris:
 
 @pytest.fixture
 def kubelet(kubeconfig: Path, tmp_path: Path):  # noqa: F811
-    kube = SyncKube.from_environment(str(kubeconfig))
-    runner = ProcessKubelet(kube, tmp_path / "work", kubeconfig=str(kubeconfig), poll_interval=0.1)
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
-    try:
+    with running_kubelet(kubeconfig, tmp_path / "work") as (kube, _):
         yield kube
-    finally:
-        runner.stop()
-        thread.join(timeout=20)
-        kube.close()
 
 
 def test_serving_pods_with_a_compile_cache_claim_compile_once(kubelet, iris: IrisModels, tmp_path):
