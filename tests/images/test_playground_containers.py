@@ -34,7 +34,12 @@ def canary(tmp_path_factory, podman, image):
         listed = podman("ps", "--filter", f"label={LABEL}={label}", "--format", "json", check=False)
         for entry in json.loads(listed.stdout or "[]"):
             for name in entry.get("Names") or []:
-                seen[name] = entry
+                if name not in seen:  # the cgroup limits the engine gave it, read once
+                    inspected = podman("inspect", "--format", "{{json .HostConfig}}", name, check=False)
+                    entry["HostConfig"] = (
+                        json.loads(inspected.stdout or "{}") if inspected.returncode == 0 else {}
+                    )
+                    seen[name] = entry
 
     original_sample = demo.sample
 
@@ -73,6 +78,22 @@ def test_containers_ran_as_the_restricted_user_from_the_image(canary):
     assert logs
     # uvicorn reports its process id: 1 is the container's first process, not a host process
     assert all("Started server process [1]" in log.read_text() for log in logs)
+
+
+def test_containers_get_the_resource_limits_of_their_pods(canary):
+    """The serving pods' limits.memory 1Gi and requests.cpu 100m, the router's 512Mi (the builders'
+    defaults), as cgroup limits of their containers."""
+    _, _, seen = canary
+    limits = {
+        name: (entry["HostConfig"].get("Memory"), entry["HostConfig"].get("CpuShares"))
+        for name, entry in seen.items()
+        if entry.get("HostConfig")
+    }
+    servers = {n: v for n, v in limits.items() if n.endswith(("-server-0", "-server-1"))}
+    routers = {n: v for n, v in limits.items() if "-router-" in n}
+    assert servers and routers, sorted(limits)
+    assert set(servers.values()) == {(1024**3, 102)}, servers
+    assert set(routers.values()) == {(512 * 1024**2, 102)}, routers
 
 
 def test_no_container_outlives_the_playground(canary, podman):

@@ -34,7 +34,13 @@ What a container gets, as on a kubelet:
   configuration, which needs TLS, cannot be used).
 - ``file://`` URIs in the arguments (a model file of the host): the file's directory is
   bind-mounted read-only at the same path, the playground's stand-in for a model store.
-- resources: not enforced (no cgroup limits; a playground shares one machine).
+- ``resources``: ``limits.memory`` (``--memory``, no swap beyond it: an OOM kill as on a node),
+  ``limits.cpu`` (``--cpus``, a CFS quota) and ``requests.cpu`` (``--cpu-shares``, 1024 per CPU, as
+  a kubelet on cgroup v1 sets them); ``requests.memory`` only matters to a scheduler and an
+  eviction manager, which a one-machine playground has not. Another resource (``nvidia.com/gpu``,
+  ``ephemeral-storage``, hugepages) fails the pod, naming it. Where podman has no ``memory`` or
+  ``cpu`` cgroup controller (a rootless engine without delegation), the kubelet says once that the
+  limits are not enforced and runs the containers without them.
 
 Containers carry a label naming the kubelet's work dir; a kubelet removes the containers of its
 label when it starts and when it stops, so none outlive the playground. Engine settings come from
@@ -61,6 +67,7 @@ from typing import IO, Any
 from urllib.parse import unquote, urlparse
 
 import yaml
+from kubernetes.utils import parse_quantity
 
 from mlrollouts.local.lifeline import die_with_parent
 from mlrollouts.local.volumes import MissingReference
@@ -221,6 +228,39 @@ def validate(pod_spec: Obj, container: Obj) -> None:
             raise ValueError(f"container {name!r}: {key} is not supported by the local container runtime")
     if not container.get("image"):
         raise ValueError(f"container {name!r}: image is required")
+    resources = container.get("resources") or {}
+    for key in sorted(set(resources) - {"limits", "requests"}):
+        raise ValueError(
+            f"container {name!r}: resources.{key} is not supported by the local container runtime"
+        )
+    for kind in ("limits", "requests"):
+        for resource, quantity in sorted((resources.get(kind) or {}).items()):
+            if resource not in ("cpu", "memory"):
+                raise ValueError(
+                    f"container {name!r}: resources.{kind}.{resource} is not supported by the local "
+                    "container runtime (cpu, memory)"
+                )
+            try:
+                parse_quantity(quantity)
+            except ValueError:
+                raise ValueError(
+                    f"container {name!r}: resources.{kind}.{resource}: {quantity!r} is not a quantity"
+                ) from None
+
+
+def resource_flags(container: Obj) -> list[str]:
+    """The ``podman run`` flags of a container's ``resources`` (see the module docstring)."""
+    resources = container.get("resources") or {}
+    limits, requests = resources.get("limits") or {}, resources.get("requests") or {}
+    flags: list[str] = []
+    if "memory" in limits:
+        memory = int(parse_quantity(limits["memory"]))
+        flags += [f"--memory={memory}", f"--memory-swap={memory}"]
+    if "cpu" in limits:
+        flags.append(f"--cpus={float(parse_quantity(limits['cpu'])):g}")
+    if "cpu" in requests:
+        flags.append(f"--cpu-shares={max(2, int(parse_quantity(requests['cpu']) * 1024))}")
+    return flags
 
 
 @dataclass
@@ -231,6 +271,7 @@ class PodmanRuntime:
     kubeconfig: str | None = None
     podman: Podman = field(default_factory=lambda: Podman(find_podman() or "podman"))
     _users: dict[str, str] = field(default_factory=dict)
+    _controllers: frozenset[str] | None = None
 
     @property
     def label(self) -> str:
@@ -252,6 +293,27 @@ class PodmanRuntime:
     # ----------------------------------------------------------------------------- pods
     def validate(self, pod_spec: Obj, container: Obj) -> None:
         validate(pod_spec, container)
+
+    def cgroup_controllers(self) -> frozenset[str]:
+        """The cgroup controllers podman can use (asked once); a warning when cpu or memory is missing."""
+        if self._controllers is None:
+            info = self.podman("info", "--format", "{{json .Host.CgroupControllers}}", check=False)
+            try:
+                self._controllers = frozenset(json.loads(info.stdout or "[]") or [])
+            except ValueError:
+                self._controllers = frozenset()
+            if missing := {"cpu", "memory"} - self._controllers:
+                log.warning(
+                    "resource limits are not enforced: podman has no %s cgroup controller (%s)",
+                    " or ".join(sorted(missing)),
+                    info.stderr.strip() or "a rootless engine without cgroup delegation",
+                )
+        return self._controllers
+
+    def resource_flags(self, container: Obj) -> list[str]:
+        flags = resource_flags(container)
+        controllers = self.cgroup_controllers() if flags else frozenset()
+        return [f for f in flags if ("memory" if f.startswith("--memory") else "cpu") in controllers]
 
     def image_user(self, image: str) -> str:
         if image not in self._users:
@@ -370,6 +432,7 @@ class PodmanRuntime:
         profile = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
         if profile == "Unconfined":
             argv += ["--security-opt", "seccomp=unconfined"]
+        argv += self.resource_flags(spec)
         if spec.get("workingDir"):
             argv += ["--workdir", str(spec["workingDir"])]
         readonly = {
