@@ -191,9 +191,9 @@ async def run_pass(
         children.forget()
         # the driver must try again even when no event comes: a pass that failed on its first
         # write (or a kopf handler whose own progress patch failed too) would else wait forever
-        retry = API_RETRY_DELAY if exc.status in (409, 429) else API_ERROR_DELAY
-        if exc.status == 403:
-            retry = FORBIDDEN_RETRY_DELAY
+        retry = {403: FORBIDDEN_RETRY_DELAY, 409: API_RETRY_DELAY, 429: API_RETRY_DELAY}.get(
+            exc.status, API_ERROR_DELAY
+        )
         state.schedule(retry)
         if exc.status == 403:
             held = ctx.intent if ctx.committed and ctx.intent is not None else status_before
