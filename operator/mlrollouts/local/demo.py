@@ -16,12 +16,13 @@ A scenario is a :class:`mlrollouts.local.demo_scenario.Scenario` built by a func
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,17 +98,20 @@ def write_results(runs: list[ScenarioRun], output_dir: Path) -> list[Path]:
 
 def report(runs: list[ScenarioRun], context: DemoContext, files: list[Path], output_dir: Path) -> bool:
     """Print what each scenario did (and its steps, after a live view); True when all succeeded."""
+    started = [run for run in runs if run.thread is not None]
+    if not started:  # interrupted while the models were trained: nothing ran, nothing to report
+        return False
     if context.live:
-        for line in sorted((line for r in runs for line in r.scenario.log), key=_said_at):
+        for line in sorted((line for r in started for line in r.scenario.log), key=_said_at):
             print(line)
     print()
-    for run in runs:
+    for run in started:
         for line in run.scenario.outcome():
             print(f"{run.scenario.key}: {line}")
         if run.error is not None:
             print(f"{run.scenario.key} failed: {run.error}", file=sys.stderr)
     print(f"plots: {', '.join(str(f) for f in files)}\ntimeline: {output_dir / 'timeline.json'}")
-    ok = all(run.thread is not None and run.error is None for run in runs)
+    ok = len(started) == len(runs) and all(run.error is None for run in runs)
     if ok:
         done = "; ".join(f"{r.scenario.key}: {r.scenario.result}" for r in runs)
         print(f"demo finished in {context.elapsed():.0f}s — {done}")
@@ -124,6 +128,29 @@ def stop_on_termination() -> None:
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.default_int_handler)
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Let the block finish before Ctrl-C, SIGTERM or SIGHUP interrupts the demo, then raise
+    KeyboardInterrupt. Building a scenario imports numpy, scipy and scikit-learn; an exception
+    raised in the middle of a C extension's import leaves a half-made module behind, and the
+    interpreter can then crash (SIGSEGV) or die by SIGINT at exit instead of stopping cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    signums = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.getsignal(signum) for signum in signums}
+    for signum in signums:
+        signal.signal(signum, lambda got, _frame: received.append(got))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        raise KeyboardInterrupt
 
 
 def run_demo(
@@ -147,7 +174,8 @@ def run_demo(
     try:
         for name in names:
             print(f"training the models of the {name} scenario ...", flush=True)
-            runs.append(ScenarioRun(SCENARIOS[name](context, output_dir / "models" / name)))
+            with interrupts_deferred():
+                runs.append(ScenarioRun(SCENARIOS[name](context, output_dir / "models" / name)))
         for run in runs:
             run.start()
         follow(context, runs)
