@@ -18,7 +18,7 @@ from mlrollouts.builders.common import Owner
 from mlrollouts.builders.learner import snapshot_key_secret, snapshot_key_secret_name
 from mlrollouts.builders.router import signing_key_secret, signing_key_secret_name
 from mlrollouts.controller.kube import KubeError
-from mlrollouts.core.names import ACTION_ANNOTATION
+from mlrollouts.core.names import ACTION_ANNOTATION, ACTIONS_HANDLED_ANNOTATION
 
 Obj = dict[str, Any]
 
@@ -156,28 +156,48 @@ class Children:
 
 
 class ResourceWriter:
-    """Writes of the resource itself: its status subresource and the removal of a handled action."""
+    """Writes of the resource itself: its status subresource and the removal of a handled action.
+    ``resource_version`` is the object's version as the last write left it (at first: as read)."""
 
-    def __init__(self, kube: KubeApi, api_version: str, kind: str, namespace: str, name: str) -> None:
+    def __init__(
+        self,
+        kube: KubeApi,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        resource_version: str | None = None,
+    ) -> None:
         self.kube, self.api_version, self.kind = kube, api_version, kind
         self.namespace, self.name = namespace, name
+        self.resource_version = resource_version
 
     async def status(self, before: Obj, after: Obj) -> bool:
         """Patch only what changed; returns whether anything was written."""
         patch = merge_patch_for(before, after)
         if not patch:
             return False
-        await self.kube.merge_patch(
+        written = await self.kube.merge_patch(
             self.api_version, self.kind, self.namespace, self.name, {"status": patch}, subresource="status"
+        )
+        self.resource_version = (
+            (written or {}).get("metadata", {}).get("resourceVersion", self.resource_version)
         )
         return True
 
-    async def clear_action(self) -> bool:
-        """Remove the handled action annotation; returns whether it was removed. A failure is only
-        logged: the next pass sees the annotation again, and the status says it was acted on."""
-        patch = {"metadata": {"annotations": {ACTION_ANNOTATION: None}}}
+    async def clear_action(self, number: int) -> bool:
+        """Remove the handled action annotation and count it as the ``number``-th handled; returns
+        whether it was removed. The patch holds the version of the object this pass last wrote or
+        read: were the object changed since (a new request among the changes) the server refuses
+        it, rather than remove a request no pass has seen. A failure is only logged: the annotation
+        stays, the status says it was acted on, and the next pass removes it."""
+        meta: Obj = {"annotations": {ACTION_ANNOTATION: None, ACTIONS_HANDLED_ANNOTATION: str(number)}}
+        if self.resource_version:
+            meta["resourceVersion"] = self.resource_version
         try:
-            await self.kube.merge_patch(self.api_version, self.kind, self.namespace, self.name, patch)
+            await self.kube.merge_patch(
+                self.api_version, self.kind, self.namespace, self.name, {"metadata": meta}
+            )
         except KubeError as exc:
             log.warning(
                 "could not remove %s from %s/%s: %s", ACTION_ANNOTATION, self.namespace, self.name, exc

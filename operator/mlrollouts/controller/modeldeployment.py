@@ -629,7 +629,7 @@ async def record_intent(md: ModelDeployment, seen: Observed, decision: Decision,
         LearningStep(status=previous.get("learning"), condition=kept),
     )
     meta = md.metadata
-    writer = ResourceWriter(
+    writer = ctx.writer or ResourceWriter(
         ctx.kube, MODEL_DEPLOYMENT.api_version, MODEL_DEPLOYMENT.kind, meta.namespace or "", meta.name or ""
     )
     return await writer.status(previous, intent_status(intent, ctx, decision.clear_action))

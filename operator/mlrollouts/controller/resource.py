@@ -37,9 +37,9 @@ from mlrollouts.controller import metrics
 from mlrollouts.controller.children import Children, KubeApi, ResourceWriter
 from mlrollouts.controller.config import OperatorConfig
 from mlrollouts.controller.kube import KubeError
-from mlrollouts.core.conditions import DEGRADED, refused_status
+from mlrollouts.core.conditions import DEGRADED, READY, refused_status
 from mlrollouts.core.events import Event
-from mlrollouts.core.names import ACTION_ANNOTATION
+from mlrollouts.core.names import ACTION_ANNOTATION, ACTIONS_HANDLED_ANNOTATION
 from mlrollouts.core.times import aware, parse_timestamp
 
 Obj = dict[str, Any]
@@ -93,6 +93,13 @@ class Pass:
     """Per-resource values kept between passes of this process (lost on restart, by design)."""
     action: str | None = None
     """The ``mlrollouts.io/action`` annotation this pass may act on (None: none, or one already acted on)."""
+    action_number: int = 1
+    """The number ``action`` gets in the status's record once acted on (see :data:`HANDLED_ACTION`)."""
+    writer: ResourceWriter | None = None
+    """The writer of the resource's own status, shared by every write of the pass."""
+    held_conditions: Sequence[Obj] = ()
+    """``Ready`` and ``Degraded`` as the last pass left them when a request was forbidden: a status
+    written before the end of this pass keeps them, so they change only when a pass gets through."""
     intent: Obj | None = None
     """The status the kind wrote before the end of the pass (see :func:`intent_status`)."""
     committed: list[Event] = field(default_factory=list)
@@ -160,11 +167,16 @@ async def run_pass(
         return None
     meta = body.get("metadata") or {}
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
-    writer = ResourceWriter(kube, controller.kind.api_version, controller.kind.kind, namespace, name)
+    writer = ResourceWriter(
+        kube, controller.kind.api_version, controller.kind.kind, namespace, name, meta.get("resourceVersion")
+    )
     children = Children(kube, namespace, state.applied)
     now = now or datetime.now(UTC)
     action, body = pending_action(body, status_before)
-    ctx = Pass(kube, config, children, now, state.memory, action)
+    number = _handled_count(meta) + 1
+    ctx = Pass(kube, config, children, now, state.memory, action, action_number=number, writer=writer)
+    if _was_forbidden(status_before):
+        ctx.held_conditions = [c for c in status_before["conditions"] if c.get("type") in _FORBIDDEN_TYPES]
     try:
         outcome = await _reconcile(controller, body, ctx)
         if isinstance(outcome, Refused):
@@ -179,14 +191,11 @@ async def run_pass(
         if handled is not None and (action is None or outcome.clear_action):
             outcome.clear_action = True
             outcome.status = {**(status_before if outcome.status is None else outcome.status)}
-            outcome.status[HANDLED_ACTION] = handled
+            outcome.status[HANDLED_ACTION] = _record(handled, number)
         if outcome.status is not None:
             outcome.wrote_status = await writer.status(status_before, outcome.status)
-        if outcome.clear_action and await writer.clear_action() and outcome.status is not None:
-            # the next action of the same value must not pass for this one
-            done = {k: v for k, v in outcome.status.items() if k != HANDLED_ACTION}
-            await writer.status(outcome.status, done)
-            outcome.status = done
+        if outcome.clear_action:
+            await writer.clear_action(number)
     except KubeError as exc:
         children.forget()
         # the driver must try again even when no event comes: a pass that failed on its first
@@ -227,10 +236,12 @@ async def run_pass(
 
 
 HANDLED_ACTION = "handledAction"
-"""Status field: the action annotation whose effects the status already holds. Written with them
-(the status write is the commit), removed once the annotation is; a pass that finds the annotation
-and this field equal only removes the annotation, so a restart or a failed removal between the two
-writes never acts on one request twice."""
+"""Status field: the action annotation whose effects the status holds, ``{"action": value,
+"number": n}``, written with those effects (the status write is the commit). The operator removes
+the annotation in one patch with ``ACTIONS_HANDLED_ANNOTATION`` set to ``n``. A pass that finds the
+annotation with the record ``n`` = that count + 1 knows the removal has not happened (a restart, a
+failed patch) and only removes it; any other annotation is a new request, even one of the same
+value, so a request is never acted on twice and never taken for the one before it."""
 
 
 def _annotation(meta: Obj) -> str | None:
@@ -238,28 +249,50 @@ def _annotation(meta: Obj) -> str | None:
     return None if value is None else str(value)
 
 
+def _handled_count(meta: Obj) -> int:
+    value = (meta.get("annotations") or {}).get(ACTIONS_HANDLED_ANNOTATION)
+    try:
+        return max(int(value), 0) if value is not None else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+def _record(action: str, number: int) -> Obj:
+    return {"action": action, "number": number}
+
+
+def _acted_on(meta: Obj, status: Obj) -> bool:
+    """Whether the action annotation on ``meta`` is the one whose effects ``status`` holds."""
+    action = _annotation(meta)
+    return action is not None and status.get(HANDLED_ACTION) == _record(action, _handled_count(meta) + 1)
+
+
 def pending_action(body: Obj, status: Obj) -> tuple[str | None, Obj]:
     """The action annotation still to act on, and the body the kind is to see: without an action
     whose effects ``status`` already holds."""
     meta = body.get("metadata") or {}
-    action = _annotation(meta)
-    if action is None or status.get(HANDLED_ACTION) != action:
-        return action, body
+    if not _acted_on(meta, status):
+        return _annotation(meta), body
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != ACTION_ANNOTATION}
     return None, {**body, "metadata": {**meta, "annotations": annotations}}
 
 
 def action_waiting(body: Obj) -> bool:
-    """Whether ``body`` carries an action annotation its status does not hold as handled yet."""
-    action = _annotation(body.get("metadata") or {})
-    return action is not None and (body.get("status") or {}).get(HANDLED_ACTION) != action
+    """Whether ``body`` still carries an action annotation: one to act on, or one acted on whose
+    removal failed. Either needs a pass."""
+    return _annotation(body.get("metadata") or {}) is not None
 
 
 def intent_status(status: Obj, ctx: Pass, acted: bool) -> Obj:
     """``status`` as a kind writes it before the end of its pass, marked when the pass ``acted``
     on ``ctx.action``; remembered in ``ctx.intent``. The kind adds the events of the decision to
-    ``ctx.committed`` once the write succeeded."""
-    ctx.intent = {**status, HANDLED_ACTION: ctx.action} if acted and ctx.action is not None else status
+    ``ctx.committed`` once the write succeeded. After a forbidden request ``Ready`` and ``Degraded``
+    stay as they were: the pass has not got through yet."""
+    acted = acted and ctx.action is not None
+    if ctx.held_conditions:
+        kept = [c for c in status.get("conditions") or [] if c.get("type") not in _FORBIDDEN_TYPES]
+        status = {**status, "conditions": [*kept, *ctx.held_conditions]}
+    ctx.intent = {**status, HANDLED_ACTION: _record(str(ctx.action), ctx.action_number)} if acted else status
     return ctx.intent
 
 
@@ -286,6 +319,9 @@ async def _refuse(
     wrote = await writer.status(status_before, written)
     events = [Event("Warning", refused.reason, refused.message)] if wrote else []
     return Outcome(status=written if wrote else None, events=events, wrote_status=wrote)
+
+
+_FORBIDDEN_TYPES = (READY, DEGRADED)
 
 
 def _was_forbidden(status: Obj) -> bool:

@@ -11,6 +11,10 @@ CATEGORY = "mlrollouts"
 ACTION_ANNOTATION = f"{GROUP}/action"
 """A manual action (promote: one step, promote-full, abort, retry, resume) the operator carries out and
 then removes."""
+ACTIONS_HANDLED_ANNOTATION = f"{GROUP}/actions-handled"
+"""How many action annotations the operator has carried out and removed; written in the same patch
+that removes one, so the status's record of the last action tells a new request of the same value
+from one whose removal failed."""
 
 OWNER_LABEL = f"{GROUP}/owner"
 """``<kind>.<name>`` of the resource that owns an object."""

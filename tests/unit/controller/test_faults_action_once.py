@@ -1,6 +1,7 @@
 """A ``promote`` annotation is acted on once, whatever write of the pass fails or is the last before
 the operator dies: the status records the action it holds the effects of, and a pass that finds
-that record only removes the annotation."""
+that record only removes the annotation. The next request of the same value is a new one, also when
+a write after the removal failed."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from mlrollouts.controller.children import ResourceWriter
 from mlrollouts.controller.config import OperatorConfig
 from mlrollouts.controller.kube import KubeError
 from mlrollouts.controller.modeldeployment import ModelDeploymentController
@@ -22,7 +24,7 @@ from mlrollouts.controller.resource import (
     pending_action,
     run_pass,
 )
-from mlrollouts.core.names import ACTION_ANNOTATION
+from mlrollouts.core.names import ACTION_ANNOTATION, ACTIONS_HANDLED_ANNOTATION
 from support.fake_kube import FakeKube
 
 T0 = datetime(2026, 1, 5, 12, 0, 0, tzinfo=UTC)
@@ -108,8 +110,8 @@ class Operator:
         raise AssertionError(f"never reached: {self.body().get('status')}")
 
 
-def at_held_step() -> tuple[FailOnce, Operator]:
-    fake = FailOnce()
+def at_held_step(fake: FailOnce | None = None) -> tuple[FailOnce, Operator]:
+    fake = fake or FailOnce()
     fake.put(held_canary())
     operator = Operator(fake)
     operator.until(lambda s: s.get("phase") == "Healthy")
@@ -127,6 +129,14 @@ def writes_the_route(verb: str, kind: str, subresource: str | None, patch: Any) 
     return verb == "apply" and kind == "ConfigMap"
 
 
+def writes_the_status_after_the_removal(verb: str, kind: str, subresource: str | None, patch: Any) -> bool:
+    """A status write that drops the record of the action after the annotation's removal (were the
+    next request of the same value told from the last by that write alone, its failure would leave
+    a record the next request is taken for)."""
+    status = patch.get("status", {}) if subresource == "status" else {}
+    return verb == "patch" and HANDLED_ACTION in status and status[HANDLED_ACTION] is None
+
+
 @pytest.mark.parametrize("failing", [clears_the_action, writes_the_route], ids=lambda f: f.__name__)
 def test_a_promote_is_acted_on_once_when_a_write_after_the_status_fails(failing):
     fake, operator = at_held_step()
@@ -141,28 +151,87 @@ def test_a_promote_is_acted_on_once_when_a_write_after_the_status_fails(failing)
     assert body["status"]["currentStep"] == 1, body["status"]
     # one event too, also when the pass failed after the status had recorded the promotion
     assert operator.events.count("PromotionRequested") == 1, operator.events
-    assert HANDLED_ACTION not in body["status"]  # the next promote is a new one
+    assert body["metadata"]["annotations"][ACTIONS_HANDLED_ANNOTATION] == "1"
+    assert body["status"].get(HANDLED_ACTION, {}).get("number", 1) == 1
 
     # and that next promote is acted on, once
-    body["metadata"]["annotations"] = {ACTION_ANNOTATION: "promote"}
+    body["metadata"]["annotations"][ACTION_ANNOTATION] = "promote"
     for _ in range(3):
         operator.tick()
     assert operator.body()["status"]["currentStep"] == 2
     assert operator.events.count("PromotionRequested") == 2, operator.events
+    assert operator.body()["metadata"]["annotations"][ACTIONS_HANDLED_ANNOTATION] == "2"
+
+
+def test_a_promote_right_after_the_last_is_a_new_one_whatever_write_failed():
+    fake, operator = at_held_step()
+
+    def annotations() -> dict[str, str]:
+        return fake.object("ModelDeployment", NS, NAME)["metadata"].setdefault("annotations", {})
+
+    def promote() -> None:
+        annotations()[ACTION_ANNOTATION] = "promote"
+        for _ in range(6):
+            operator.tick()
+            if ACTION_ANNOTATION not in annotations():
+                return
+        raise AssertionError("the promote annotation was never removed")
+
+    fake.matches = writes_the_status_after_the_removal
+    promote()
+    promote()  # at once: no pass in between may clean up after the first
+    assert operator.body()["status"]["currentStep"] == 2, operator.body()["status"]
+    assert operator.events.count("PromotionRequested") == 2, operator.events
 
 
 def test_an_action_the_status_already_holds_is_hidden_from_the_kind():
-    body = {"metadata": {"name": NAME, "annotations": {ACTION_ANNOTATION: "promote", "other": "kept"}}}
-    action, seen = pending_action(body, {HANDLED_ACTION: "promote"})
-    assert action is None and seen["metadata"]["annotations"] == {"other": "kept"}
+    annotations = {ACTION_ANNOTATION: "promote", ACTIONS_HANDLED_ANNOTATION: "2", "other": "kept"}
+    body = {"metadata": {"name": NAME, "annotations": annotations}}
+    action, seen = pending_action(body, {HANDLED_ACTION: {"action": "promote", "number": 3}})
+    assert action is None
+    assert seen["metadata"]["annotations"] == {ACTIONS_HANDLED_ANNOTATION: "2", "other": "kept"}
     assert body["metadata"]["annotations"][ACTION_ANNOTATION] == "promote"  # the caller's body is intact
-    assert pending_action(body, {HANDLED_ACTION: "abort"}) == ("promote", body)
+    assert pending_action(body, {HANDLED_ACTION: {"action": "abort", "number": 3}}) == ("promote", body)
     assert pending_action(body, {}) == ("promote", body)
 
 
-def test_an_action_waits_until_the_status_holds_it_as_handled():
+def test_the_next_request_of_the_same_value_is_a_new_one():
+    # the third promote was acted on and removed (count 3); the record of it stays in the status
+    body = {"metadata": {"annotations": {ACTION_ANNOTATION: "promote", ACTIONS_HANDLED_ANNOTATION: "3"}}}
+    assert pending_action(body, {HANDLED_ACTION: {"action": "promote", "number": 3}}) == ("promote", body)
+    # a count written by hand that is not a number counts as none
+    body["metadata"]["annotations"][ACTIONS_HANDLED_ANNOTATION] = "many"
+    assert pending_action(body, {HANDLED_ACTION: {"action": "promote", "number": 1}})[0] is None
+
+
+def test_an_action_waits_for_a_pass_until_its_annotation_is_removed():
     body: dict[str, Any] = {"metadata": {"annotations": {ACTION_ANNOTATION: "promote"}}, "status": {}}
     assert action_waiting(body)  # the driver runs a pass for it when no event did
-    body["status"][HANDLED_ACTION] = "promote"
-    assert not action_waiting(body)  # acted on: only the annotation's removal is left
-    assert not action_waiting({"metadata": {}, "status": {HANDLED_ACTION: "promote"}})
+    body["status"][HANDLED_ACTION] = {"action": "promote", "number": 1}
+    assert action_waiting(body)  # acted on, but its removal is still to do
+    assert not action_waiting(
+        {"metadata": {}, "status": {HANDLED_ACTION: {"action": "promote", "number": 1}}}
+    )
+
+
+def test_the_removal_holds_the_version_the_pass_last_wrote():
+    fake = FakeKube()
+    fake.put(held_canary() | {"metadata": {**held_canary()["metadata"], "resourceVersion": "7"}})
+    writer = ResourceWriter(fake, "mlrollouts.io/v1alpha1", "ModelDeployment", NS, NAME, "7")
+    sent: list[Any] = []
+    real = fake.merge_patch
+
+    async def record(*args: Any, **kwargs: Any) -> Any:
+        sent.append(args[4])
+        result = await real(*args, **kwargs)
+        return {**result, "metadata": {**result["metadata"], "resourceVersion": str(8 + len(sent))}}
+
+    fake.merge_patch = record  # type: ignore[method-assign]
+    asyncio.run(writer.status({}, {"phase": "Progressing"}))
+    assert asyncio.run(writer.clear_action(4))
+    assert sent[-1] == {
+        "metadata": {
+            "annotations": {ACTION_ANNOTATION: None, ACTIONS_HANDLED_ANNOTATION: "4"},
+            "resourceVersion": "9",
+        }
+    }

@@ -20,12 +20,11 @@ def terminate_interrupts():
 
 def test_a_sigterm_inside_the_block_is_raised_after_it(terminate_interrupts) -> None:
     finished = False
-    with pytest.raises(KeyboardInterrupt):
-        with demo.interrupts_deferred():
-            os.kill(os.getpid(), signal.SIGTERM)
-            for _ in range(1000):  # bytecode boundaries, where a handler would have raised
-                pass
-            finished = True
+    with pytest.raises(KeyboardInterrupt), demo.interrupts_deferred():
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # bytecode boundaries, where a handler would have raised
+            pass
+        finished = True
     assert finished
     assert signal.getsignal(signal.SIGTERM) is signal.default_int_handler
 
