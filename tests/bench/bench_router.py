@@ -7,7 +7,10 @@ client, keep-alive, a V2 inference request of one row) hits, in turn:
 - ``direct``: the stable model server itself;
 - ``router``: `mlserving route` (one worker process), route ``iris`` split 90/10 over both servers;
 - ``nginx``: Debian nginx (one worker), ``split_clients`` 90%/10% over the same servers with
-  keep-alive upstream pools (the industry anchor for weighted proxying).
+  keep-alive upstream pools (the industry anchor for weighted proxying);
+- ``floor``: ``floor_proxy.py``, the least a Python proxy can do (callbacks under uvloop, no
+  split, ids, metrics or timeouts) in front of the stable server: what the event loop, the parser
+  and the system calls cost, below which no Python router can go.
 
 Router overhead = router p50 - direct p50, at concurrency 1 and 8 (target <= 0.5 ms). On a shared
 machine (few cores, other jobs) absolute numbers are noisy; the load generator, the proxy and the
@@ -282,6 +285,17 @@ def main() -> int:
             "direct": f"http://127.0.0.1:{servers['stable'][0]}/v2/models/iris-stable/infer",
             "router": f"http://127.0.0.1:{router_port}/v2/models/iris/infer",
         }
+        floor_port = free_port()
+        floor = Proc(
+            [PYTHON, str(Path(__file__).with_name("floor_proxy.py")), str(servers["stable"][0]),
+             str(floor_port), "iris-stable"],
+            tmp / "floor.log",
+        )  # fmt: skip
+        stack.callback(floor.stop)
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{floor_port}/v2/models/iris/ready"), timeout=20,
+                   message="floor proxy")  # fmt: skip
+        targets["floor"] = f"http://127.0.0.1:{floor_port}/v2/models/iris/infer"
+        proxy_pids["floor"] = [floor.pid]
         if nginx:
             nginx_port = free_port()
             for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
@@ -340,6 +354,13 @@ def main() -> int:
                     f"router vs nginx, c={connections}: overhead {r_p50 - results[('direct', connections)][0]:+.3f} ms"
                     f" vs {n_p50 - results[('direct', connections)][0]:+.3f} ms; throughput ratio {r_rps / n_rps:.2f}"
                 )
+            for connections in args.concurrency:
+                nginx_cpu = results[("nginx", connections)][2]
+                ratios = ", ".join(
+                    f"{name} {results[(name, connections)][2] / nginx_cpu:.1f}x"
+                    for name in ("router", "floor")
+                )
+                print(f"CPU per request vs nginx, c={connections}: {ratios} (goal for the router: <= 2x)")
         if not args.skip_clients:
             print("\nupstream clients (sequential keep-alive requests to the stable server, in one process):")
             for name, p50, cpu_us in compare_clients(targets["direct"]):
