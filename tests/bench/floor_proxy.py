@@ -18,11 +18,11 @@ import httptools
 import uvloop
 
 
-class Upstream(asyncio.Protocol):
-    def __init__(self, idle: list[Upstream]) -> None:
-        self.idle = idle
-        self.parser = httptools.HttpResponseParser(self)
-        self.client: Client | None = None
+class Parsed(asyncio.Protocol):
+    """A connection whose bytes go to an httptools parser that calls back this object."""
+
+    def __init__(self, parser: type[httptools.HttpRequestParser | httptools.HttpResponseParser]) -> None:
+        self.parser = parser(self)
         self.body: list[bytes] = []
         self.transport: asyncio.Transport | None = None
 
@@ -34,6 +34,13 @@ class Upstream(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
+
+
+class Upstream(Parsed):
+    def __init__(self, idle: list[Upstream]) -> None:
+        super().__init__(httptools.HttpResponseParser)
+        self.idle = idle
+        self.client: Client | None = None
 
     def on_message_complete(self) -> None:
         body, self.body = b"".join(self.body), []
@@ -48,25 +55,14 @@ class Upstream(asyncio.Protocol):
         self.transport.write(request)
 
 
-class Client(asyncio.Protocol):
+class Client(Parsed):
     def __init__(self, upstream_port: int, model: bytes, idle: list[Upstream]) -> None:
+        super().__init__(httptools.HttpRequestParser)
         self.upstream_port, self.model, self.idle = upstream_port, model, idle
-        self.parser = httptools.HttpRequestParser(self)
         self.url = b""
-        self.body: list[bytes] = []
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.parser.feed_data(data)
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-
-    def on_body(self, body: bytes) -> None:
-        self.body.append(body)
 
     def on_message_complete(self) -> None:
         body, self.body = b"".join(self.body), []
