@@ -50,7 +50,6 @@ from mlrollouts.builders.serving import (
     weighted_replicas,
 )
 from mlrollouts.controller import metrics
-from mlrollouts.controller.children import ResourceWriter
 from mlrollouts.controller.config import OperatorConfig
 from mlrollouts.controller.hooks import drive_load, gate_hooks, post_hooks, queue_post_hooks
 from mlrollouts.controller.learner import (
@@ -628,11 +627,7 @@ async def record_intent(md: ModelDeployment, seen: Observed, decision: Decision,
         rollout_status(md, seen, decision, False, ctx.now),
         LearningStep(status=previous.get("learning"), condition=kept),
     )
-    meta = md.metadata
-    writer = ctx.writer or ResourceWriter(
-        ctx.kube, MODEL_DEPLOYMENT.api_version, MODEL_DEPLOYMENT.kind, meta.namespace or "", meta.name or ""
-    )
-    return await writer.status(previous, intent_status(intent, ctx, decision.clear_action))
+    return await ctx.writer.status(previous, intent_status(intent, ctx, decision.clear_action))
 
 
 async def apply(

@@ -91,12 +91,13 @@ class Pass:
     now: datetime
     memory: dict[str, Any]
     """Per-resource values kept between passes of this process (lost on restart, by design)."""
+    writer: ResourceWriter
+    """The writer of the resource's own status, shared by every write of the pass: the removal of
+    an action holds the version its last status write left."""
     action: str | None = None
     """The ``mlrollouts.io/action`` annotation this pass may act on (None: none, or one already acted on)."""
     action_number: int = 1
     """The number ``action`` gets in the status's record once acted on (see :data:`HANDLED_ACTION`)."""
-    writer: ResourceWriter | None = None
-    """The writer of the resource's own status, shared by every write of the pass."""
     held_conditions: Sequence[Obj] = ()
     """``Ready`` and ``Degraded`` as the last pass left them when a request was forbidden: a status
     written before the end of this pass keeps them, so they change only when a pass gets through."""
@@ -174,7 +175,7 @@ async def run_pass(
     now = now or datetime.now(UTC)
     action, body = pending_action(body, status_before)
     number = _handled_count(meta) + 1
-    ctx = Pass(kube, config, children, now, state.memory, action, action_number=number, writer=writer)
+    ctx = Pass(kube, config, children, now, state.memory, writer, action, action_number=number)
     if _was_forbidden(status_before):
         ctx.held_conditions = [c for c in status_before["conditions"] if c.get("type") in _FORBIDDEN_TYPES]
     try:
