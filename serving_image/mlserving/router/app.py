@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from mlserving.http import (
     Receive,
     Scope,
     Send,
+    error_body,
     read_body,
     require_method,
     send_body,
@@ -53,10 +56,11 @@ from mlserving.router.table import Route, RouteTable, Variant
 if TYPE_CHECKING:
     from mlserving.router.resolve import EndpointResolver
 from mlserving.router.upstream import (
-    BadResponse,
+    Answer,
     ConnectFailed,
     Disconnected,
     Endpoint,
+    Pending,
     RequestTimeout,
     Resolve,
     UpstreamError,
@@ -152,10 +156,19 @@ class CompiledRoute:
         return self.variants[name]
 
 
+LaneTarget = tuple[CompiledRoute, str, str, str]
+"""A route, its model name, the path's prefix and its tail: what an inference URL asks for."""
+
+# Model names that can stand in a URL as they are (others are escaped by clients: the ASGI path).
+_PLAIN_MODEL_NAME = re.compile(r"[A-Za-z0-9._~-]+")
+
+
 @dataclass(eq=False)
 class CompiledTable:
     table: RouteTable
     by_model: dict[str, CompiledRoute]
+    lane: dict[bytes, LaneTarget]
+    """The inference URLs of the routes the fast lane may take (``mlserving.router.fastlane``)."""
 
     @classmethod
     def build(
@@ -164,7 +177,13 @@ class CompiledTable:
         """The routes with variants; graph routes are the ``GraphRuntime``'s."""
         routes = {r.model: CompiledRoute.build(r, outliers, resolve) for r in table.routes if r.graph is None}
         outliers.retain({e.url for r in routes.values() for v in r.variants.values() for e in v.upstreams})
-        return cls(table=table, by_model=routes)
+        lane: dict[bytes, LaneTarget] = {}
+        for model, route in routes.items():
+            # A mirrored request needs the primary's answer later: the ASGI path keeps that state.
+            if route.shadow is None and _PLAIN_MODEL_NAME.fullmatch(model):
+                lane[f"/v2/models/{model}/infer".encode()] = (route, model, "/v2/models/", "/infer")
+                lane[f"/v1/models/{model}:predict".encode()] = (route, model, "/v1/models/", ":predict")
+        return cls(table=table, by_model=routes, lane=lane)
 
 
 def _with_request_id(body: bytes, response_id: str) -> bytes:
@@ -182,6 +201,213 @@ def _with_request_id(body: bytes, response_id: str) -> bytes:
     if inner.strip() == b"{":
         return b"{" + member + b"}"
     return inner + b"," + member + b"}"
+
+
+Reply = Callable[[int, list[tuple[bytes, bytes]], bytes], None]
+"""``reply(status, headers, body)``: the answer for the client (its headers without content-length)."""
+
+
+class Exchange:
+    """One request to a variant, in event-loop callbacks (no task or future on a pooled connection).
+
+    The first attempt goes to the endpoint the variant picks; after a connection failure there is one
+    retry on another endpoint of the same variant (a failed connect is retried on another endpoint
+    only; a dropped connection, maybe a stale keep-alive one closed by the upstream, is retried once
+    even on the same endpoint). A connect failure to a Service the resolver has yet to resolve waits
+    for its endpoints and tries those. Each attempt's outcome goes to the outlier detector. ``done``
+    is called once, with the answer or the ``HttpError`` for the client (502, 504)."""
+
+    __slots__ = (
+        "app",
+        "body",
+        "done",
+        "endpoints",
+        "finished",
+        "headers",
+        "index",
+        "method",
+        "open",
+        "path",
+        "pending",
+        "route",
+        "session",
+        "variant",
+        "waiting",
+    )
+
+    def __init__(
+        self,
+        app: RouterApp,
+        session: UpstreamPool,
+        route: CompiledRoute,
+        variant: CompiledVariant,
+        method: str,
+        path: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        done: Callable[[Answer | None, HttpError | None], None],
+    ) -> None:
+        self.app, self.session, self.route, self.variant = app, session, route, variant
+        self.method, self.path, self.headers, self.body, self.done = method, path, headers, body, done
+        self.endpoints = variant.endpoints()
+        self.index = 0
+        self.open = False  # an attempt's outcome is due to the outlier detector
+        self.finished = False
+        self.pending: Pending | None = None
+        self.waiting: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._attempt(0)
+
+    def cancel(self) -> None:
+        """Give up: nobody is waiting for the answer any more (``done`` is not called)."""
+        if self.finished:
+            return
+        self.finished = True
+        if self.open:
+            self.open = False
+            self.app.attempt_ended(self.route, self.variant, self.endpoints[self.index], None)
+        if self.pending is not None:
+            self.pending.abort()
+        if self.waiting is not None:
+            self.waiting.cancel()
+
+    def _attempt(self, index: int) -> None:
+        self.index = index
+        endpoint = self.endpoints[index]
+        variant = self.variant
+        self.app.outliers.begin(endpoint)
+        self.open = True
+        self.pending = self.session.start(
+            endpoint,
+            self.method,
+            self.path,
+            self.headers,
+            self.body,
+            variant.request_seconds,
+            variant.connect_seconds,
+            self._answered,
+        )
+
+    def _answered(self, answer: Answer | None, error: UpstreamError | None) -> None:
+        if self.finished:
+            return
+        try:
+            self._settle(answer, error)
+        except Exception:
+            log.exception("unexpected error forwarding to variant %s", self.variant.name)
+            self._finish(None, HttpError(500, "internal router error (logged)"))
+
+    def _settle(self, answer: Answer | None, error: UpstreamError | None) -> None:
+        endpoint = self.endpoints[self.index]
+        if answer is not None:
+            ok: bool | None = answer[0] not in GATEWAY_FAILURES
+        else:
+            # A reused keep-alive connection closing is the pool's race, not the endpoint's failure.
+            ok = None if isinstance(error, Disconnected) and error.reused else False
+        self.open = False
+        self.app.attempt_ended(self.route, self.variant, endpoint, ok)
+        if answer is not None:
+            self._finish(answer, None)
+            return
+        name = self.variant.name
+        if isinstance(error, (ConnectFailed, Disconnected)):
+            following = self.index + 1
+            if following < len(self.endpoints) and (
+                isinstance(error, Disconnected) or self.endpoints[following] is not endpoint
+            ):
+                self._count_retry()
+                self._attempt(following)
+            elif isinstance(error, ConnectFailed) and self.app.may_resolve_later(endpoint):
+                self.waiting = asyncio.get_running_loop().create_task(self._retry_resolved(endpoint, error))
+                self.app.keep(self.waiting)
+            else:
+                self._finish(None, HttpError(502, f"variant {name!r}: upstream connection failed: {error}"))
+        elif isinstance(error, RequestTimeout):
+            seconds = self.variant.request_seconds
+            self._finish(
+                None, HttpError(504, f"variant {name!r}: upstream did not answer within {seconds:g} s")
+            )
+        else:
+            self._finish(None, HttpError(502, f"variant {name!r}: invalid upstream response: {error}"))
+
+    async def _retry_resolved(self, endpoint: Endpoint, error: UpstreamError) -> None:
+        fresh = await self.app.resolved_later(self.route, self.variant, endpoint)
+        if self.finished:
+            return
+        if fresh is None:
+            name = self.variant.name
+            self._finish(None, HttpError(502, f"variant {name!r}: upstream connection failed: {error}"))
+            return
+        self._count_retry()
+        self.variant, self.endpoints = fresh, fresh.endpoints()
+        self._attempt(0)
+
+    def _count_retry(self) -> None:
+        metrics = self.app.metrics
+        metrics.count(metrics.upstream_retries, self.route.name, self.variant.name)
+
+    def _finish(self, answer: Answer | None, error: HttpError | None) -> None:
+        self.finished = True
+        self.done(answer, error)
+
+
+class Forward:
+    """A client's request to the variant chosen for it: the exchange with the variant, then the answer
+    for the client (with the response id and the variant's name) counted and handed to ``reply``."""
+
+    __slots__ = ("app", "exchange", "primary_done", "reply", "response_id", "route", "started", "variant")
+
+    def __init__(
+        self,
+        app: RouterApp,
+        route: CompiledRoute,
+        variant: CompiledVariant,
+        response_id: str | None,
+        primary_done: asyncio.Future[bytes | None] | None,
+        started: float,
+        reply: Reply,
+    ) -> None:
+        self.app, self.route, self.variant, self.response_id = app, route, variant, response_id
+        self.primary_done, self.started, self.reply = primary_done, started, reply
+        self.exchange: Exchange | None = None
+
+    def cancel(self) -> None:
+        if self.exchange is not None:
+            self.exchange.cancel()
+        self._primary_answered(None)
+
+    def _primary_answered(self, body: bytes | None) -> None:
+        primary_done = self.primary_done
+        if primary_done is not None and not primary_done.done():
+            primary_done.set_result(body)
+
+    def answered(self, answer: Answer | None, error: HttpError | None) -> None:
+        variant_header = (VARIANT_HEADER, self.variant.name.encode())
+        response_id = self.response_id
+        if answer is not None:
+            status, raw_headers, body = answer
+            ok = 200 <= status < 300
+            self._primary_answered(body if ok else None)
+            try:
+                if response_id is not None and ok:
+                    body = _with_response_id(body, response_id, self.variant.name)
+            except HttpError as exc:
+                error = exc
+            else:
+                headers = end_to_end_headers(raw_headers)
+                if response_id is not None:
+                    headers.append((ID_HEADER, response_id.encode()))
+                headers.append(variant_header)
+        else:
+            self._primary_answered(None)
+        if error is not None:
+            status, body = error.status, error_body(error.message)
+            headers = [*JSON_HEADERS, *error.headers, variant_header]
+        self.app.metrics.observe_request(
+            self.route.name, self.variant.name, status, time.perf_counter() - self.started
+        )
+        self.reply(status, headers, body)
 
 
 class RouterApp(Application):
@@ -211,6 +437,7 @@ class RouterApp(Application):
         # Shadow traffic has its own pool, so a slow shadow can never hold the primaries' connections.
         self._shadow_session = UpstreamPool()
         self._shadow_tasks: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         resolve = resolver.resolve if resolver is not None else None
         # Graphs reach their components over the primaries' pool, resolved like the variants.
         self.graphs = GraphRuntime(
@@ -223,11 +450,17 @@ class RouterApp(Application):
             max_body_bytes,
         )
         self._random = random.Random()
+        self.uniform = self._random.random
+        """A uniform draw in [0, 1), for the split."""
         self._metadata = orjson.dumps(
             {"name": "mlserving-router", "version": __version__, "extensions": ["feedback"]}
         )
 
     # -- route table -----------------------------------------------------------------------------
+
+    @property
+    def compiled(self) -> CompiledTable | None:
+        return self._compiled
 
     @property
     def table(self) -> RouteTable | None:
@@ -262,12 +495,16 @@ class RouterApp(Application):
     async def startup(self) -> None:
         if self._on_startup is not None:
             await self._on_startup(self)
+        # What start-up allocated (modules, the first table) lives as long as the process: kept out of
+        # the collector's generations, collections during requests stay short.
+        gc.collect()
+        gc.freeze()
 
     async def shutdown(self) -> None:
         if self._on_shutdown is not None:
             await self._on_shutdown(self)
         await self.graphs.close()  # drains the result events still queued
-        for task in list(self._shadow_tasks):
+        for task in [*self._shadow_tasks, *self._background]:
             task.cancel()
         if self._shadow_tasks:
             await asyncio.wait(self._shadow_tasks, timeout=2)
@@ -340,6 +577,42 @@ class RouterApp(Application):
 
     # -- forwarding ------------------------------------------------------------------------------
 
+    def forward(
+        self,
+        route: CompiledRoute,
+        variant: CompiledVariant,
+        model: str,
+        prefix: str,
+        raw_tail: str,
+        method: str,
+        client_headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        inference: bool,
+        started: float,
+        reply: Reply,
+    ) -> Forward:
+        """Proxy one request to ``variant`` and count it under that variant; ``reply(status, headers,
+        body)`` is called once with the answer for the client (its headers without content-length).
+
+        Inference requests get a signed response id (in the body sent upstream, the answer and a
+        header), and a share of them is mirrored to the route's shadow variant."""
+        headers = end_to_end_headers(client_headers)
+        response_id = self.signer.issue(route.name, variant.name, time.time()) if inference else None
+        if response_id is not None:
+            headers.append((ID_HEADER, response_id.encode()))
+        primary_done: asyncio.Future[bytes | None] | None = None
+        if inference and route.shadow is not None:
+            primary_done = self._start_shadow(route, variant, method, prefix, raw_tail, headers, body)
+        if response_id is not None:
+            body = _with_request_id(body, response_id)
+        forward = Forward(self, route, variant, response_id, primary_done, started, reply)
+        path = f"{prefix}{variant.model or model}{raw_tail}"
+        forward.exchange = Exchange(
+            self, self._session, route, variant, method, path, headers, body, forward.answered
+        )
+        forward.exchange.start()
+        return forward
+
     async def _forward(
         self,
         scope: Scope,
@@ -350,48 +623,44 @@ class RouterApp(Application):
         raw_tail: str,
         inference: bool,
     ) -> None:
-        """Proxy one request to the variant chosen for it, and count it under that variant."""
+        """``forward`` for a request the server has handed over as ASGI (the router's fast lane takes
+        the plain inference requests without it)."""
         started = time.perf_counter()
         route = self._route_for(model)
         variant = route.choose(scope["headers"], self._random.random())
-        status = 500
         try:
             body = await read_body(scope, receive, self.max_body_bytes)
-            method: str = scope["method"]
-            headers = end_to_end_headers(scope["headers"])
-            response_id = self.signer.issue(route.name, variant.name, time.time()) if inference else None
-            if response_id is not None:
-                headers.append((ID_HEADER, response_id.encode()))
-            primary_done: asyncio.Future[bytes | None] | None = None
-            if inference and route.shadow is not None:
-                primary_done = self._start_shadow(route, variant, method, prefix, raw_tail, headers, body)
-            if response_id is not None:
-                body = _with_request_id(body, response_id)
-            response_body: bytes | None = None
-            try:
-                path = f"{prefix}{variant.model or model}{raw_tail}"
-                status, raw_headers, response_body = await self._call(
-                    self._session, route, variant, method, path, headers, body
-                )
-            finally:
-                if primary_done is not None and not primary_done.done():
-                    primary_done.set_result(response_body if 200 <= status < 300 else None)
-            if response_id is not None and 200 <= status < 300:
-                response_body = _with_response_id(response_body, response_id, variant.name)
-            response_headers = end_to_end_headers(raw_headers)
-            if response_id is not None:
-                response_headers.append((ID_HEADER, response_id.encode()))
-            response_headers.append((VARIANT_HEADER, variant.name.encode()))
-            await send_body(send, status, response_body, response_headers)
         except HttpError as exc:
-            status = exc.status
+            self.metrics.observe_request(route.name, variant.name, exc.status, time.perf_counter() - started)
             await send_error(send, exc, ((VARIANT_HEADER, variant.name.encode()),))
-        except ClientDisconnected:
-            status = 0  # nobody to answer, and nothing the variant did: not counted
+            return
+        answer: asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+        def reply(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+            if not answer.done():
+                answer.set_result((status, headers, body))
+
+        forward = self.forward(
+            route,
+            variant,
+            model,
+            prefix,
+            raw_tail,
+            scope["method"],
+            scope["headers"],
+            body,
+            inference,
+            started,
+            reply,
+        )
+        try:
+            status, headers, response_body = await answer
+        except asyncio.CancelledError:
+            forward.cancel()
             raise
-        finally:
-            if status:
-                self.metrics.observe_request(route.name, variant.name, status, time.perf_counter() - started)
+        await send_body(send, status, response_body, headers)
 
     async def _call(
         self,
@@ -402,82 +671,56 @@ class RouterApp(Application):
         path: str,
         headers: list[tuple[bytes, bytes]],
         body: bytes,
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """One upstream request; one retry on another endpoint of the same variant after a connection failure."""
-        endpoints = variant.endpoints()
-        for attempt, endpoint in enumerate(endpoints):
-            try:
-                return await self._attempt(session, route, variant, endpoint, method, path, headers, body)
-            except (ConnectFailed, Disconnected) as exc:
-                # A failed connect is retried on another endpoint only; a dropped connection (maybe a stale
-                # keep-alive one closed by the upstream) is retried once, even on the same endpoint.
-                retry = attempt + 1 < len(endpoints) and (
-                    isinstance(exc, Disconnected) or endpoints[attempt + 1] is not endpoint
-                )
-                if retry:
-                    self.metrics.count(self.metrics.upstream_retries, route.name, variant.name)
-                    continue
-                fresh = (
-                    await self._resolved_later(route, variant, endpoint)
-                    if isinstance(exc, ConnectFailed)
-                    else None
-                )
-                if fresh is not None:
-                    self.metrics.count(self.metrics.upstream_retries, route.name, variant.name)
-                    return await self._call(session, route, fresh, method, path, headers, body)
-                raise HttpError(502, f"variant {variant.name!r}: upstream connection failed: {exc}") from None
-            except RequestTimeout:
-                raise HttpError(
-                    504,
-                    f"variant {variant.name!r}: upstream did not answer within {variant.request_seconds:g} s",
-                ) from None
-            except BadResponse as exc:
-                raise HttpError(502, f"variant {variant.name!r}: invalid upstream response: {exc}") from None
-        raise AssertionError("unreachable")
+    ) -> Answer:
+        """``Exchange`` as a coroutine: the answer, or its ``HttpError`` raised."""
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
 
-    async def _attempt(
-        self,
-        session: UpstreamPool,
-        route: CompiledRoute,
-        variant: CompiledVariant,
-        endpoint: Endpoint,
-        method: str,
-        path: str,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """One request to one endpoint; its outcome goes to the outlier detector."""
-        ok: bool | None = None  # None: the outcome says nothing about the endpoint (cancelled, stale pool)
-        self.outliers.begin(endpoint)
+        def done(answer: Answer | None, error: HttpError | None) -> None:
+            if future.done():
+                return
+            if answer is not None:
+                future.set_result(answer)
+            else:
+                future.set_exception(error or HttpError(502, f"variant {variant.name!r}: no answer"))
+
+        exchange = Exchange(self, session, route, variant, method, path, headers, body, done)
+        exchange.start()
         try:
-            answer = await session.request(
-                endpoint, method, path, headers, body, variant.request_seconds, variant.connect_seconds
-            )
-            ok = answer[0] not in GATEWAY_FAILURES
-            return answer
-        except Disconnected as exc:
-            ok = None if exc.reused else False  # a reused keep-alive connection closing is the pool's race
+            return await future
+        except asyncio.CancelledError:
+            exchange.cancel()
             raise
-        except UpstreamError:
-            ok = False
-            raise
-        finally:
-            if self.outliers.end(endpoint, ok, variant.upstreams, route.spec.outlier_detection):
-                self.metrics.count(self.metrics.upstream_ejections, route.name, variant.name)
-                log.warning(
-                    "route %s variant %s: endpoint %s ejected after failing (out: %s)",
-                    route.name,
-                    variant.name,
-                    endpoint.url,
-                    ", ".join(self.outliers.ejected(variant.upstreams)),
-                )
 
-    async def _resolved_later(
+    def attempt_ended(
+        self, route: CompiledRoute, variant: CompiledVariant, endpoint: Endpoint, ok: bool | None
+    ) -> None:
+        """One request to one endpoint ended: its outcome goes to the outlier detector (``ok`` None:
+        the outcome says nothing about the endpoint, as when it was cancelled)."""
+        if self.outliers.end(endpoint, ok, variant.upstreams, route.spec.outlier_detection):
+            self.metrics.count(self.metrics.upstream_ejections, route.name, variant.name)
+            log.warning(
+                "route %s variant %s: endpoint %s ejected after failing (out: %s)",
+                route.name,
+                variant.name,
+                endpoint.url,
+                ", ".join(self.outliers.ejected(variant.upstreams)),
+            )
+
+    def may_resolve_later(self, endpoint: Endpoint) -> bool:
+        """Whether a connect failure to ``endpoint`` may be a Service the resolver has yet to resolve."""
+        return self.resolver is not None and service_of(endpoint.url) is not None
+
+    def keep(self, task: asyncio.Task[None]) -> None:
+        """Hold a background task of a request until it ends."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def resolved_later(
         self, route: CompiledRoute, variant: CompiledVariant, endpoint: Endpoint
     ) -> CompiledVariant | None:
         """After a connect failure to a Service the resolver has not resolved yet (a revision that a
         route table has just named): its endpoints, once the resolver's next polls find them."""
-        if self.resolver is None or service_of(endpoint.url) is None:
+        if self.resolver is None or not self.may_resolve_later(endpoint):
             return None
         deadline = time.monotonic() + 2 * self.resolver.interval
         while time.monotonic() < deadline:

@@ -69,8 +69,8 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from mlserving.cli_flags import configure_logging
     from mlserving.http.run import run_uvicorn
-    from mlserving.http.transport import OneWriteHttpToolsProtocol
     from mlserving.router.app import RouterApp
+    from mlserving.router.fastlane import router_protocol
     from mlserving.router.ids import SIGNING_KEY_ENV, IdSigner
 
     configure_logging(args.log_level)
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         app,
         host=args.host,
         port=args.port,
-        http=OneWriteHttpToolsProtocol,  # head and body in one write
+        http=router_protocol(app),  # plain inference requests in callbacks; each answer in one write
         drain_seconds=30,
         backlog=4096,
         log_level=args.log_level,

@@ -15,6 +15,7 @@ and ``BadResponse`` (not HTTP).
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections import deque
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httptools
+
+log = logging.getLogger("mlserving.router")
 
 Resolve = Callable[[str], list[str]]
 """Maps an upstream base URL to the URLs actually used (e.g. a Service to its ready endpoints)."""
@@ -78,33 +81,44 @@ class Endpoint:
         )
 
 
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+"""An upstream's answer: status, raw headers and the whole body."""
+
+Done = Callable[[Answer | None, UpstreamError | None], None]
+"""Called once per request with the answer, or with the error that ended it."""
+
+
 class _Connection(asyncio.Protocol):
     __slots__ = (
         "_body",
         "_deadline",
+        "_done",
         "_headers",
         "_headers_pending",
         "_timeout",
         "_timer",
-        "_waiter",
         "closed",
         "head_request",
         "keep_alive",
         "loop",
         "parser",
+        "pool",
+        "pool_key",
         "status",
         "transport",
         "used",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, pool: UpstreamPool, pool_key: tuple[str, int, bool]) -> None:
         self.transport: asyncio.Transport | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.parser = httptools.HttpResponseParser(self)
+        self.pool = pool
+        self.pool_key = pool_key
         self.closed = False
         self.used = False
         self.head_request = False
-        self._waiter: asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]] | None = None
+        self._done: Done | None = None
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._headers_pending = True
@@ -122,7 +136,7 @@ class _Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
-        if self._waiter is None or self._waiter.done():
+        if self._done is None:
             self.close()  # unsolicited bytes: the connection cannot be trusted any more
             return
         try:
@@ -135,15 +149,13 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._cancel_timer()
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
+        if self._done is not None:
             if self.status and not self._headers_pending:
                 # An answer without length, delimited by the close (HTTP/1.0 style).
-                waiter.set_result((self.status, self._headers, b"".join(self._body)))
+                self._complete((self.status, self._headers, b"".join(self._body)), None)
             else:
-                waiter.set_exception(
-                    Disconnected(f"upstream closed the connection ({exc or 'EOF'})", reused=self.used)
-                )
+                error = Disconnected(f"upstream closed the connection ({exc or 'EOF'})", reused=self.used)
+                self._complete(None, error)
 
     # -- httptools callbacks --
     def on_header(self, name: bytes, value: bytes | None) -> None:
@@ -154,7 +166,7 @@ class _Connection(asyncio.Protocol):
         self._headers_pending = False
         if self.head_request:
             self.keep_alive = False
-            self._finish()
+            self._complete((self.status, self._headers, b""), None)
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
@@ -163,19 +175,33 @@ class _Connection(asyncio.Protocol):
         if 100 <= self.status < 200:  # an interim answer: the real one follows
             self._headers, self._body, self._headers_pending = [], [], True
             return
-        self.keep_alive = self.parser.should_keep_alive()
-        self._finish()
+        if self._done is not None:
+            self.keep_alive = self.parser.should_keep_alive()
+            self._complete((self.status, self._headers, b"".join(self._body)), None)
 
     # -- helpers --
-    def _finish(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result((self.status, self._headers, b"".join(self._body)))
+    def _complete(self, answer: Answer | None, error: UpstreamError | None) -> None:
+        """End the request in flight: the connection goes back to its pool (or is closed), then the
+        requester hears the outcome."""
+        done, self._done = self._done, None
+        self._deadline = 0.0
+        if answer is not None:
+            self.used = True
+            if self.keep_alive and not self.closed:
+                self.pool.release(self)
+            else:
+                self.close()
+        else:
+            self.close()
+        if done is not None:
+            try:
+                done(answer, error)
+            except Exception:  # a requester's fault must not break this connection's parsing
+                log.exception("upstream answer handler failed")
 
-    def _fail(self, exc: Exception) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
+    def _fail(self, exc: UpstreamError) -> None:
+        if self._done is not None:
+            self._complete(None, exc)
         self.close()
 
     def close(self) -> None:
@@ -184,8 +210,15 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def request_done(self) -> None:
+    def serves(self, done: Done) -> bool:
+        """Whether the request in flight is the one whose outcome goes to ``done``."""
+        return self._done is done
+
+    def abort(self) -> None:
+        """Give up the request in flight: nobody hears of it, and the connection is closed."""
+        self._done = None
         self._deadline = 0.0
+        self.close()
 
     def _cancel_timer(self) -> None:
         timer = self._timer
@@ -204,11 +237,9 @@ class _Connection(asyncio.Protocol):
             return
         self._fail(RequestTimeout(f"no complete answer within {self._timeout:g} s"))
 
-    def send(
-        self, payload: bytes, head_request: bool, timeout: float
-    ) -> asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]]:
-        """Write a request; the future returned takes the answer, or ``RequestTimeout`` after ``timeout``
-        seconds (the connection is closed then)."""
+    def send(self, payload: bytes, head_request: bool, timeout: float, done: Done) -> None:
+        """Write a request; ``done`` hears the answer, or ``RequestTimeout`` after ``timeout`` seconds
+        (the connection is closed then)."""
         loop = self.loop
         assert self.transport is not None and loop is not None
         deadline = self._deadline = loop.time() + timeout
@@ -218,23 +249,71 @@ class _Connection(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
             self._timer = loop.call_at(deadline, self._check_deadline)
-        waiter = self._waiter = loop.create_future()
+        self._done = done
         self._headers, self._body, self._headers_pending = [], [], True
         self.status, self.keep_alive, self.head_request = 0, True, head_request
         self.transport.write(payload)
-        return waiter
+
+
+class Pending:
+    """A request under way: ``abort()`` gives it up (its ``done`` is not called then)."""
+
+    __slots__ = ("connection", "done", "task")
+
+    def __init__(self, done: Done) -> None:
+        self.done = done
+        self.connection: _Connection | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def abort(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        connection = self.connection
+        # Once answered, the connection went back to the pool and may carry another request by now.
+        if connection is not None and connection.serves(self.done):
+            connection.abort()
+
+
+def _request_bytes(
+    endpoint: Endpoint, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes
+) -> bytes:
+    lines = [
+        f"{method} {endpoint.prefix}{path} HTTP/1.1\r\nhost: ".encode("latin-1"),
+        endpoint.host_header,
+    ]
+    for name, value in headers:
+        lines += (b"\r\n", name, b": ", value)
+    lines.append(b"\r\ncontent-length: %d\r\n\r\n" % len(body))
+    lines.append(body)
+    return b"".join(lines)
 
 
 class UpstreamPool:
-    """Keep-alive connections per endpoint, most recently used first."""
+    """Keep-alive connections per endpoint, most recently used first.
+
+    ``start`` sends a request and calls back with its outcome: on a pooled connection the request is
+    written at once, with no task or future (the router's hot path); a new connection is made by a
+    task first. ``request`` is the same as a coroutine.
+    """
 
     def __init__(self, max_idle_per_endpoint: int = 256) -> None:
         self.max_idle = max_idle_per_endpoint
         self._idle: dict[tuple[str, int, bool], deque[_Connection]] = {}
         self._ssl: ssl.SSLContext | None = None
+        self._connecting: set[asyncio.Task[None]] = set()
 
     def idle_connections(self) -> int:
         return sum(1 for queue in self._idle.values() for c in queue if not c.closed)
+
+    def release(self, connection: _Connection) -> None:
+        """A connection whose answer is complete and that stays open: kept for the next request."""
+        queue = self._idle.get(connection.pool_key)
+        if queue is None:
+            queue = self._idle[connection.pool_key] = deque()
+        if len(queue) < self.max_idle:
+            queue.append(connection)
+        else:
+            connection.close()
 
     async def _connect(self, endpoint: Endpoint, timeout: float) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -243,16 +322,67 @@ class UpstreamPool:
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()
             context = self._ssl
+        key = endpoint.pool_key
         try:
             async with asyncio.timeout(timeout):
                 _, connection = await loop.create_connection(
-                    _Connection, endpoint.host, endpoint.port, ssl=context
+                    lambda: _Connection(self, key), endpoint.host, endpoint.port, ssl=context
                 )
         except TimeoutError:
             raise ConnectFailed(f"connecting to {endpoint.url} timed out after {timeout:g} s") from None
         except OSError as exc:
             raise ConnectFailed(f"cannot connect to {endpoint.url}: {exc.strerror or exc}") from None
         return connection
+
+    def start(
+        self,
+        endpoint: Endpoint,
+        method: str,
+        path: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        timeout: float,
+        connect_timeout: float,
+        done: Done,
+    ) -> Pending:
+        """Send one request; ``done`` is called once with the answer or the error (from a callback of
+        the event loop, never from within this call)."""
+        pending = Pending(done)
+        payload = _request_bytes(endpoint, method, path, headers, body)
+        idle = self._idle.get(endpoint.pool_key)
+        while idle:
+            connection = idle.pop()
+            if not connection.closed:
+                pending.connection = connection
+                connection.send(payload, method == "HEAD", timeout, done)
+                return pending
+        task = asyncio.get_running_loop().create_task(
+            self._connect_and_send(
+                pending, endpoint, payload, method == "HEAD", timeout, connect_timeout, done
+            )
+        )
+        pending.task = task
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+        return pending
+
+    async def _connect_and_send(
+        self,
+        pending: Pending,
+        endpoint: Endpoint,
+        payload: bytes,
+        head_request: bool,
+        timeout: float,
+        connect_timeout: float,
+        done: Done,
+    ) -> None:
+        try:
+            connection = await self._connect(endpoint, connect_timeout)
+        except ConnectFailed as exc:
+            done(None, exc)
+            return
+        pending.connection = connection
+        connection.send(payload, head_request, timeout, done)
 
     async def request(
         self,
@@ -263,46 +393,24 @@ class UpstreamPool:
         body: bytes,
         timeout: float,
         connect_timeout: float,
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    ) -> Answer:
         """Send one request; return status, raw headers and the whole body."""
-        key = endpoint.pool_key
-        idle = self._idle.get(key)
-        connection = None
-        while idle:
-            candidate = idle.pop()
-            if not candidate.closed:
-                connection = candidate
-                break
-        if connection is None:
-            connection = await self._connect(endpoint, connect_timeout)
-        lines = [
-            f"{method} {endpoint.prefix}{path} HTTP/1.1\r\nhost: ".encode("latin-1"),
-            endpoint.host_header,
-        ]
-        for name, value in headers:
-            lines += (b"\r\n", name, b": ", value)
-        lines.append(b"\r\ncontent-length: %d\r\n\r\n" % len(body))
-        lines.append(body)
-        waiter = connection.send(b"".join(lines), method == "HEAD", timeout)
-        try:
-            result = await waiter
-        except BaseException:
-            connection.close()
-            raise
-        finally:
-            connection.request_done()
-        connection.used = True
-        if connection.keep_alive and not connection.closed:
-            queue = self._idle.get(key)
-            if queue is None:
-                queue = self._idle[key] = deque()
-            if len(queue) < self.max_idle:
-                queue.append(connection)
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+
+        def done(answer: Answer | None, error: UpstreamError | None) -> None:
+            if future.done():
+                return
+            if answer is not None:
+                future.set_result(answer)
             else:
-                connection.close()
-        else:
-            connection.close()
-        return result
+                future.set_exception(error or Disconnected("upstream request ended", reused=False))
+
+        pending = self.start(endpoint, method, path, headers, body, timeout, connect_timeout, done)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            pending.abort()
+            raise
 
     def close(self) -> None:
         for queue in self._idle.values():
