@@ -86,6 +86,11 @@ class CompiledVariant:
     request_seconds: float
     outliers: OutlierDetector
     _next: Iterable[int] = field(default_factory=itertools.count)
+    header: tuple[bytes, bytes] = field(init=False)
+    """The variant header of its answers."""
+
+    def __post_init__(self) -> None:
+        self.header = (VARIANT_HEADER, self.name.encode())
 
     def endpoints(self) -> list[Endpoint]:
         """The endpoint to try and one for the retry: the less busy of the next two in round-robin
@@ -363,7 +368,7 @@ class Forward:
         app: RouterApp,
         route: CompiledRoute,
         variant: CompiledVariant,
-        response_id: str | None,
+        response_id: tuple[bytes, bytes] | None,
         primary_done: asyncio.Future[bytes | None] | None,
         started: float,
         reply: Reply,
@@ -383,21 +388,22 @@ class Forward:
             primary_done.set_result(body)
 
     def answered(self, answer: Answer | None, error: HttpError | None) -> None:
-        variant_header = (VARIANT_HEADER, self.variant.name.encode())
+        variant_header = self.variant.header
         response_id = self.response_id
         if answer is not None:
             status, raw_headers, body = answer
             ok = 200 <= status < 300
-            self._primary_answered(body if ok else None)
+            if self.primary_done is not None:
+                self._primary_answered(body if ok else None)
             try:
                 if response_id is not None and ok:
-                    body = _with_response_id(body, response_id, self.variant.name)
+                    body = _with_response_id(body, response_id[1], self.variant.name)
             except HttpError as exc:
                 error = exc
             else:
                 headers = end_to_end_headers(raw_headers)
                 if response_id is not None:
-                    headers.append((ID_HEADER, response_id.encode()))
+                    headers.append(response_id)
                 headers.append(variant_header)
         else:
             self._primary_answered(None)
@@ -598,14 +604,16 @@ class RouterApp(Application):
         header), and a share of them is mirrored to the route's shadow variant."""
         headers = end_to_end_headers(client_headers)
         response_id = self.signer.issue(route.name, variant.name, time.time()) if inference else None
+        id_header = None
         if response_id is not None:
-            headers.append((ID_HEADER, response_id.encode()))
+            id_header = (ID_HEADER, response_id.encode())
+            headers.append(id_header)
         primary_done: asyncio.Future[bytes | None] | None = None
         if inference and route.shadow is not None:
             primary_done = self._start_shadow(route, variant, method, prefix, raw_tail, headers, body)
         if response_id is not None:
             body = _with_request_id(body, response_id)
-        forward = Forward(self, route, variant, response_id, primary_done, started, reply)
+        forward = Forward(self, route, variant, id_header, primary_done, started, reply)
         path = f"{prefix}{variant.model or model}{raw_tail}"
         forward.exchange = Exchange(
             self, self._session, route, variant, method, path, headers, body, forward.answered
@@ -861,10 +869,10 @@ class RouterApp(Application):
         return status
 
 
-def _with_response_id(body: bytes, response_id: str, variant: str) -> bytes:
+def _with_response_id(body: bytes, response_id: bytes, variant: str) -> bytes:
     """The upstream's answer with the router's id, when the upstream did not echo it (the protocol
     asks it to)."""
-    if response_id.encode() in body:
+    if response_id in body:
         return body
     try:
         payload = orjson.loads(body)
@@ -872,5 +880,5 @@ def _with_response_id(body: bytes, response_id: str, variant: str) -> bytes:
         raise HttpError(502, f"variant {variant!r} returned invalid JSON") from None
     if not isinstance(payload, dict):
         return body
-    payload["id"] = response_id
+    payload["id"] = response_id.decode()
     return orjson.dumps(payload)

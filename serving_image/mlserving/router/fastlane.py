@@ -46,7 +46,7 @@ class _FastRequest:
         self.target = target
         self.keep_alive = keep_alive
         self.started = time.perf_counter()
-        self.body: list[bytes] = []
+        self.body = b""
         self.reading = True  # the body is still arriving
         self.forward: Forward | None = None
 
@@ -110,7 +110,7 @@ class RouterProtocol(OneWriteHttpToolsProtocol):
     def on_body(self, body: bytes) -> None:
         fast = self._fast
         if fast is not None and fast.reading:
-            fast.body.append(body)
+            fast.body = fast.body + body if fast.body else body
         else:
             super().on_body(body)
 
@@ -136,7 +136,7 @@ class RouterProtocol(OneWriteHttpToolsProtocol):
         """uvicorn's, with one keep-alive timer per connection instead of one per answer: it is
         re-armed when it fires early, and a request arriving only marks the connection busy."""
         self.server_state.total_requests += 1
-        if self.transport.is_closing():
+        if self._raw is None or self._raw.is_closing():
             return
         self.flow.resume_reading()
         if self.pipeline:
@@ -211,7 +211,7 @@ class RouterProtocol(OneWriteHttpToolsProtocol):
                 tail,
                 "POST",
                 self.headers,
-                b"".join(fast.body),
+                fast.body,
                 True,
                 fast.started,
                 self._answer,
