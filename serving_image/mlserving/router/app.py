@@ -250,8 +250,9 @@ class Exchange:
         path: str,
         headers: list[tuple[bytes, bytes]],
         body: bytes,
-        done: Callable[[Answer | None, HttpError | None], None],
+        done: Callable[[Answer | None, HttpError | None], None] | None,
     ) -> None:
+        """``done`` hears the outcome (None: a subclass takes it in ``_finish``)."""
         self.app, self.session, self.route, self.variant = app, session, route, variant
         self.method, self.path, self.headers, self.body, self.done = method, path, headers, body, done
         self.endpoints = variant.endpoints()
@@ -295,6 +296,7 @@ class Exchange:
         )
 
     def _answered(self, answer: Answer | None, error: UpstreamError | None) -> None:
+        self.pending = None  # it holds this method: no reference cycle left for the collector
         if self.finished:
             return
         try:
@@ -354,33 +356,46 @@ class Exchange:
 
     def _finish(self, answer: Answer | None, error: HttpError | None) -> None:
         self.finished = True
-        self.done(answer, error)
+        if self.done is not None:
+            self.done(answer, error)
 
 
-class Forward:
+class Forward(Exchange):
     """A client's request to the variant chosen for it: the exchange with the variant, then the answer
     for the client (with the response id and the variant's name) counted and handed to ``reply``."""
 
-    __slots__ = ("app", "exchange", "primary_done", "reply", "response_id", "route", "started", "variant")
+    __slots__ = ("chosen", "primary_done", "reply", "response_id", "started")
 
     def __init__(
         self,
         app: RouterApp,
         route: CompiledRoute,
         variant: CompiledVariant,
+        method: str,
+        path: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
         response_id: tuple[bytes, bytes] | None,
         primary_done: asyncio.Future[bytes | None] | None,
         started: float,
         reply: Reply,
     ) -> None:
-        self.app, self.route, self.variant, self.response_id = app, route, variant, response_id
-        self.primary_done, self.started, self.reply = primary_done, started, reply
-        self.exchange: Exchange | None = None
+        super().__init__(app, app.session, route, variant, method, path, headers, body, None)
+        self.chosen = variant  # counted under it (a Service resolved late keeps its name)
+        self.response_id, self.primary_done, self.started, self.reply = (
+            response_id,
+            primary_done,
+            started,
+            reply,
+        )
 
     def cancel(self) -> None:
-        if self.exchange is not None:
-            self.exchange.cancel()
+        super().cancel()
         self._primary_answered(None)
+
+    def _finish(self, answer: Answer | None, error: HttpError | None) -> None:
+        self.finished = True
+        self.answered(answer, error)
 
     def _primary_answered(self, body: bytes | None) -> None:
         primary_done = self.primary_done
@@ -388,7 +403,7 @@ class Forward:
             primary_done.set_result(body)
 
     def answered(self, answer: Answer | None, error: HttpError | None) -> None:
-        variant_header = self.variant.header
+        variant_header = self.chosen.header
         response_id = self.response_id
         if answer is not None:
             status, raw_headers, body = answer
@@ -397,7 +412,7 @@ class Forward:
                 self._primary_answered(body if ok else None)
             try:
                 if response_id is not None and ok:
-                    body = _with_response_id(body, response_id[1], self.variant.name)
+                    body = _with_response_id(body, response_id[1], self.chosen.name)
             except HttpError as exc:
                 error = exc
             else:
@@ -411,7 +426,7 @@ class Forward:
             status, body = error.status, error_body(error.message)
             headers = [*JSON_HEADERS, *error.headers, variant_header]
         self.app.metrics.observe_request(
-            self.route.name, self.variant.name, status, time.perf_counter() - self.started
+            self.route.name, self.chosen.name, status, time.perf_counter() - self.started
         )
         self.reply(status, headers, body)
 
@@ -439,7 +454,7 @@ class RouterApp(Application):
         self._on_shutdown = on_shutdown
         self._compiled: CompiledTable | None = None
         self.outliers = OutlierDetector()
-        self._session = UpstreamPool()
+        self.session = UpstreamPool()
         # Shadow traffic has its own pool, so a slow shadow can never hold the primaries' connections.
         self._shadow_session = UpstreamPool()
         self._shadow_tasks: set[asyncio.Task[None]] = set()
@@ -447,11 +462,11 @@ class RouterApp(Application):
         resolve = resolver.resolve if resolver is not None else None
         # Graphs reach their components over the primaries' pool, resolved like the variants.
         self.graphs = GraphRuntime(
-            pooled_call(self._session, connect_seconds=1.0, resolve=resolve), self.metrics.registry
+            pooled_call(self.session, connect_seconds=1.0, resolve=resolve), self.metrics.registry
         )
         self._graph_endpoint = GraphEndpoint(
             self.graphs,
-            GraphDescriptions(pooled_fetch(self._session, connect_seconds=1.0, resolve=resolve)),
+            GraphDescriptions(pooled_fetch(self.session, connect_seconds=1.0, resolve=resolve)),
             signer,
             max_body_bytes,
         )
@@ -514,7 +529,7 @@ class RouterApp(Application):
             task.cancel()
         if self._shadow_tasks:
             await asyncio.wait(self._shadow_tasks, timeout=2)
-        self._session.close()
+        self.session.close()
         self._shadow_session.close()
 
     # -- requests --------------------------------------------------------------------------------
@@ -613,12 +628,11 @@ class RouterApp(Application):
             primary_done = self._start_shadow(route, variant, method, prefix, raw_tail, headers, body)
         if response_id is not None:
             body = _with_request_id(body, response_id)
-        forward = Forward(self, route, variant, id_header, primary_done, started, reply)
         path = f"{prefix}{variant.model or model}{raw_tail}"
-        forward.exchange = Exchange(
-            self, self._session, route, variant, method, path, headers, body, forward.answered
+        forward = Forward(
+            self, route, variant, method, path, headers, body, id_header, primary_done, started, reply
         )
-        forward.exchange.start()
+        forward.start()
         return forward
 
     async def _forward(
@@ -862,7 +876,7 @@ class RouterApp(Application):
         path = f"/v2/models/{variant.model or model}/feedback"
         headers = [(b"content-type", b"application/json")]
         try:
-            status, _, _ = await self._call(self._session, route, variant, "POST", path, headers, body)
+            status, _, _ = await self._call(self.session, route, variant, "POST", path, headers, body)
         except HttpError as exc:
             log.warning("feedback not forwarded to variant %s: %s", variant.name, exc.message)
             return None

@@ -34,13 +34,13 @@ from mlserving.http.transport import OneWriteHttpToolsProtocol
 if TYPE_CHECKING:
     from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
-    from mlserving.router.app import Forward, LaneTarget, RouterApp
+    from mlserving.router.app import LaneTarget, RouterApp
 
 log = logging.getLogger("mlserving.router")
 
 
 class _FastRequest:
-    __slots__ = ("body", "forward", "keep_alive", "reading", "started", "target")
+    __slots__ = ("body", "keep_alive", "reading", "started", "target")
 
     def __init__(self, target: LaneTarget, keep_alive: bool) -> None:
         self.target = target
@@ -48,7 +48,6 @@ class _FastRequest:
         self.started = time.perf_counter()
         self.body = b""
         self.reading = True  # the body is still arriving
-        self.forward: Forward | None = None
 
 
 def router_protocol(router: RouterApp) -> type[OneWriteHttpToolsProtocol]:
@@ -203,7 +202,7 @@ class RouterProtocol(OneWriteHttpToolsProtocol):
         route, model, prefix, tail = target = fast.target
         try:
             variant = route.choose(self.headers, router.uniform())
-            fast.forward = router.forward(
+            router.forward(
                 route,
                 variant,
                 model,
