@@ -5,6 +5,11 @@ forwarded to the variant chosen for the request over pooled keep-alive connectio
 answered by the router itself, feedback is credited from the signed response id. The model of a
 graph route (a composite model) is answered by its graph (``mlserving.router.graph``). A framework
 would add per-request work on the hot path, so routing here is a handful of string operations.
+
+Forwarding itself (``RouterApp.forward``: a ``Forward``, the ``Exchange`` with the variant that
+answers the client) works in event-loop callbacks. The ASGI path awaits it; the fast lane
+(``mlserving.router.fastlane``) calls it straight from the HTTP parser's callbacks for plain
+inference requests, with no task per request.
 """
 
 from __future__ import annotations
