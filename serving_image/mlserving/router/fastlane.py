@@ -40,14 +40,18 @@ log = logging.getLogger("mlserving.router")
 
 
 class _FastRequest:
-    __slots__ = ("body", "keep_alive", "reading", "started", "target")
+    __slots__ = ("body", "keep_alive", "protocol", "reading", "started", "target")
 
-    def __init__(self, target: LaneTarget, keep_alive: bool) -> None:
+    def __init__(self, protocol: RouterProtocol, target: LaneTarget, keep_alive: bool) -> None:
+        self.protocol = protocol
         self.target = target
         self.keep_alive = keep_alive
         self.started = time.perf_counter()
         self.body = b""
         self.reading = True  # the body is still arriving
+
+    def reply(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.protocol.answer(self, status, headers, body)
 
 
 def router_protocol(router: RouterApp) -> type[OneWriteHttpToolsProtocol]:
@@ -195,7 +199,7 @@ class RouterProtocol(OneWriteHttpToolsProtocol):
                 return None
         if length < 0 or length > self.router.max_body_bytes:
             return None
-        return _FastRequest(target, parser.should_keep_alive())
+        return _FastRequest(self, target, parser.should_keep_alive())
 
     def _dispatch(self, fast: _FastRequest) -> None:
         router = self.router
@@ -213,20 +217,24 @@ class RouterProtocol(OneWriteHttpToolsProtocol):
                 fast.body,
                 True,
                 fast.started,
-                self._answer,
+                fast.reply,
             )
         except Exception:
             log.exception("unexpected error on POST %s%s%s", *target[1:])
-            self._answer(500, list(JSON_HEADERS), error_body("internal router error (logged)"))
+            self.answer(fast, 500, list(JSON_HEADERS), error_body("internal router error (logged)"))
 
-    def _answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    def answer(
+        self, fast: _FastRequest, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> None:
         """Write the answer to the fast request in one write, then serve the connection's next one.
 
         Its headers are the router's own and those the upstream sent, which the response parser
         (llhttp, strict) has checked: none holds a character uvicorn would refuse to write."""
-        fast, self._fast = self._fast, None
+        if self._fast is not fast:
+            return  # already answered
+        self._fast = None
         transport = self._raw
-        if fast is None or transport is None or transport.is_closing():
+        if transport is None or transport.is_closing():
             return  # the client has gone
         content = [STATUS_LINE[status]]
         for name, value in headers:
