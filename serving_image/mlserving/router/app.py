@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import itertools
 import logging
@@ -70,6 +71,7 @@ from mlserving.router.upstream import (
     Resolve,
     UpstreamError,
     UpstreamPool,
+    settle,
 )
 
 log = logging.getLogger("mlserving.router")
@@ -701,15 +703,7 @@ class RouterApp(Application):
     ) -> Answer:
         """``Exchange`` as a coroutine: the answer, or its ``HttpError`` raised."""
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-
-        def done(answer: Answer | None, error: HttpError | None) -> None:
-            if future.done():
-                return
-            if answer is not None:
-                future.set_result(answer)
-            else:
-                future.set_exception(error or HttpError(502, f"variant {variant.name!r}: no answer"))
-
+        done = functools.partial(settle, future)
         exchange = Exchange(self, session, route, variant, method, path, headers, body, done)
         exchange.start()
         try:

@@ -15,6 +15,7 @@ and ``BadResponse`` (not HTTP).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 from collections import deque
@@ -255,6 +256,16 @@ class _Connection(asyncio.Protocol):
         self.transport.write(payload)
 
 
+def settle(future: asyncio.Future[Answer], answer: Answer | None, error: Exception | None) -> None:
+    """Hand a request's outcome to ``future`` (once): its answer, or the error that ended it."""
+    if future.done():
+        return
+    if answer is not None:
+        future.set_result(answer)
+    else:
+        future.set_exception(error or RuntimeError("the request ended with neither an answer nor an error"))
+
+
 class Pending:
     """A request under way: ``abort()`` gives it up (its ``done`` is not called then)."""
 
@@ -396,15 +407,7 @@ class UpstreamPool:
     ) -> Answer:
         """Send one request; return status, raw headers and the whole body."""
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-
-        def done(answer: Answer | None, error: UpstreamError | None) -> None:
-            if future.done():
-                return
-            if answer is not None:
-                future.set_result(answer)
-            else:
-                future.set_exception(error or Disconnected("upstream request ended", reused=False))
-
+        done = functools.partial(settle, future)
         pending = self.start(endpoint, method, path, headers, body, timeout, connect_timeout, done)
         try:
             return await future

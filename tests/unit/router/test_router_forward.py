@@ -14,6 +14,7 @@ from mlserving.router.app import Exchange, Forward, RouterApp
 from mlserving.router.ids import IdSigner
 from mlserving.router.table import RouteTable
 from mlserving.router.upstream import Pending
+from support.loopback import serving
 
 
 @pytest.fixture
@@ -24,12 +25,8 @@ async def upstream():
 
     app = web.Application()
     app.router.add_post("/v2/models/{model}/infer", infer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    await runner.cleanup()
+    async with serving(app) as url:
+        yield url
 
 
 def router_for(url: str) -> RouterApp:

@@ -12,6 +12,7 @@ from aiohttp import web
 from mlserving.router.app import RouterApp
 from mlserving.router.ids import IdSigner
 from mlserving.router.table import RouteTable
+from support.loopback import serving
 
 SERVICE_URL = "http://iris-v2.ml.svc:80"
 
@@ -35,7 +36,7 @@ class LateResolver:
         return list(self.addresses) if url == SERVICE_URL and self.addresses else [url]
 
 
-async def model_server() -> tuple[web.AppRunner, str]:
+def model_server() -> web.Application:
     async def infer(request: web.Request) -> web.Response:
         answer = {
             "model_name": "iris",
@@ -45,12 +46,7 @@ async def model_server() -> tuple[web.AppRunner, str]:
 
     app = web.Application()
     app.router.add_post("/v2/models/iris/infer", infer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}"
+    return app
 
 
 def router(resolver: LateResolver) -> RouterApp:
@@ -75,8 +71,7 @@ async def infer(app: RouterApp) -> httpx.Response:
 
 
 async def test_the_first_request_to_a_service_not_resolved_yet_waits_for_its_endpoints():
-    runner, url = await model_server()
-    try:
+    async with serving(model_server()) as url:
         resolver = LateResolver()
         app = router(resolver)
 
@@ -90,8 +85,6 @@ async def test_the_first_request_to_a_service_not_resolved_yet_waits_for_its_end
         await learning
         assert response.status_code == 200, response.text
         assert response.json()["outputs"][0]["data"] == [2]
-    finally:
-        await runner.cleanup()
 
 
 async def test_a_service_that_never_resolves_still_answers_502_naming_the_variant():

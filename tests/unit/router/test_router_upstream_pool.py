@@ -9,6 +9,7 @@ import pytest
 from aiohttp import web
 
 from mlserving.router.upstream import ConnectFailed, Endpoint, RequestTimeout, UpstreamPool
+from support.loopback import serving
 
 
 @pytest.fixture
@@ -21,13 +22,8 @@ async def server():
 
     app = web.Application()
     app.router.add_post("/echo", echo)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield Endpoint.parse(f"http://127.0.0.1:{port}")
-    await runner.cleanup()
+    async with serving(app) as url:
+        yield Endpoint.parse(url)
 
 
 async def test_start_calls_back_once_with_the_answer_and_reuses_the_connection(server):
