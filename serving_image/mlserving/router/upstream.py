@@ -416,6 +416,8 @@ class UpstreamPool:
             raise
 
     def close(self) -> None:
+        for task in list(self._connecting):
+            task.cancel()
         for queue in self._idle.values():
             for connection in queue:
                 connection.close()
