@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 from prometheus_client.metrics import MetricWrapperBase
+
+# The *_created series double the exposition size and no query of the project uses them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 M = TypeVar("M", bound=MetricWrapperBase)
 

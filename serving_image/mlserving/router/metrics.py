@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import bisect
 import math
-import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from mlserving.metrics import CachedChildren, MetricFactory, RewardMetrics
@@ -26,48 +24,38 @@ class RequestTally:
     Every request the router answers is counted here, so the count is a few list operations (a
     ``prometheus_client`` counter and histogram take a lock per value, and the histogram searches its
     buckets in Python). The families are made when the registry is collected, sample for sample as
-    that counter and histogram would expose them, ``_created`` included."""
+    that counter and histogram would expose them (without ``_created``, as every metric here)."""
 
     def __init__(self) -> None:
-        # (route, variant) -> [created, sum, count per bucket (the last is +Inf)]
+        # (route, variant) -> [sum, count per bucket (the last is +Inf)]
         self._durations: dict[tuple[str, str], list[Any]] = {}
-        # (route, variant, code) -> [created, count]
-        self._codes: dict[tuple[str, str, int], list[float]] = {}
+        # (route, variant, code) -> count
+        self._codes: dict[tuple[str, str, int], int] = {}
 
     def observe(self, route: str, variant: str, code: int, seconds: float) -> None:
-        counted = self._codes.get((route, variant, code))
-        if counted is None:
-            counted = self._codes[(route, variant, code)] = [time.time(), 0]
-        counted[1] += 1
+        codes = self._codes
+        key = (route, variant, code)
+        codes[key] = codes.get(key, 0) + 1
         duration = self._durations.get((route, variant))
         if duration is None:
-            duration = self._durations[(route, variant)] = [
-                time.time(),
-                0.0,
-                [0] * (len(LATENCY_BUCKETS) + 1),
-            ]
-        duration[1] += seconds
-        duration[2][bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            duration = self._durations[(route, variant)] = [0.0, [0] * (len(LATENCY_BUCKETS) + 1)]
+        duration[0] += seconds
+        duration[1][bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
     def describe(self) -> list[Metric]:
         return [self._requests(), self._histogram()]
 
     def collect(self) -> list[Metric]:
         requests = self._requests()
-        for (route, variant, code), (created, count) in list(self._codes.items()):
-            requests.add_metric([route, variant, str(code)], count, created=created)
+        for (route, variant, code), count in list(self._codes.items()):
+            requests.add_metric([route, variant, str(code)], count)
         histogram = self._histogram()
-        for (route, variant), (created, total, counts) in list(self._durations.items()):
+        for (route, variant), (total, counts) in list(self._durations.items()):
             cumulative, buckets = 0, []
             for bound, count in zip(_BUCKET_NAMES, counts, strict=True):
                 cumulative += count
                 buckets.append((bound, cumulative))
             histogram.add_metric([route, variant], buckets, total)
-            histogram.samples.append(
-                Sample(
-                    "mlrouter_request_duration_seconds_created", {"route": route, "variant": variant}, created
-                )
-            )
         return [requests, histogram]
 
     @staticmethod

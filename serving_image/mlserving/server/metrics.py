@@ -19,13 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from mlserving.metrics import MetricFactory, RewardMetrics
-
-# The *_created series double the exposition size and no query of the project uses them.
-disable_created_metrics()
 
 MAX_BUCKETS = 200
 
