@@ -389,12 +389,10 @@ class Forward(Exchange):
     ) -> None:
         super().__init__(app, app.session, route, variant, method, path, headers, body, None)
         self.chosen = variant  # counted under it (a Service resolved late keeps its name)
-        self.response_id, self.primary_done, self.started, self.reply = (
-            response_id,
-            primary_done,
-            started,
-            reply,
-        )
+        self.response_id = response_id
+        self.primary_done = primary_done
+        self.started = started
+        self.reply = reply
 
     def cancel(self) -> None:
         super().cancel()
