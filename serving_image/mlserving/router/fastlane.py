@@ -40,15 +40,19 @@ log = logging.getLogger("mlserving.router")
 
 
 class _FastRequest:
-    __slots__ = ("body", "keep_alive", "protocol", "reading", "started", "target")
+    __slots__ = ("body", "keep_alive", "more", "protocol", "reading", "started", "target")
 
     def __init__(self, protocol: RouterProtocol, target: LaneTarget, keep_alive: bool) -> None:
         self.protocol = protocol
         self.target = target
         self.keep_alive = keep_alive
         self.started = time.perf_counter()
-        self.body = b""
+        self.body = b""  # its first chunk (most bodies come in one)
+        self.more: list[bytes] | None = None  # the chunks after the first
         self.reading = True  # the body is still arriving
+
+    def whole_body(self) -> bytes:
+        return self.body if self.more is None else b"".join((self.body, *self.more))
 
     def reply(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         self.protocol.answer(self, status, headers, body)
@@ -113,7 +117,12 @@ class RouterProtocol(OneWriteHttpToolsProtocol):
     def on_body(self, body: bytes) -> None:
         fast = self._fast
         if fast is not None and fast.reading:
-            fast.body = fast.body + body if fast.body else body
+            if not fast.body:
+                fast.body = body
+            elif fast.more is None:
+                fast.more = [body]
+            else:
+                fast.more.append(body)
         else:
             super().on_body(body)
 
@@ -214,7 +223,7 @@ class RouterProtocol(OneWriteHttpToolsProtocol):
                 tail,
                 "POST",
                 self.headers,
-                fast.body,
+                fast.whole_body(),
                 True,
                 fast.started,
                 fast.reply,

@@ -230,3 +230,24 @@ def test_a_graceful_stop_answers_the_fast_request_in_flight(start_upstream, star
         0,
         -signal.SIGTERM,
     )  # uvicorn re-raises the signal it handled
+
+
+def test_a_large_body_arriving_in_many_pieces_is_forwarded_whole(lane):
+    router, a, _ = lane
+    padding = "x" * (3 * 1024 * 1024)
+    body = json.dumps(
+        {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}], "pad": padding}
+    )
+    data = post("/v2/models/iris/infer", body.encode())
+    responses = Responses()
+    with socket.create_connection(("127.0.0.1", port_of(router)), timeout=10) as sock:
+        for start in range(0, len(data), 256 * 1024):  # pieces the parser sees one by one
+            sock.sendall(data[start : start + 256 * 1024])
+            time.sleep(0.005)
+        while not responses.done:
+            responses.parser.feed_data(sock.recv(65536))
+    status, headers, answer = responses.done[0]
+    assert status == 200 and json.loads(answer)["served_by"] == "a"
+    forwarded = a.stats()["last_headers"]
+    # the body with the router's id appended: every byte arrived (the upstream parsed it as JSON)
+    assert int(forwarded["content-length"]) == len(body) + len(',"id":""') + len(headers["x-mlrollouts-id"])
