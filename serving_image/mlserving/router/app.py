@@ -163,6 +163,8 @@ class CompiledRoute:
         return None
 
     def choose(self, headers: list[tuple[bytes, bytes]], uniform: float) -> CompiledVariant:
+        if self.sticky_header is None and self.sticky_cookie is None:
+            return self.variants[self.splitter.pick_random(uniform)]
         key = self.sticky_key(headers)
         name = self.splitter.pick_sticky(key) if key is not None else self.splitter.pick_random(uniform)
         return self.variants[name]
@@ -457,7 +459,7 @@ class RouterApp(Application):
         self.max_shadow_inflight = max_shadow_inflight
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
-        self._compiled: CompiledTable | None = None
+        self.compiled: CompiledTable | None = None
         self.outliers = OutlierDetector()
         self.session = UpstreamPool()
         # Shadow traffic has its own pool, so a slow shadow can never hold the primaries' connections.
@@ -485,12 +487,8 @@ class RouterApp(Application):
     # -- route table -----------------------------------------------------------------------------
 
     @property
-    def compiled(self) -> CompiledTable | None:
-        return self._compiled
-
-    @property
     def table(self) -> RouteTable | None:
-        return self._compiled.table if self._compiled else None
+        return self.compiled.table if self.compiled else None
 
     def set_table(self, table: RouteTable) -> None:
         if self.resolver is not None:
@@ -501,16 +499,16 @@ class RouterApp(Application):
 
     def _compile(self, table: RouteTable) -> None:
         resolve = self.resolver.resolve if self.resolver is not None else None
-        self._compiled = CompiledTable.build(table, self.outliers, resolve)
+        self.compiled = CompiledTable.build(table, self.outliers, resolve)
 
     def endpoints_changed(self) -> None:
         """The resolver saw Service endpoints change: recompile the variants with them (graphs resolve
         their components on every call)."""
-        if self._compiled is not None:
-            self._compile(self._compiled.table)
+        if self.compiled is not None:
+            self._compile(self.compiled.table)
 
     def _route_for(self, model: str) -> CompiledRoute:
-        compiled = self._compiled
+        compiled = self.compiled
         route = compiled.by_model.get(model) if compiled else None
         if route is None:
             raise HttpError(404, f"no route for model {model!r}")
@@ -574,7 +572,7 @@ class RouterApp(Application):
         if path == "/v2/health/live":
             await send_body(send, 200, b'{"live":true}')
         elif path == "/v2/health/ready":
-            ready = self._compiled is not None
+            ready = self.compiled is not None
             await send_json(send, 200 if ready else 503, {"ready": ready})
         elif path in ("/v2", "/v2/"):
             await send_body(send, 200, self._metadata)
@@ -744,7 +742,7 @@ class RouterApp(Application):
         deadline = time.monotonic() + 2 * self.resolver.interval
         while time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-            current = self._compiled.by_model.get(route.spec.model) if self._compiled else None
+            current = self.compiled.by_model.get(route.spec.model) if self.compiled else None
             fresh = current.variants.get(variant.name) if current else None
             if fresh is not None and not any(service_of(e.url) for e in fresh.upstreams):
                 return fresh

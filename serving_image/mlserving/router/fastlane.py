@@ -150,7 +150,8 @@ class RouterProtocol(OneWriteHttpToolsProtocol):
         self.server_state.total_requests += 1
         if self._raw is None or self._raw.is_closing():
             return
-        self.flow.resume_reading()
+        if self.flow.read_paused:
+            self.flow.resume_reading()
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)

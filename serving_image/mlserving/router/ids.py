@@ -20,6 +20,7 @@ from dataclasses import dataclass
 SIGNING_KEY_ENV = "MLROUTER_SIGNING_KEY"
 _SIGNATURE_BYTES = 16
 _MAX_ID_LENGTH = 256
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,9 @@ class IdSigner:
     def _sign(self, message: bytes) -> str:
         mac = self._mac.copy()
         mac.update(message)
-        return base64.urlsafe_b64encode(mac.digest()[:_SIGNATURE_BYTES]).rstrip(b"=").decode()
+        # URL-safe base64 without padding (binascii: the base64 module's function, without its frames).
+        encoded = binascii.b2a_base64(mac.digest()[:_SIGNATURE_BYTES], newline=False)
+        return encoded.translate(_URL_SAFE).rstrip(b"=").decode()
 
     def issue(self, route: str, variant: str, now: float) -> str:
         body = f"{route}.{variant}.{int(now)}.{self._random.getrandbits(48):012x}"
