@@ -9,7 +9,7 @@ the uvicorn runner in ``mlserving.http.run`` (imported only by the commands that
 from mlserving.http.asgi import Application, Receive, Scope, Send
 from mlserving.http.body import int_header, read_body
 from mlserving.http.errors import ClientDisconnected, Headers, HttpError, error_body, require_method
-from mlserving.http.send import JSON_HEADERS, send_body, send_error, send_json
+from mlserving.http.send import JSON_HEADERS, error_response, send_body, send_error, send_json
 
 __all__ = [
     "JSON_HEADERS",
@@ -21,6 +21,7 @@ __all__ = [
     "Scope",
     "Send",
     "error_body",
+    "error_response",
     "int_header",
     "read_body",
     "require_method",

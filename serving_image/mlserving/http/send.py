@@ -31,10 +31,13 @@ def send_json(send: Send, status: int, document: Any, headers: Headers = JSON_HE
     return send_body(send, status, orjson.dumps(document), headers)
 
 
+def error_response(error: HttpError, headers: Headers = ()) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, headers and body of the answer to ``error``: ``{"error": message}`` with the error's
+    status and headers, then ``headers`` (for writers that are not an ASGI ``send``)."""
+    return error.status, [*JSON_HEADERS, *error.headers, *headers], error_body(error.message)
+
+
 def send_error(send: Send, error: HttpError, headers: Headers = ()) -> Awaitable[None]:
     """``{"error": message}`` with the error's status and headers, then ``headers``."""
-    if error.headers or headers:
-        return send_body(
-            send, error.status, error_body(error.message), (*JSON_HEADERS, *error.headers, *headers)
-        )
-    return send_body(send, error.status, error_body(error.message))
+    status, all_headers, body = error_response(error, headers)
+    return send_body(send, status, body, all_headers)

@@ -39,7 +39,7 @@ from mlserving.http import (
     Receive,
     Scope,
     Send,
-    error_body,
+    error_response,
     read_body,
     require_method,
     send_body,
@@ -338,7 +338,7 @@ class Exchange:
                 self.waiting = asyncio.get_running_loop().create_task(self._retry_resolved(endpoint, error))
                 self.app.keep(self.waiting)
             else:
-                self._finish(None, HttpError(502, f"variant {name!r}: upstream connection failed: {error}"))
+                self._finish(None, self._connection_failed(error))
         elif isinstance(error, RequestTimeout):
             seconds = self.variant.request_seconds
             self._finish(
@@ -352,12 +352,14 @@ class Exchange:
         if self.finished:
             return
         if fresh is None:
-            name = self.variant.name
-            self._finish(None, HttpError(502, f"variant {name!r}: upstream connection failed: {error}"))
+            self._finish(None, self._connection_failed(error))
             return
         self._count_retry()
         self.variant, self.endpoints = fresh, fresh.endpoints()
         self._attempt(0)
+
+    def _connection_failed(self, error: UpstreamError) -> HttpError:
+        return HttpError(502, f"variant {self.variant.name!r}: upstream connection failed: {error}")
 
     def _count_retry(self) -> None:
         metrics = self.app.metrics
@@ -430,8 +432,7 @@ class Forward(Exchange):
         else:
             self._primary_answered(None)
         if error is not None:
-            status, body = error.status, error_body(error.message)
-            headers = [*JSON_HEADERS, *error.headers, variant_header]
+            status, headers, body = error_response(error, (variant_header,))
         self.app.metrics.observe_request(
             self.route.name, self.chosen.name, status, time.perf_counter() - self.started
         )

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from mlserving.http import JSON_HEADERS, error_body
+from mlserving.http import HttpError, error_response
 from mlserving.http.transport import OneWriteHttpToolsProtocol
 
 if TYPE_CHECKING:
@@ -231,7 +231,7 @@ class RouterProtocol(OneWriteHttpToolsProtocol):
             )
         except Exception:
             log.exception("unexpected error on POST %s%s%s", *target[1:])
-            self.answer(fast, 500, list(JSON_HEADERS), error_body("internal router error (logged)"))
+            self.answer(fast, *error_response(HttpError(500, "internal router error (logged)")))
 
     def answer(
         self, fast: _FastRequest, status: int, headers: list[tuple[bytes, bytes]], body: bytes
