@@ -201,9 +201,7 @@ class _Connection(asyncio.Protocol):
                 log.exception("upstream answer handler failed")
 
     def _fail(self, exc: UpstreamError) -> None:
-        if self._done is not None:
-            self._complete(None, exc)
-        self.close()
+        self._complete(None, exc)  # closes the connection, and tells the requester when there is one
 
     def close(self) -> None:
         self.closed = True
