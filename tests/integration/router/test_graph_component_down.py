@@ -157,6 +157,15 @@ def test_each_on_error_policy_holds_while_a_component_hangs_or_dies(affine, star
                 lambda: traffic.count("other", stopped) >= 10, timeout=10, message="traffic while hung"
             )
             time.sleep(3 * NODE_TIMEOUT)
+            # Every graph answered at least once while hung (each answer from the component's graphs
+            # takes its node timeout, so on a loaded machine 1.5 s may hold none of one of them).
+            wait_until(
+                lambda: all(
+                    any(a.graph == g for a in traffic.between(stopped, time.monotonic())) for g in GRAPHS
+                ),
+                timeout=10,
+                message="an answer of every graph while hung",
+            )
             os.kill(victim.proc.pid, signal.SIGCONT)
             resumed = time.monotonic()
             hung = traffic.between(stopped, resumed - NODE_TIMEOUT)
